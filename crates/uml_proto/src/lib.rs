@@ -1,0 +1,13 @@
+//! Wire formats shared by the User-Mode Linux utilities.
+//!
+//! Every on-the-wire or on-disk structure has exactly one definition here, as a
+//! `#[repr(C)]` struct whose field types spell out their byte order
+//! (`U32<NativeEndian>` for the host-endian mconsole fields, `U32<BigEndian>` for
+//! COW V3 fields, and so on). Decoders take byte slices and never panic: every
+//! malformed input is a typed error.
+//!
+//! The crate does no I/O of its own beyond the `std::io::Read`/`Write` traits.
+
+pub mod cow;
+pub mod mconsole;
+pub mod switch;

@@ -1,0 +1,1 @@
+//! Real-kernel test bed.

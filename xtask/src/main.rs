@@ -1,0 +1,84 @@
+//! `cargo xtask`: the project's own automation.
+//!
+//! - `cargo xtask test`: provisions the real-kernel test bed, then runs the format
+//!   check, clippy with warnings denied, and every test of the workspace.
+//! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
+
+mod fuzz;
+mod provision;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("fuzz") => {
+            let seconds = match args.get(1) {
+                Some(s) => s
+                    .parse()
+                    .with_context(|| format!("fuzz: '{s}' is not a number of seconds"))?,
+                None => 60,
+            };
+            fuzz::run_all(&workspace_root(), seconds)
+        }
+        Some("provision") => provision::ensure_test_bed(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test             provision the test bed, then fmt check, clippy -D warnings, all tests\n  \
+                 provision        only install what the real-kernel tests need\n  \
+                 fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn test() -> Result<()> {
+    provision::ensure_test_bed()?;
+    let root = workspace_root();
+    cargo(&root, &["fmt", "--all", "--check"])?;
+    cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cargo(&root, &["test", "--workspace", "--locked"])?;
+    Ok(())
+}
+
+/// Runs `cargo ARGS` in `dir`, failing with the command line if it fails.
+pub(crate) fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new(env!("CARGO")).args(args).current_dir(dir))
+}
+
+/// Runs a command to completion, failing with its command line if it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let line = format!("{cmd:?}");
+    eprintln!("xtask: running {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed: {status}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask's manifest sits one level below the workspace root.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

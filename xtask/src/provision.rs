@@ -1,0 +1,157 @@
+//! Makes sure the machine has what the real-kernel tests need, installing it where it can.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages that make up the test bed.
+const PACKAGES: &[&str] = &[
+    "user-mode-linux",
+    "uml-utilities",
+    "busybox-static",
+    "e2fsprogs",
+    "iproute2",
+];
+
+/// A program the tests run, and the package it comes from.
+struct Need {
+    program: &'static str,
+    package: &'static str,
+}
+
+const NEEDS: &[Need] = &[
+    Need {
+        program: "linux.uml",
+        package: "user-mode-linux",
+    },
+    Need {
+        program: "uml_mkcow",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "uml_moo",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "uml_mconsole",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "uml_switch",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "tunctl",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "mkfs.ext2",
+        package: "e2fsprogs",
+    },
+    Need {
+        program: "debugfs",
+        package: "e2fsprogs",
+    },
+    Need {
+        program: "ip",
+        package: "iproute2",
+    },
+];
+
+/// Installs the test bed's packages if anything is missing (as root, with apt-get),
+/// or fails with one line naming the packages.
+pub fn ensure_test_bed() -> Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root() || find_program("apt-get").is_none() {
+        bail!(
+            "the real-kernel tests need the Debian packages {list}: install them (as root: apt-get install {list})"
+        );
+    }
+    eprintln!("xtask: installing {list}");
+    crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!(
+            "apt-get ran but these packages' programs are still missing: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    let mut missing: Vec<&'static str> = NEEDS
+        .iter()
+        .filter(|need| find_program(need.program).is_none())
+        .map(|need| need.package)
+        .collect();
+    let static_busybox =
+        find_program("busybox").is_some_and(|p| is_static_elf(&p).unwrap_or(false));
+    if !static_busybox {
+        missing.push("busybox-static");
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}
+
+/// Looks a program up in PATH and the sbin directories (root's PATH may lack them).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Whether an ELF executable has no program interpreter (PT_INTERP), i.e. is static.
+/// The guest root image holds only busybox, so it must not need a dynamic loader.
+fn is_static_elf(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let field = |off: usize, len: usize| -> Option<u64> {
+        let b = bytes.get(off..off + len)?;
+        Some(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        )
+    };
+    // Only 64-bit little-endian ELF is expected on this project's machines.
+    if bytes.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Ok(false);
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (field(0x20, 8), field(0x36, 2), field(0x38, 2))
+    else {
+        return Ok(false);
+    };
+    const PT_INTERP: u64 = 3;
+    let has_interp = (0..phnum).any(|i| {
+        usize::try_from(phoff + i * phentsize)
+            .ok()
+            .and_then(|off| field(off, 4))
+            == Some(PT_INTERP)
+    });
+    Ok(!has_interp)
+}
