@@ -131,7 +131,8 @@ fn parse_chunk(datagram: &[u8]) -> Option<ReplyChunk<'_>> {
     if len > MAX_DATA || len > data.len() || more > 1 {
         return None;
     }
-    let declared = &data[..len];
+    // `len` counts the terminating NUL, so at most `len - 1` bytes are text.
+    let declared = &data[..len.saturating_sub(1)];
     let text = match declared.iter().position(|&b| b == 0) {
         Some(nul) => &declared[..nul],
         None => declared,
@@ -235,6 +236,18 @@ mod tests {
             ReplyDatagram::Chunk(c) => assert_eq!(c.err & 0xff, 240),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn text_never_runs_into_the_nul_slot() {
+        let mut d = vec![0u8; 12 + 512];
+        d[8..12].copy_from_slice(&512u32.to_ne_bytes());
+        d[12..].fill(b'x');
+        let ReplyDatagram::Chunk(chunk) = ReplyDatagram::parse(&d).unwrap() else {
+            panic!("not a chunk");
+        };
+        assert_eq!(chunk.text.len(), MAX_TEXT);
+        assert!(chunk.encode().is_ok());
     }
 
     #[test]

@@ -205,6 +205,10 @@ impl ControlRequest {
         match (&self.description, self.version) {
             (Some(desc), ProtocolVersion::V1 | ProtocolVersion::V3) => {
                 out.extend_from_slice(desc);
+                // 124 bytes would read back as the kernel's request with padding.
+                if out.len() == KERNEL_REQUEST_LEN {
+                    out.push(0);
+                }
             }
             (None, ProtocolVersion::V3) => out.resize(KERNEL_REQUEST_LEN, 0),
             _ => {}
@@ -297,7 +301,7 @@ mod tests {
             Just(ProtocolVersion::V3)
         ];
         let path = proptest::collection::vec(any::<u8>(), 108);
-        let desc = proptest::option::of(proptest::collection::vec(1u8..=255, 3..40));
+        let desc = proptest::option::of(proptest::collection::vec(1u8..=255, 1..40));
         (version, any::<[u8; 6]>(), path, desc).prop_map(|(version, mac, path, desc)| {
             let mut addr = PeerAddr::kernel_style(0, 0);
             addr.path.copy_from_slice(&path);
