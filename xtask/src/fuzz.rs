@@ -32,6 +32,8 @@ pub fn run_all(root: &Path, seconds: u64) -> Result<()> {
             Command::new(env!("CARGO"))
                 .args(["fuzz", "run", "--sanitizer", "none", target, "--"])
                 .arg(format!("-max_total_time={seconds}"))
+                // COW headers reach 4136 bytes; libFuzzer's default cap is 4096.
+                .arg("-max_len=8192")
                 // cargo fuzz passes nightly-only flags; the project has only a stable toolchain.
                 .env("RUSTC_BOOTSTRAP", "1")
                 .current_dir(&fuzz_dir),
