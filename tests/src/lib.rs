@@ -29,3 +29,41 @@ pub fn host_program(name: &str, package: &str) -> PathBuf {
             )
         })
 }
+
+/// Builds (if needed) and returns one of this workspace's binaries, with the
+/// profile the tests run under, so a test never runs a stale tool.
+pub fn our_tool(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    // Test executables live in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("locating the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test executable under <target>/<profile>/deps");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--package", name, "--bin", name]);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .env(
+            "CARGO_TARGET_DIR",
+            profile_dir.parent().expect("target dir"),
+        )
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build of {name} failed: {status}");
+    let path = profile_dir.join(name);
+    assert!(path.is_file(), "{} missing after the build", path.display());
+    built.insert(name.to_owned(), path.clone());
+    path
+}

@@ -1,0 +1,7 @@
+//! Creating UML COW files: V3 headers equal to the C `uml_mkcow`'s, written atomically.
+
+mod backing;
+mod create;
+
+pub use backing::{BackingFile, absolutize};
+pub use create::{MkcowError, create_cow};
