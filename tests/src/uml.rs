@@ -216,46 +216,45 @@ impl Uml {
     }
 
     fn wait_until(&mut self, timeout: Duration, what: &str, mut done: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done(self) {
-                return;
+        self.poll(timeout, what, |uml| {
+            if done(uml) {
+                return Some(());
             }
-            if self.has_exited() {
-                // The console may have caught up after the last check.
-                if done(self) {
-                    return;
-                }
+            // An exited guest may still have satisfied the condition on its way out.
+            (uml.has_exited() && !done(uml)).then(|| {
                 panic!(
                     "guest {} exited ({:?}) before {what} appeared; console:\n{}",
-                    self.umid,
-                    self.exit,
-                    self.console()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "guest {}: no {what} within {timeout:?}; console:\n{}",
-                    self.umid,
-                    self.console()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+                    uml.umid,
+                    uml.exit,
+                    uml.console()
+                )
+            })
+        })
     }
 
     /// Waits for the kernel to exit; panics with the console on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.poll(timeout, "exit", |uml| {
+            uml.has_exited();
+            uml.exit
+        })
+    }
+
+    /// Polls `check` until it yields a value; panics with the console at the deadline.
+    fn poll<R>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&mut Self) -> Option<R>,
+    ) -> R {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.has_exited() {
-                if let Some(status) = self.exit {
-                    return status;
-                }
+            if let Some(value) = check(self) {
+                return value;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "guest {} still running after {timeout:?}; console:\n{}",
+                    "guest {}: no {what} within {timeout:?}; console:\n{}",
                     self.umid,
                     self.console()
                 );

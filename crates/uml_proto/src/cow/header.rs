@@ -205,6 +205,68 @@ pub enum CowHeaderError {
     Io(#[from] std::io::Error),
 }
 
+/// The fields every layout stores, read in that layout's byte order.
+struct Fields<'a> {
+    mtime: u32,
+    size: u64,
+    sectorsize: i32,
+    alignment: Option<i32>,
+    cow_format: i32,
+    backing_file: &'a [u8],
+}
+
+impl V1Wire {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            mtime: self.mtime.get(),
+            size: self.size.get(),
+            sectorsize: self.sectorsize.get(),
+            alignment: None,
+            cow_format: 0,
+            backing_file: &self.backing_file,
+        }
+    }
+}
+
+impl V2Wire {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            mtime: self.mtime.get(),
+            size: self.size.get(),
+            sectorsize: self.sectorsize.get(),
+            alignment: None,
+            cow_format: 0,
+            backing_file: &self.backing_file,
+        }
+    }
+}
+
+impl V3Wire {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            mtime: self.mtime.get(),
+            size: self.size.get(),
+            sectorsize: self.sectorsize.get(),
+            alignment: Some(self.alignment.get()),
+            cow_format: self.cow_format.get(),
+            backing_file: &self.backing_file,
+        }
+    }
+}
+
+impl BrokenV3Wire {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            mtime: self.mtime.get(),
+            size: self.size.get(),
+            sectorsize: self.sectorsize.get(),
+            alignment: Some(self.alignment.get()),
+            cow_format: self.cow_format.get(),
+            backing_file: &self.backing_file,
+        }
+    }
+}
+
 fn positive(value: i32, err: fn(i64) -> CowHeaderError) -> Result<u32, CowHeaderError> {
     u32::try_from(value)
         .ok()
@@ -272,66 +334,34 @@ impl CowHeader {
         } else {
             return Err(CowHeaderError::NotCow);
         };
-        let mut header = match number {
-            1 => {
-                let w: &V1Wire = header_of(bytes, 1)?;
-                Self {
-                    version: CowVersion::V1,
-                    magic_big_endian,
-                    mtime: w.mtime.get(),
-                    size: w.size.get(),
-                    sectorsize: positive(w.sectorsize.get(), CowHeaderError::BadSectorSize)?,
-                    alignment: 0,
-                    cow_format: 0,
-                    backing_file: path_field(&w.backing_file)?,
-                }
-            }
-            2 => {
-                let w: &V2Wire = header_of(bytes, 2)?;
-                Self {
-                    version: CowVersion::V2,
-                    magic_big_endian,
-                    mtime: w.mtime.get(),
-                    size: w.size.get(),
-                    sectorsize: positive(w.sectorsize.get(), CowHeaderError::BadSectorSize)?,
-                    alignment: 0,
-                    cow_format: 0,
-                    backing_file: path_field(&w.backing_file)?,
-                }
-            }
-            // In a correct V3 the bytes at offset 32 start the absolute path; in the
-            // broken layout they are the (zero) cow_format.
-            3 if bytes.get(32..36).is_some_and(|b| b != [0; 4]) => {
-                let w: &V3Wire = header_of(bytes, 3)?;
-                Self {
-                    version: CowVersion::V3,
-                    magic_big_endian,
-                    mtime: w.mtime.get(),
-                    size: w.size.get(),
-                    sectorsize: positive(w.sectorsize.get(), CowHeaderError::BadSectorSize)?,
-                    alignment: positive(w.alignment.get(), CowHeaderError::BadAlignment)?,
-                    cow_format: w.cow_format.get() as u32,
-                    backing_file: path_field(&w.backing_file)?,
-                }
-            }
-            3 => {
-                let w: &BrokenV3Wire = header_of(bytes, 3)?;
-                Self {
-                    version: CowVersion::V3Broken,
-                    magic_big_endian,
-                    mtime: w.mtime.get(),
-                    size: w.size.get(),
-                    sectorsize: positive(w.sectorsize.get(), CowHeaderError::BadSectorSize)?,
-                    alignment: positive(w.alignment.get(), CowHeaderError::BadAlignment)?,
-                    cow_format: w.cow_format.get() as u32,
-                    backing_file: path_field(&w.backing_file)?,
-                }
-            }
+        // In a correct V3 the bytes at offset 32 start the absolute path; in the
+        // broken layout they are the (zero) cow_format.
+        let broken = bytes.get(32..36).is_none_or(|b| b == [0; 4]);
+        let (version, fields) = match number {
+            1 => (CowVersion::V1, header_of::<V1Wire>(bytes, 1)?.fields()),
+            2 => (CowVersion::V2, header_of::<V2Wire>(bytes, 2)?.fields()),
+            3 if !broken => (CowVersion::V3, header_of::<V3Wire>(bytes, 3)?.fields()),
+            3 => (
+                CowVersion::V3Broken,
+                header_of::<BrokenV3Wire>(bytes, 3)?.fields(),
+            ),
             other => return Err(CowHeaderError::InvalidVersion(other)),
         };
-        if matches!(header.version, CowVersion::V1 | CowVersion::V2) {
-            header.alignment = header.sectorsize;
-        }
+        let sectorsize = positive(fields.sectorsize, CowHeaderError::BadSectorSize)?;
+        let header = Self {
+            version,
+            magic_big_endian,
+            mtime: fields.mtime,
+            size: fields.size,
+            sectorsize,
+            // V1 and V2 align to the sector size.
+            alignment: match fields.alignment {
+                Some(alignment) => positive(alignment, CowHeaderError::BadAlignment)?,
+                None => sectorsize,
+            },
+            cow_format: fields.cow_format as u32,
+            backing_file: path_field(fields.backing_file)?,
+        };
         Ok(header)
     }
 
