@@ -155,3 +155,30 @@ fn is_static_elf(path: &Path) -> Result<bool> {
     });
     Ok(!has_interp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // The test binary itself is dynamically linked against libc.
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static_elf(&me).unwrap());
+        let dir = std::env::temp_dir().join(format!("xtask-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("script");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert!(
+            !is_static_elf(&script).unwrap(),
+            "a script is no static ELF"
+        );
+        // A minimal 64-bit ELF header with no program headers has no interpreter.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
+        let minimal = dir.join("minimal");
+        std::fs::write(&minimal, &elf).unwrap();
+        assert!(is_static_elf(&minimal).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
