@@ -8,6 +8,7 @@
 //!
 //! The crate does no I/O of its own beyond the `std::io::Read`/`Write` traits.
 
+mod c_string;
 pub mod cow;
 pub mod mconsole;
 pub mod switch;

@@ -4,6 +4,7 @@ use zerocopy::byteorder::{NativeEndian, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{MAGIC, MAX_DATA, VERSION};
+use crate::c_string::until_nul;
 
 /// Byte layout of the 16-byte header the kernel puts before `len` data bytes.
 #[repr(C)]
@@ -166,12 +167,7 @@ impl Notification<'_> {
 
     /// The data as text: up to the first NUL, lossily decoded.
     pub fn text(&self) -> String {
-        let end = self
-            .data
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.data.len());
-        String::from_utf8_lossy(&self.data[..end]).into_owned()
+        String::from_utf8_lossy(until_nul(self.data)).into_owned()
     }
 
     /// Encodes the notification in the kernel's form (16 + len bytes).

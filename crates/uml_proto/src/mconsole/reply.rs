@@ -4,6 +4,7 @@ use zerocopy::byteorder::{NativeEndian, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{MAX_DATA, MAX_TEXT};
+use crate::c_string::until_nul;
 
 /// Byte layout of a reply datagram. Only the first `12 + len` bytes travel on the wire.
 #[repr(C)]
@@ -133,14 +134,10 @@ fn parse_chunk(datagram: &[u8]) -> Option<ReplyChunk<'_>> {
     }
     // `len` counts the terminating NUL, so at most `len - 1` bytes are text.
     let declared = &data[..len.saturating_sub(1)];
-    let text = match declared.iter().position(|&b| b == 0) {
-        Some(nul) => &declared[..nul],
-        None => declared,
-    };
     Some(ReplyChunk {
         err,
         more: more == 1,
-        text,
+        text: until_nul(declared),
     })
 }
 

@@ -4,6 +4,7 @@ use zerocopy::byteorder::{NativeEndian, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{MAGIC, MAX_DATA, MAX_TEXT, VERSION};
+use crate::c_string::until_nul;
 
 /// Byte layout of a request: 12 bytes of host-endian header, then 512 data bytes (524 in all).
 #[repr(C)]
@@ -126,13 +127,9 @@ impl Request {
         }
         let data = &datagram[HEADER_LEN..];
         let declared = &data[..(len as usize).min(data.len())];
-        let command = match declared.iter().position(|&b| b == 0) {
-            Some(nul) => &declared[..nul],
-            None => declared,
-        };
         Ok(ParsedRequest {
             version: wire.version.get(),
-            command,
+            command: until_nul(declared),
         })
     }
 }

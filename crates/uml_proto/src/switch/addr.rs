@@ -7,6 +7,8 @@ use std::path::Path;
 use zerocopy::byteorder::{I32, NativeEndian, U16};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::c_string::until_nul;
+
 /// Size of `sun_path`.
 pub const SUN_PATH_LEN: usize = 108;
 /// Size of a whole `struct sockaddr_un` on Linux.
@@ -129,12 +131,7 @@ impl PeerAddr {
         if self.is_abstract() {
             return None;
         }
-        let end = self
-            .path
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(SUN_PATH_LEN);
-        Some(Path::new(OsStr::from_bytes(&self.path[..end])))
+        Some(Path::new(OsStr::from_bytes(until_nul(&self.path))))
     }
 
     /// The name bytes of an abstract address (all 107 of them, as it is bound with length 110).

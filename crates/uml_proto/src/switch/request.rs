@@ -5,6 +5,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::addr::PeerAddr;
 use super::{KERNEL_REQUEST_LEN, REQ_NEW_CONTROL, SWITCH_MAGIC};
+use crate::c_string::until_nul;
 
 /// Byte layout of a v0 request (120 bytes, no magic; only very old kernels send it).
 #[repr(C)]
@@ -116,11 +117,8 @@ fn check_type(kind: u32) -> Result<(), ControlRequestError> {
 
 /// The description libvdeplug appends: trailing bytes up to a NUL, if any are left.
 fn description(trailing: &[u8]) -> Option<Vec<u8>> {
-    let end = trailing
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(trailing.len());
-    (end > 0).then(|| trailing[..end].to_vec())
+    let text = until_nul(trailing);
+    (!text.is_empty()).then(|| text.to_vec())
 }
 
 impl ControlRequest {
