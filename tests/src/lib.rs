@@ -30,6 +30,20 @@ pub fn host_program(name: &str, package: &str) -> PathBuf {
         })
 }
 
+/// The MD5 of a host file as `md5sum` prints it, to compare with a guest's `md5sum`.
+pub fn host_md5(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(host_program("md5sum", "coreutils"))
+        .arg(path)
+        .output()
+        .expect("running md5sum");
+    assert!(out.status.success(), "md5sum {} failed", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("md5sum printed a digest")
+        .to_owned()
+}
+
 /// Builds (if needed) and returns one of this workspace's binaries, with the
 /// profile the tests run under, so a test never runs a stale tool.
 pub fn our_tool(name: &str) -> PathBuf {

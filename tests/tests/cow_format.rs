@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, CowVersion, DirtyRuns, bit_is_set};
-use uml_testbed::{UmlBuilder, host_program};
+use uml_testbed::{UmlBuilder, host_md5, host_program};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(90);
 
@@ -106,12 +106,7 @@ fn real_kernel_boots_on_a_cow_header_we_emit() {
     uml.wait_exit(EXIT_DEADLINE);
     let console = uml.console();
     assert!(console.contains("OUR-COW-DONE"), "console:\n{console}");
-    let host_md5 = Command::new("md5sum").arg(&backing).output().unwrap();
-    let host_md5 = String::from_utf8_lossy(&host_md5.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let host_md5 = host_md5(&backing);
     assert!(
         console.contains(&format!("{host_md5}  /dev/ubdb")),
         "guest did not read the backing content through our COW (host md5 {host_md5}):\n{console}"

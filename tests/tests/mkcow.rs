@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, DirtyRuns};
-use uml_testbed::{UmlBuilder, host_program, our_tool};
+use uml_testbed::{UmlBuilder, host_md5, host_program, our_tool};
 
 fn run(tool: &Path, dir: &Path, args: &[&str]) -> Output {
     Command::new(tool)
@@ -104,12 +104,7 @@ fn real_kernel_boots_on_our_uml_mkcow_output() {
     uml.wait_exit(Duration::from_secs(90));
     let console = uml.console();
     assert!(console.contains("MKCOW-GUEST-DONE"), "{console}");
-    let md5 = Command::new("md5sum")
-        .arg(dir.join("base.img"))
-        .output()
-        .unwrap();
-    let md5 = String::from_utf8_lossy(&md5.stdout);
-    let md5 = md5.split_whitespace().next().unwrap();
+    let md5 = host_md5(&dir.join("base.img"));
     assert!(console.contains(&format!("{md5}  /dev/ubdb")), "{console}");
 
     let bytes = fs::read(dir.join("disk.cow")).unwrap();
