@@ -24,11 +24,15 @@ pub fn absolutize(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path does not name a file"))?;
-    let dir = match path.parent() {
+    Ok(directory_of(path).canonicalize()?.join(name))
+}
+
+/// The directory a path's last component lives in (`.` for a bare name).
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    Ok(dir.canonicalize()?.join(name))
+    }
 }
 
 impl BackingFile {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use uml_proto::cow::{CowHeader, CowHeaderError, CowLayout, LayoutError};
 
-use crate::backing::BackingFile;
+use crate::backing::{BackingFile, directory_of};
 
 /// Why a COW file was not created. Nothing is left behind in any of these cases.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +112,7 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
         path: cow.to_path_buf(),
         source,
     };
-    let dir = match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = directory_of(&target);
     let tmp = tempfile::Builder::new()
         .prefix(".uml_mkcow-")
         .permissions(Permissions::from_mode(0o644))
