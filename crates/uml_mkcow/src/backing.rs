@@ -14,6 +14,8 @@ pub struct BackingFile {
     pub size: u64,
     /// Modification time in seconds since the epoch.
     pub mtime: i64,
+    /// Device and inode of the file measured, to recognise it under any other name.
+    pub identity: (u64, u64),
 }
 
 /// Makes `path` absolute the way the kernel and the C tools do: the directory part
@@ -53,6 +55,7 @@ impl BackingFile {
             path: absolute,
             size,
             mtime: meta.mtime(),
+            identity: (meta.dev(), meta.ino()),
         })
     }
 }

@@ -107,7 +107,7 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
             source: LayoutError::Overflow,
         })?;
 
-    let target = existing_target(cow, &info.path, force)?;
+    let target = existing_target(cow, &info, force)?;
     let write_err = |source| MkcowError::Write {
         path: cow.to_path_buf(),
         source,
@@ -150,7 +150,7 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
 
 /// Checks an existing COW path; returns the path to write (a symlink is followed,
 /// as the C tool writes through it).
-fn existing_target(cow: &Path, backing: &Path, force: bool) -> Result<PathBuf, MkcowError> {
+fn existing_target(cow: &Path, backing: &BackingFile, force: bool) -> Result<PathBuf, MkcowError> {
     let Ok(link_meta) = fs::symlink_metadata(cow) else {
         return Ok(cow.to_path_buf());
     };
@@ -166,13 +166,12 @@ fn existing_target(cow: &Path, backing: &Path, force: bool) -> Result<PathBuf, M
             });
         }
     };
-    if let Ok(backing_meta) = fs::metadata(backing) {
-        if (meta.dev(), meta.ino()) == (backing_meta.dev(), backing_meta.ino()) {
-            return Err(MkcowError::SameFile {
-                cow: cow.to_path_buf(),
-                backing: backing.to_path_buf(),
-            });
-        }
+    // Compared with the file just measured, not looked up again by name.
+    if (meta.dev(), meta.ino()) == backing.identity {
+        return Err(MkcowError::SameFile {
+            cow: cow.to_path_buf(),
+            backing: backing.path.clone(),
+        });
     }
     if !meta.is_file() && !meta.file_type().is_symlink() {
         return Err(MkcowError::NotRegular {
