@@ -267,8 +267,17 @@ impl BrokenV3Wire {
     }
 }
 
+/// A stored (signed) sector size or alignment as the positive number it must be.
 fn positive(value: i32, err: fn(i64) -> CowHeaderError) -> Result<u32, CowHeaderError> {
     u32::try_from(value)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or(err(i64::from(value)))
+}
+
+/// The inverse of [`positive`]: a sector size or alignment as the signed field stores it.
+fn storable(value: u32, err: fn(i64) -> CowHeaderError) -> Result<i32, CowHeaderError> {
+    i32::try_from(value)
         .ok()
         .filter(|&v| v > 0)
         .ok_or(err(i64::from(value)))
@@ -388,14 +397,8 @@ impl CowHeader {
                 max: field_len - 1,
             });
         }
-        let sectorsize = i32::try_from(self.sectorsize)
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or(CowHeaderError::BadSectorSize(i64::from(self.sectorsize)))?;
-        let alignment = i32::try_from(self.alignment)
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or(CowHeaderError::BadAlignment(i64::from(self.alignment)))?;
+        let sectorsize = storable(self.sectorsize, CowHeaderError::BadSectorSize)?;
+        let alignment = storable(self.alignment, CowHeaderError::BadAlignment)?;
         let cow_format = self.cow_format as i32;
         let number = self.version.number();
         let (magic, version) = if self.magic_big_endian {
