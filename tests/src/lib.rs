@@ -81,3 +81,16 @@ pub fn our_tool(name: &str) -> PathBuf {
     built.insert(name.to_owned(), path.clone());
     path
 }
+
+/// Runs a program with arguments in `dir` and collects its output.
+pub fn run_in(
+    program: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
+}

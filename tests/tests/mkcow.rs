@@ -4,20 +4,10 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, DirtyRuns};
-use uml_testbed::{UmlBuilder, host_md5, host_program, our_tool};
-
-fn run(tool: &Path, dir: &Path, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
+use uml_testbed::{UmlBuilder, host_md5, host_program, our_tool, run_in};
 
 #[test]
 fn c_tool_uml_mkcow_output_equals_ours() {
@@ -25,8 +15,12 @@ fn c_tool_uml_mkcow_output_equals_ours() {
     fs::write(dir.path().join("base.img"), vec![3u8; (8 << 20) + 777]).unwrap();
     let c = host_program("uml_mkcow", "uml-utilities");
     let ours = our_tool("uml_mkcow");
-    assert!(run(&c, dir.path(), &["c.cow", "base.img"]).status.success());
-    let out = run(&ours, dir.path(), &["ours.cow", "base.img"]);
+    assert!(
+        run_in(&c, dir.path(), &["c.cow", "base.img"])
+            .status
+            .success()
+    );
+    let out = run_in(&ours, dir.path(), &["ours.cow", "base.img"]);
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
 
@@ -64,8 +58,8 @@ fn c_tool_uml_mkcow_exit_codes_match_ours() {
         &["-f", "x.cow", "base.img"][..],
         &["y.cow", "missing.img"][..],
     ] {
-        let c_out = run(&c, c_dir.path(), args);
-        let our_out = run(&ours, our_dir.path(), args);
+        let c_out = run_in(&c, c_dir.path(), args);
+        let our_out = run_in(&ours, our_dir.path(), args);
         assert_eq!(
             our_out.status.code(),
             c_out.status.code(),
@@ -80,7 +74,7 @@ fn c_tool_uml_mkcow_exit_codes_match_ours() {
         !our_dir.path().join("y.cow").exists(),
         "a failed run left a COW"
     );
-    let help = run(&ours, our_dir.path(), &["--help"]);
+    let help = run_in(&ours, our_dir.path(), &["--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("-f, --force"));
 }
@@ -95,7 +89,7 @@ fn real_kernel_boots_on_our_uml_mkcow_output() {
     let dir = builder.workdir().to_path_buf();
     let original: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 253) as u8).collect();
     fs::write(dir.join("base.img"), &original).unwrap();
-    let out = run(&our_tool("uml_mkcow"), &dir, &["disk.cow", "base.img"]);
+    let out = run_in(&our_tool("uml_mkcow"), &dir, &["disk.cow", "base.img"]);
     assert!(out.status.success(), "{out:?}");
 
     let mut uml = builder

@@ -190,3 +190,53 @@ impl fmt::Display for CowInfo {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_images::{TestCow, write_backing};
+
+    #[test]
+    fn counts_dirty_data_and_checks_the_backing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = write_backing(dir.path(), 1 << 20);
+        let cow = TestCow::create(dir.path(), &backing, &[(0, 1), (1, 1), (100, 2)]);
+        let info = inspect(&cow.path, None).unwrap();
+        assert_eq!((info.version, info.broken_64bit_layout), (3, false));
+        assert_eq!(info.virtual_size, 1 << 20);
+        assert_eq!((info.bitmap_offset, info.bitmap_len), (8192, 256));
+        assert_eq!(info.data_offset, cow.data_offset);
+        assert_eq!(
+            (info.dirty_sectors, info.dirty_bytes, info.dirty_runs),
+            (3, 1536, 2)
+        );
+        assert!(info.backing.matches && info.backing.error.is_none());
+        assert!(!info.merge_in_progress);
+        let text = info.to_string();
+        assert!(text.contains("dirty: 3 sectors"), "{text}");
+        assert!(text.contains("matches the header"), "{text}");
+        let json: serde_json::Value = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["dirty_bytes"], 1536);
+        assert_eq!(json["backing"]["matches"], true);
+    }
+
+    #[test]
+    fn a_missing_backing_file_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = write_backing(dir.path(), 4096);
+        let cow = TestCow::create(dir.path(), &backing, &[]);
+        std::fs::remove_file(&backing).unwrap();
+        std::fs::write(marker_path(&cow.path), "left by a killed merge").unwrap();
+        let info = inspect(&cow.path, None).unwrap();
+        assert!(!info.backing.matches);
+        assert!(
+            info.backing
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("No such file")
+        );
+        assert!(info.merge_in_progress);
+        assert!(info.to_string().contains("unusable"), "{info}");
+    }
+}

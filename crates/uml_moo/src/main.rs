@@ -114,4 +114,9 @@ fn report(merged: &Merged, quiet: bool) {
     if merged.resumed {
         eprintln!("uml_moo: finished an interrupted in-place merge");
     }
+    if merged.already_merged {
+        eprintln!(
+            "uml_moo: the backing file already holds every change of the COW file; nothing to do"
+        );
+    }
 }

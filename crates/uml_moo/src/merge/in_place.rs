@@ -1,5 +1,6 @@
 //! `uml_moo -d`: writing the dirty sectors into the backing file itself.
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::MooError;
@@ -16,16 +17,23 @@ use super::{Inputs, MergeOptions, Merged, marker};
 /// the merge is killed, running it again finishes it (see the marker module).
 pub fn merge_in_place(cow: &Path, opts: &MergeOptions) -> Result<Merged, MooError> {
     let mut inputs = Inputs::open(cow, opts, Access::Write)?;
+    let (_, dirty_bytes) = inputs.cow.dirty_totals();
     let resumed = match inputs.backing.check_mtime(&inputs.cow.header) {
         Ok(()) => false,
         Err(_) if marker::is_pending(&inputs.cow, &inputs.backing) => true,
+        // Killed after the final sync: the merge would write nothing, so
+        // finishing it is safe whatever else changed the mtime.
+        Err(_) if holds_every_change(&inputs)? => {
+            let mut merged = inputs.into_merged(dirty_bytes, false);
+            merged.already_merged = true;
+            return Ok(merged);
+        }
         Err(e) => {
             inputs.override_if_forced(Err(e), opts.force)?;
             false
         }
     };
     let Inputs { cow, backing, .. } = &inputs;
-    let (_, dirty_bytes) = cow.dirty_totals();
     marker::write(cow, backing)?;
     let progress = Progress::new(dirty_bytes, opts.progress, "merging in place");
     let mut copier = Copier::new(progress);
@@ -47,6 +55,31 @@ pub fn merge_in_place(cow: &Path, opts: &MergeOptions) -> Result<Merged, MooErro
     copier.finish();
     marker::remove(cow)?;
     Ok(inputs.into_merged(dirty_bytes, resumed))
+}
+
+/// Whether the backing file already has the COW's data in every dirty sector.
+fn holds_every_change(inputs: &Inputs) -> Result<bool, MooError> {
+    const BUF: u64 = 1 << 20;
+    let Inputs { cow, backing, .. } = inputs;
+    let (mut ours, mut theirs) = (vec![0u8; BUF as usize], vec![0u8; BUF as usize]);
+    for run in cow.runs() {
+        let range = cow.byte_range(run);
+        let mut pos = range.start;
+        while pos < range.end {
+            let n = (range.end - pos).min(BUF) as usize;
+            cow.file
+                .read_exact_at(&mut ours[..n], cow.layout.data_offset + pos)
+                .map_err(MooError::io("reading COW file", &cow.path))?;
+            // Short means the backing file shrank: not merged.
+            if backing.file.read_exact_at(&mut theirs[..n], pos).is_err()
+                || ours[..n] != theirs[..n]
+            {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -101,6 +134,29 @@ mod tests {
         assert!(merged.overridden.is_empty());
         assert_eq!(std::fs::read(&backing).unwrap(), cow.expected);
         assert!(!marker_path(&cow.path).exists());
+    }
+
+    #[test]
+    fn a_rerun_after_a_finished_merge_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = write_backing(dir.path(), 8192);
+        let cow = TestCow::create(dir.path(), &backing, &[(1, 0x11), (15, 0x22)]);
+        merge_in_place(&cow.path, &MergeOptions::default()).unwrap();
+        // As if the merge had taken longer than a second.
+        let mtime = SystemTime::now() + Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&backing)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let merged = merge_in_place(&cow.path, &MergeOptions::default()).unwrap();
+        assert!(merged.already_merged);
+        assert_eq!(std::fs::read(&backing).unwrap(), cow.expected);
+        assert_eq!(
+            std::fs::metadata(&backing).unwrap().modified().unwrap(),
+            mtime
+        );
     }
 
     #[test]

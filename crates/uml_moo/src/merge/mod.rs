@@ -39,6 +39,8 @@ pub struct Merged {
     pub overridden: Vec<MooError>,
     /// Whether this run completed an interrupted in-place merge.
     pub resumed: bool,
+    /// Whether the backing file already held every change, so nothing was written.
+    pub already_merged: bool,
 }
 
 /// Both inputs opened, locked against running UMLs and size-checked.
@@ -88,6 +90,7 @@ impl Inputs {
             dirty_bytes,
             overridden: self.overridden,
             resumed,
+            already_merged: false,
         }
     }
 }

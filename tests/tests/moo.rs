@@ -1,0 +1,480 @@
+//! uml_moo: ours against the C tool on every header layout, and merges of COW
+//! files a real kernel wrote.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use uml_proto::cow::{CowHeader, CowLayout, CowVersion, set_bit};
+use uml_testbed::{UmlBuilder, host_program, our_tool, run_in};
+
+const EXIT_DEADLINE: Duration = Duration::from_secs(90);
+
+fn c_moo() -> PathBuf {
+    host_program("uml_moo", "uml-utilities")
+}
+
+/// Backing content where every sector differs from its neighbours.
+fn backing_bytes(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i / 512) as u8).wrapping_mul(31) ^ ((i % 512) as u8))
+        .collect()
+}
+
+/// A hand-made COW file in `dir` over `backing`, with `dirty` sectors filled.
+/// Returns the image a merge must produce (the whole backing size).
+fn hand_made_cow(
+    dir: &Path,
+    name: &str,
+    backing: &Path,
+    version: CowVersion,
+    magic_big_endian: bool,
+    dirty: &[(u64, u8)],
+) -> Vec<u8> {
+    let meta = fs::metadata(backing).unwrap();
+    let sectorsize = 512;
+    let header = CowHeader {
+        version,
+        magic_big_endian,
+        mtime: meta.mtime() as u32,
+        size: meta.len(),
+        sectorsize,
+        alignment: if matches!(version, CowVersion::V1 | CowVersion::V2) {
+            sectorsize
+        } else {
+            4096
+        },
+        cow_format: 0,
+        backing_file: fs::canonicalize(backing)
+            .unwrap()
+            .into_os_string()
+            .into_encoded_bytes(),
+    };
+    let layout = CowLayout::of(&header).unwrap();
+    let file = fs::File::create(dir.join(name)).unwrap();
+    file.write_all_at(&header.to_bytes().unwrap(), 0).unwrap();
+    file.set_len(layout.created_file_len(header.size).unwrap())
+        .unwrap();
+    let mut bitmap = vec![0; layout.bitmap_len as usize];
+    let mut expected = fs::read(backing).unwrap();
+    for &(sector, byte) in dirty {
+        file.write_all_at(&[byte; 512], layout.sector_offset(sector).unwrap())
+            .unwrap();
+        assert!(set_bit(&mut bitmap, sector));
+        let start = (sector as usize * 512).min(expected.len());
+        let end = (start + 512).min(expected.len());
+        expected[start..end].fill(byte);
+    }
+    file.write_all_at(&bitmap, layout.bitmap_offset).unwrap();
+    expected
+}
+
+/// Copies a backing file keeping its mtime, so a COW's header still matches the copy.
+fn copy_keeping_mtime(from: &Path, to: &Path) {
+    fs::copy(from, to).unwrap();
+    let mtime = fs::metadata(from).unwrap().modified().unwrap();
+    fs::File::options()
+        .write(true)
+        .open(to)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[test]
+fn c_tool_uml_moo_output_equals_ours_on_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Zero sectors (which the C tool skips) next to data, runs across bitmap bytes.
+    let dirty: Vec<(u64, u8)> = [0, 1, 7, 8, 9, 100, 1000, 1001, 2047]
+        .iter()
+        .map(|&s| (s, if s == 9 { 0 } else { s as u8 | 1 }))
+        .collect();
+    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
+    for (version, big_endian) in [
+        (CowVersion::V1, false),
+        (CowVersion::V1, true),
+        (CowVersion::V2, true),
+        (CowVersion::V3, true),
+        (CowVersion::V3, false),
+        (CowVersion::V3Broken, true),
+    ] {
+        let case = format!("{version:?}-{big_endian}");
+        let expected = hand_made_cow(d, "x.cow", &d.join("base.img"), version, big_endian, &dirty);
+        let c_out = run_in(&c_moo(), d, &["x.cow", "c.img"]);
+        assert!(c_out.status.success(), "{case}: C uml_moo: {c_out:?}");
+        let our_out = run_in(&our_tool("uml_moo"), d, &["x.cow", "ours.img"]);
+        assert!(our_out.status.success(), "{case}: ours: {our_out:?}");
+        assert_eq!(our_out.stdout, c_out.stdout, "{case}: stdout");
+        let ours = fs::read(d.join("ours.img")).unwrap();
+        assert!(
+            ours == fs::read(d.join("c.img")).unwrap(),
+            "{case}: images differ"
+        );
+        assert!(ours == expected, "{case}: image is not the expected merge");
+
+        // In place, each tool on its own copy of the backing file.
+        for (tool, copy) in [
+            (c_moo(), "c-base.img"),
+            (our_tool("uml_moo"), "our-base.img"),
+        ] {
+            copy_keeping_mtime(&d.join("base.img"), &d.join(copy));
+            let out = run_in(&tool, d, &["-d", "-b", copy, "x.cow"]);
+            assert!(out.status.success(), "{case}: -d with {tool:?}: {out:?}");
+        }
+        let ours = fs::read(d.join("our-base.img")).unwrap();
+        assert!(
+            ours == fs::read(d.join("c-base.img")).unwrap(),
+            "{case}: -d images differ"
+        );
+        assert!(
+            ours == expected,
+            "{case}: -d image is not the expected merge"
+        );
+        for f in ["c.img", "ours.img", "c-base.img", "our-base.img"] {
+            fs::remove_file(d.join(f)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn c_tool_uml_moo_drops_a_partial_last_sector_that_we_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = (64 << 10) + 300;
+    fs::write(d.join("base.img"), backing_bytes(size)).unwrap();
+    let expected = hand_made_cow(
+        d,
+        "x.cow",
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(3, 0x33), (128, 0x44)],
+    );
+    assert!(run_in(&c_moo(), d, &["x.cow", "c.img"]).status.success());
+    assert!(
+        run_in(&our_tool("uml_moo"), d, &["x.cow", "ours.img"])
+            .status
+            .success()
+    );
+    let (c, ours) = (
+        fs::read(d.join("c.img")).unwrap(),
+        fs::read(d.join("ours.img")).unwrap(),
+    );
+    assert_eq!(c.len(), 64 << 10, "the C tool rounds down to whole sectors");
+    assert_eq!(ours.len(), size);
+    assert!(ours[..c.len()] == c[..]);
+    assert!(ours == expected);
+    assert!(ours[64 << 10..].iter().all(|&b| b == 0x44));
+}
+
+#[test]
+fn c_tool_uml_moo_exit_codes_match_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(8192)).unwrap();
+    fs::write(d.join("junk.cow"), b"no magic here, nothing to see").unwrap();
+    hand_made_cow(d, "x.cow", &d.join("base.img"), CowVersion::V3, true, &[]);
+    fs::write(d.join("short.img"), backing_bytes(4096)).unwrap();
+    for args in [
+        &[][..],
+        &["x.cow"][..],
+        &["missing.cow", "out.img"][..],
+        &["junk.cow", "out.img"][..],
+        &["-b", "short.img", "x.cow", "out.img"][..],
+        &["-b", "missing.img", "x.cow", "out.img"][..],
+    ] {
+        let c_out = run_in(&c_moo(), d, args);
+        let our_out = run_in(&our_tool("uml_moo"), d, args);
+        assert_eq!(
+            our_out.status.code(),
+            c_out.status.code(),
+            "{args:?}: {our_out:?}"
+        );
+        assert_eq!(our_out.status.code(), Some(1), "{args:?}");
+        assert!(!our_out.stderr.is_empty(), "{args:?}: no message");
+    }
+    let out = run_in(
+        &our_tool("uml_moo"),
+        d,
+        &["-b", "short.img", "x.cow", "out.img"],
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("Size mismatch (8192 vs 4096)") && msg.contains("short.img"),
+        "{msg}"
+    );
+    // Options in any order, which the C tool refuses.
+    copy_keeping_mtime(&d.join("base.img"), &d.join("copy.img"));
+    let out = run_in(&our_tool("uml_moo"), d, &["x.cow", "-b", "copy.img", "-d"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// An ext2 data disk holding one file.
+fn data_disk(dir: &Path, name: &str) -> PathBuf {
+    let staging = dir.join("staging");
+    fs::create_dir_all(&staging).unwrap();
+    fs::write(staging.join("before.txt"), "written on the host\n").unwrap();
+    let image = dir.join(name);
+    let status = Command::new(host_program("mkfs.ext2", "e2fsprogs"))
+        .args(["-q", "-F", "-d"])
+        .arg(&staging)
+        .arg(&image)
+        .arg("8M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    image
+}
+
+fn debugfs_cat(image: &Path, file: &str) -> String {
+    let out = Command::new(host_program("debugfs", "e2fsprogs"))
+        .args(["-R", &format!("cat /{file}")])
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const GUEST_WRITES: &str = "mount -t ext2 /dev/ubdb /mnt && \
+     echo 'written by the guest' > /mnt/guest.txt && \
+     dd if=/dev/urandom of=/mnt/blob bs=1k count=300 2>/dev/null && \
+     md5sum /mnt/blob && umount /mnt && echo GUEST-WROTE";
+
+/// Checks a kernel-written COW: both merges by us equal the C tool's, hold the guest's files.
+fn check_kernel_cow(dir: &Path, cow: &Path, backing: &Path, console: &str) {
+    let c_img = dir.join("c.img");
+    let our_img = dir.join("ours.img");
+    let (cow_s, c_s, our_s) = (
+        cow.to_str().unwrap(),
+        c_img.to_str().unwrap(),
+        our_img.to_str().unwrap(),
+    );
+    assert!(run_in(&c_moo(), dir, &[cow_s, c_s]).status.success());
+    let out = run_in(&our_tool("uml_moo"), dir, &[cow_s, our_s]);
+    assert!(out.status.success(), "{out:?}");
+    let ours = fs::read(&our_img).unwrap();
+    assert!(
+        ours == fs::read(&c_img).unwrap(),
+        "our merge differs from the C tool's"
+    );
+    assert_eq!(debugfs_cat(&our_img, "guest.txt"), "written by the guest\n");
+    assert_eq!(debugfs_cat(&our_img, "before.txt"), "written on the host\n");
+    let blob_md5 = {
+        fs::write(dir.join("blob"), debugfs_cat(&our_img, "blob").as_bytes()).unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("dump /blob {}", dir.join("blob").display())])
+            .arg(&our_img)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        uml_testbed::host_md5(&dir.join("blob"))
+    };
+    assert!(
+        console.contains(&format!("{blob_md5}  /mnt/blob")),
+        "blob md5 {blob_md5}:\n{console}"
+    );
+    let fsck = Command::new(host_program("e2fsck", "e2fsprogs"))
+        .arg("-fn")
+        .arg(&our_img)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "e2fsck: {fsck:?}");
+
+    // In place: the backing file becomes the same image.
+    let out = run_in(&our_tool("uml_moo"), dir, &["-d", cow_s]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        fs::read(backing).unwrap() == ours,
+        "-d result differs from the new-file merge"
+    );
+}
+
+#[test]
+fn real_kernel_writes_our_cow_and_our_merge_equals_c() {
+    let builder = UmlBuilder::new(&format!("{GUEST_WRITES}\nsync"));
+    let dir = builder.workdir().to_path_buf();
+    let backing = data_disk(&dir, "data.img");
+    let cow = dir.join("data.cow");
+    let created = run_in(
+        &our_tool("uml_mkcow"),
+        &dir,
+        &[cow.to_str().unwrap(), backing.to_str().unwrap()],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let original = fs::read(&backing).unwrap();
+    let mtime = fs::metadata(&backing).unwrap().modified().unwrap();
+    let mut uml = builder.arg(format!("ubd1={}", cow.display())).start();
+    uml.wait_exit(EXIT_DEADLINE);
+    let console = uml.console();
+    assert!(console.contains("GUEST-WROTE"), "console:\n{console}");
+    assert!(
+        fs::read(&backing).unwrap() == original,
+        "the kernel changed the backing file"
+    );
+    assert_eq!(fs::metadata(&backing).unwrap().modified().unwrap(), mtime);
+    check_kernel_cow(&dir, &cow, &backing, &console);
+}
+
+#[test]
+fn real_kernel_made_cow_merges_like_c() {
+    let builder = UmlBuilder::new(GUEST_WRITES);
+    let dir = builder.workdir().to_path_buf();
+    let backing = data_disk(&dir, "data.img");
+    let cow = dir.join("kernel.cow");
+    let mut uml = builder
+        .arg(format!("ubd1={},{}", cow.display(), backing.display()))
+        .start();
+    uml.wait_exit(EXIT_DEADLINE);
+    let console = uml.console();
+    assert!(console.contains("GUEST-WROTE"), "console:\n{console}");
+    check_kernel_cow(&dir, &cow, &backing, &console);
+}
+
+#[test]
+fn real_kernel_holding_a_cow_keeps_uml_moo_away() {
+    let builder = UmlBuilder::new("mount -t ext2 /dev/ubdb /mnt && echo DISK-IN-USE\nsleep 600");
+    let dir = builder.workdir().to_path_buf();
+    let backing = data_disk(&dir, "data.img");
+    let cow = dir.join("data.cow");
+    // The kernel opens (and locks) a disk when the guest first uses it.
+    let mut uml = builder
+        .arg(format!("ubd1={},{}", cow.display(), backing.display()))
+        .start();
+    uml.wait_for_console("DISK-IN-USE", EXIT_DEADLINE);
+    let before = fs::read(&backing).unwrap();
+    let pid = format!("by process {}", uml.pid());
+    for args in [&["data.cow", "out.img"][..], &["-d", "data.cow"][..]] {
+        let out = run_in(&our_tool("uml_moo"), &dir, args);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            msg.contains("in use") && msg.contains(&pid),
+            "{args:?}: {msg}"
+        );
+    }
+    assert!(!dir.join("out.img").exists());
+    assert!(fs::read(&backing).unwrap() == before);
+    // Merging into a new file only reads the backing file, which other UMLs share.
+    let other = dir.join("other.cow");
+    assert!(
+        run_in(
+            &our_tool("uml_mkcow"),
+            &dir,
+            &[other.to_str().unwrap(), backing.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let out = run_in(&our_tool("uml_moo"), &dir, &["other.cow", "other.img"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(fs::read(dir.join("other.img")).unwrap() == before);
+}
+
+#[test]
+fn uml_moo_in_place_killed_at_any_point_is_finished_by_a_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 256usize << 20;
+    let backing = d.join("base.img");
+    let mut expected = backing_bytes(size);
+    fs::write(&backing, &expected).unwrap();
+    let cow = d.join("big.cow");
+    let made = run_in(&our_tool("uml_mkcow"), d, &["big.cow", "base.img"]);
+    assert!(made.status.success(), "{made:?}");
+    let header = CowHeader::parse(&fs::read(&cow).unwrap()[..CowHeader::MAX_LEN]).unwrap();
+    let layout = CowLayout::of(&header).unwrap();
+    // Every other MiB dirty, plus a scattered 4 KiB page in each clean MiB.
+    let file = fs::File::options().write(true).open(&cow).unwrap();
+    let mut bitmap = vec![0; layout.bitmap_len as usize];
+    let mut dirty = |start: usize, len: usize, byte: u8| {
+        let data = vec![byte; len];
+        file.write_all_at(&data, layout.data_offset + start as u64)
+            .unwrap();
+        expected[start..start + len].copy_from_slice(&data);
+        for sector in start / 512..(start + len) / 512 {
+            set_bit(&mut bitmap, sector as u64);
+        }
+    };
+    for mib in 0..size >> 20 {
+        let start = mib << 20;
+        if mib % 2 == 0 {
+            dirty(start, 1 << 20, mib as u8 | 0x80);
+        } else {
+            dirty(start + (mib % 7) * 4096 * 9, 4096, mib as u8);
+        }
+    }
+    file.write_all_at(&bitmap, layout.bitmap_offset).unwrap();
+    drop(file);
+
+    let marker = d.join("big.cow.uml_moo-in-progress");
+    let mut interrupted = 0;
+    for delay_ms in [1, 5, 15, 40, 80, 150, 300, 600] {
+        let mut child = Command::new(our_tool("uml_moo"))
+            .args(["-d", "--quiet", "big.cow"])
+            .current_dir(d)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if status.code().is_none() && marker.exists() {
+            interrupted += 1;
+        }
+    }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed mid-merge"
+    );
+    let out = run_in(&our_tool("uml_moo"), d, &["-d", "--quiet", "big.cow"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!marker.exists());
+    assert!(
+        fs::read(&backing).unwrap() == expected,
+        "the finished merge is wrong"
+    );
+}
+
+#[test]
+fn root_full_disk_leaves_no_output_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(8 << 20)).unwrap();
+    hand_made_cow(
+        d,
+        "x.cow",
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(5, 1)],
+    );
+    fs::create_dir(d.join("small")).unwrap();
+    // A 2 MiB tmpfs in a mount namespace of our own: the host sees nothing of it.
+    let script = format!(
+        "mount -t tmpfs -o size=2m tmpfs small && {} x.cow small/out.img; echo \"rc=$?\"; ls -A small",
+        our_tool("uml_moo").display()
+    );
+    let out = Command::new(host_program("unshare", "util-linux"))
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "needs root for the mount namespace: {out:?}"
+    );
+    assert_eq!(
+        stdout, "rc=1\n",
+        "exit status and leftovers in the full filesystem"
+    );
+    assert!(
+        stderr.contains("small/out.img") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+}
