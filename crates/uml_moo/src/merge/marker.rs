@@ -8,7 +8,7 @@
 //! merge, which is idempotent because the COW file is never modified.
 
 use std::ffi::OsString;
-use std::fs;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,25 +44,25 @@ pub(super) fn is_pending(cow: &CowFile, backing: &Backing) -> bool {
     fs::read_to_string(marker_path(&cow.path)).is_ok_and(|found| found == content(cow, backing))
 }
 
-/// Writes the marker durably (temporary file, sync, rename, directory sync).
+/// Writes the marker durably before the first write to the backing file.
+///
+/// A plain write is enough: if it is cut short the content does not match and
+/// no resume is offered, but then no backing write has happened either.
 pub(super) fn write(cow: &CowFile, backing: &Backing) -> Result<(), MooError> {
     let path = marker_path(&cow.path);
-    let dir = directory_of(&path);
     let err = MooError::io("writing restart marker", &path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".uml_moo-marker-")
-        .tempfile_in(dir)
+    let mut file = File::create(&path).map_err(&err)?;
+    file.write_all(content(cow, backing).as_bytes())
         .map_err(&err)?;
-    tmp.write_all(content(cow, backing).as_bytes())
-        .map_err(&err)?;
-    tmp.as_file().sync_all().map_err(&err)?;
-    tmp.persist(&path).map_err(|e| err(e.error))?;
-    sync_dir(dir)
+    file.sync_all().map_err(&err)?;
+    sync_dir(directory_of(&path))
 }
 
 /// Removes the marker once the merge is durable.
+///
+/// The removal need not be synced: a marker that comes back after a crash only
+/// makes a rerun redo a merge that is already complete, which is harmless.
 pub(super) fn remove(cow: &CowFile) -> Result<(), MooError> {
     let path = marker_path(&cow.path);
-    fs::remove_file(&path).map_err(MooError::io("removing restart marker", &path))?;
-    sync_dir(directory_of(&path))
+    fs::remove_file(&path).map_err(MooError::io("removing restart marker", &path))
 }
