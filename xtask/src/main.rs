@@ -3,7 +3,9 @@
 //! - `cargo xtask test`: provisions the real-kernel test bed, then runs the format
 //!   check, clippy with warnings denied, and every test of the workspace.
 //! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
+//! - `cargo xtask bench cow`: times `uml_moo` against the C tool (see BENCHMARKS.md).
 
+mod bench;
 mod fuzz;
 mod provision;
 
@@ -37,13 +39,16 @@ fn run_command() -> Result<()> {
             fuzz::run_all(&workspace_root(), seconds)
         }
         Some("provision") => provision::ensure_test_bed(),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test             provision the test bed, then fmt check, clippy -D warnings, all tests\n  \
                  provision        only install what the real-kernel tests need\n  \
-                 fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)"
+                 fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)\n  \
+                 bench cow [--size-mib N] [--reps N]\n                   \
+                 time uml_moo against the C tool and cp (see BENCHMARKS.md)"
             );
             std::process::exit(2);
         }
