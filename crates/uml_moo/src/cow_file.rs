@@ -187,6 +187,23 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_header_or_an_unterminated_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = write_backing(dir.path(), 4096);
+        let made = TestCow::create(dir.path(), &backing, &[]);
+        let mut bytes = std::fs::read(&made.path).unwrap();
+        std::fs::write(&made.path, &bytes[..100]).unwrap();
+        let err = CowFile::open(&made.path).unwrap_err();
+        assert!(err.to_string().contains("cow.img"), "{err}");
+        assert!(matches!(err, MooError::Header { .. }), "{err}");
+        // A path filling the whole 4096-byte field leaves no room for its NUL.
+        bytes[32..32 + 4096].fill(b'a');
+        std::fs::write(&made.path, &bytes).unwrap();
+        let err = CowFile::open(&made.path).unwrap_err();
+        assert!(matches!(err, MooError::Header { .. }), "{err}");
+    }
+
+    #[test]
     fn garbage_is_not_a_cow() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junk");

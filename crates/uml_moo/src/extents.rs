@@ -38,31 +38,32 @@ pub struct Copier {
     kernel_copy: bool,
     punch: bool,
     progress: Progress,
-    /// The last data segment found in each source: a dense file then costs two
-    /// seeks in all instead of two per run.
-    segments: Vec<(RawFd, Range<u64>)>,
+    /// The last data segment and the last hole found in each source: a dense
+    /// file then costs two seeks in all instead of two per run.
+    known: Vec<Known>,
+    /// The buffer of copies that do not use copy_file_range.
+    buf: Vec<u8>,
 }
 
-/// Where a source's data resumes at or after `pos`, `None` when only a hole is left.
-/// Past the end of the file counts as a hole: the kernel reads zeros there too.
-fn next_data(src: &File, pos: u64) -> io::Result<Option<u64>> {
-    match lseek(src, to_off(pos)?, Whence::SeekData) {
-        Ok(data) => Ok(Some(data as u64)),
-        Err(Errno::ENXIO) => Ok(None),
-        // No hole support (block devices, some filesystems): all of it is data.
-        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(Some(pos)),
-        Err(e) => Err(e.into()),
-    }
+/// A stretch of a source known to be data or hole.
+#[derive(Debug)]
+struct Known {
+    fd: RawFd,
+    range: Range<u64>,
+    data: bool,
 }
 
-/// Where the data segment containing `pos` ends.
-fn data_end(src: &File, pos: u64) -> io::Result<u64> {
-    match lseek(src, to_off(pos)?, Whence::SeekHole) {
-        Ok(hole) => Ok((hole as u64).max(pos)),
-        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(u64::MAX),
-        Err(e) => Err(e.into()),
-    }
+/// What the source holds from the position asked about up to (not including) an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    Data(u64),
+    Hole(u64),
 }
+
+/// Ranges shorter than this are copied without asking where their holes are
+/// (two seeks cost more than copying a short hole's zeros), and through a
+/// buffer rather than copy_file_range, which sets up a pipe per call.
+const SHORT: u64 = 64 << 10;
 
 fn to_off(pos: u64) -> io::Result<i64> {
     i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
@@ -75,28 +76,65 @@ impl Copier {
             kernel_copy: true,
             punch: true,
             progress,
-            segments: Vec::new(),
+            known: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
-    /// The data segment of `src` at or after `pos`, clipped to `end`; `None` if
-    /// only a hole is left before `end`.
-    fn data_segment(&mut self, src: &File, pos: u64, end: u64) -> io::Result<Option<Range<u64>>> {
+    /// Records `bytes` handled outside [`Copier::copy`].
+    pub fn advance(&mut self, bytes: u64) {
+        self.progress.advance(bytes);
+    }
+
+    fn remember(&mut self, fd: RawFd, range: Range<u64>, data: bool) {
+        self.known.retain(|k| k.fd != fd || k.data != data);
+        self.known.push(Known { fd, range, data });
+    }
+
+    /// What `src` holds from `pos` on, clipped to `end`. Past the end of the
+    /// file counts as a hole: the kernel reads zeros there too.
+    fn extent(&mut self, src: &File, pos: u64, end: u64) -> io::Result<Extent> {
         let fd = src.as_raw_fd();
-        if let Some((_, known)) = self
-            .segments
+        if let Some(k) = self
+            .known
             .iter()
-            .find(|(f, seg)| *f == fd && seg.contains(&pos))
+            .find(|k| k.fd == fd && k.range.contains(&pos))
         {
-            return Ok(Some(pos..known.end.min(end)));
+            let until = k.range.end.min(end);
+            return Ok(if k.data {
+                Extent::Data(until)
+            } else {
+                Extent::Hole(until)
+            });
         }
-        let Some(start) = next_data(src, pos)?.filter(|&d| d < end) else {
-            return Ok(None);
-        };
-        let seg = start..data_end(src, start)?;
-        self.segments.retain(|(f, _)| *f != fd);
-        self.segments.push((fd, seg.clone()));
-        Ok(Some(start..seg.end.min(end)))
+        if end - pos < SHORT {
+            return Ok(Extent::Data(end));
+        }
+        match lseek(src, to_off(pos)?, Whence::SeekData) {
+            Ok(data) if data as u64 > pos => {
+                self.remember(fd, pos..data as u64, false);
+                Ok(Extent::Hole((data as u64).min(end)))
+            }
+            Ok(_) => {
+                let hole = match lseek(src, to_off(pos)?, Whence::SeekHole) {
+                    Ok(hole) => (hole as u64).max(pos + 1),
+                    Err(Errno::EINVAL | Errno::EOPNOTSUPP) => u64::MAX,
+                    Err(e) => return Err(e.into()),
+                };
+                self.remember(fd, pos..hole, true);
+                Ok(Extent::Data(hole.min(end)))
+            }
+            Err(Errno::ENXIO) => {
+                self.remember(fd, pos..u64::MAX, false);
+                Ok(Extent::Hole(end))
+            }
+            // No hole support (block devices, some filesystems): all of it is data.
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) => {
+                self.remember(fd, 0..u64::MAX, true);
+                Ok(Extent::Data(end))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Clears the progress bar.
@@ -120,42 +158,40 @@ impl Copier {
         let to_dst = |pos: u64| dst_off + (pos - src_off);
         let mut pos = src_off;
         while pos < end {
-            let data = self.data_segment(src, pos, end)?;
-            let hole_end = data.as_ref().map_or(end, |seg| seg.start);
-            if hole_end > pos {
-                if holes == Holes::Zero {
-                    self.zero(dst, to_dst(pos), hole_end - pos)?;
+            let (data_end, hole_end) = match self.extent(src, pos, end)? {
+                Extent::Data(until) => {
+                    let copied = self.copy_data(src, pos, dst, to_dst(pos), until - pos)?;
+                    // A source that ends early reads as zeros after its end.
+                    (pos + copied, until)
                 }
-                self.progress.advance(hole_end - pos);
-                pos = hole_end;
-                continue;
-            }
-            let Some(seg) = data.filter(|seg| seg.end > pos) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "source ended before the range to copy",
-                ));
+                Extent::Hole(until) => (pos, until),
             };
-            self.copy_data(src, pos, dst, to_dst(pos), seg.end - pos)?;
-            pos = seg.end;
+            if hole_end > data_end {
+                if holes == Holes::Zero {
+                    self.zero(dst, to_dst(data_end), hole_end - data_end)?;
+                }
+                self.progress.advance(hole_end - data_end);
+            }
+            pos = hole_end;
         }
         Ok(())
     }
 
+    /// Copies up to `len` bytes; returns fewer only where the source ends.
     fn copy_data(
         &mut self,
         src: &File,
-        mut src_off: u64,
+        src_off: u64,
         dst: &File,
         dst_off: u64,
         len: u64,
-    ) -> io::Result<()> {
-        let end = src_off + len;
-        let mut out = to_off(dst_off)?;
-        while src_off < end {
-            let want = (end - src_off).min(CHUNK) as usize;
-            let copied = if self.kernel_copy {
-                let mut inp = to_off(src_off)?;
+    ) -> io::Result<u64> {
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(CHUNK) as usize;
+            let (from, to) = (src_off + done, dst_off + done);
+            let copied = if self.kernel_copy && len >= SHORT {
+                let (mut inp, mut out) = (to_off(from)?, to_off(to)?);
                 match copy_file_range(src, Some(&mut inp), dst, Some(&mut out), want) {
                     Ok(n) => n,
                     Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL) => {
@@ -165,20 +201,30 @@ impl Copier {
                     Err(e) => return Err(e.into()),
                 }
             } else {
-                let n = read_write(src, src_off, dst, out as u64, want)?;
-                out += n as i64;
-                n
+                self.read_write(src, from, dst, to, want)?
             };
             if copied == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "source ended before the range to copy",
-                ));
+                break;
             }
-            src_off += copied as u64;
+            done += copied as u64;
             self.progress.advance(copied as u64);
         }
-        Ok(())
+        Ok(done)
+    }
+
+    /// One buffered step of the fallback copy; returns the bytes moved (0 at EOF).
+    fn read_write(
+        &mut self,
+        src: &File,
+        src_off: u64,
+        dst: &File,
+        dst_off: u64,
+        want: usize,
+    ) -> io::Result<usize> {
+        self.buf.resize(want.min(FALLBACK_BUF), 0);
+        let n = src.read_at(&mut self.buf, src_off)?;
+        dst.write_all_at(&self.buf[..n], dst_off)?;
+        Ok(n)
     }
 
     fn zero(&mut self, dst: &File, off: u64, len: u64) -> io::Result<()> {
@@ -203,18 +249,40 @@ impl Copier {
     }
 }
 
-/// One buffered step of the fallback copy; returns the bytes moved (0 at EOF).
-fn read_write(
-    src: &File,
-    src_off: u64,
-    dst: &File,
-    dst_off: u64,
-    want: usize,
-) -> io::Result<usize> {
-    let mut buf = vec![0u8; want.min(FALLBACK_BUF)];
-    let n = src.read_at(&mut buf, src_off)?;
-    dst.write_all_at(&buf[..n], dst_off)?;
-    Ok(n)
+/// Fills `buf` from `file` at `off`; what lies past the end of the file reads as zeros.
+pub fn read_or_zeros(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// Writes `buf` at `off` into a fresh file, leaving all-zero 4 KiB blocks as holes.
+pub fn write_skipping_zeros(dst: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut start = None;
+    for (i, block) in buf.chunks(BLOCK).enumerate() {
+        let zero = block.iter().all(|&b| b == 0);
+        match (start, zero) {
+            (None, false) => start = Some(i * BLOCK),
+            (Some(s), true) => {
+                dst.write_all_at(&buf[s..i * BLOCK], off + s as u64)?;
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        dst.write_all_at(&buf[s..], off + s as u64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -269,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn zero_blocks_stay_holes_and_short_files_read_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = vec![0u8; 5 * 4096 + 100];
+        buf[4096..8192].fill(3);
+        buf[5 * 4096..].fill(4);
+        let dst = sparse_file(dir.path(), "dst", 0, &[]);
+        write_skipping_zeros(&dst, &buf, 512).unwrap();
+        dst.set_len(512 + buf.len() as u64).unwrap();
+        assert_eq!(&contents(&dst)[512..], &buf[..]);
+        assert!(dst.metadata().unwrap().blocks() * 512 <= 3 * 4096);
+        let mut back = vec![9u8; buf.len() + 1000];
+        read_or_zeros(&dst, &mut back, 512).unwrap();
+        assert_eq!(&back[..buf.len()], &buf[..]);
+        assert!(back[buf.len()..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn fallback_paths_give_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let src = sparse_file(dir.path(), "src", 3 << 20, &[(1 << 20, vec![5; 100_000])]);
@@ -277,7 +362,8 @@ mod tests {
             kernel_copy: false,
             punch: false,
             progress: Progress::hidden(),
-            segments: Vec::new(),
+            known: Vec::new(),
+            buf: Vec::new(),
         };
         copier.copy(&src, 0, &dst, 0, 3 << 20, Holes::Zero).unwrap();
         assert_eq!(contents(&src), contents(&dst));
