@@ -40,6 +40,8 @@ fn run_command() -> Result<()> {
         }
         Some("provision") => provision::ensure_test_bed(),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
+        // Internal: the reference writer `bench cow` starts as a process.
+        Some("bench-write-runs") => bench::write_runs(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\

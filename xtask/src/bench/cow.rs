@@ -81,6 +81,9 @@ struct Row {
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let size_mib: u64 = option(args, "--size-mib", 1024)?;
     let reps: usize = option(args, "--reps", 3)?;
+    // For profiling: only the fixtures whose name contains this, and keep the files.
+    let only: String = option(args, "--only", String::new())?;
+    let keep = args.iter().any(|a| a == "--keep");
     ensure!(
         size_mib >= 16 && reps >= 1,
         "bench cow: --size-mib >= 16, --reps >= 1"
@@ -115,10 +118,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         (100, 1 << 20),
     ] {
         let name = format!("{pct}% dirty, {} runs", human(run_len));
+        if !name.contains(&only) {
+            continue;
+        }
         let fixture = make_fixture(&tools, &work, &name, &dense, &backing_data, pct, run_len)?;
         rows.extend(measure(&tools, &work, &fixture, &backing_data, reps)?);
     }
 
+    if !"sparse".contains(&only) && !only.is_empty() {
+        print_table(size_mib, reps, &rows);
+        return Ok(());
+    }
     eprintln!("bench cow: writing a sparse backing image");
     let mut sparse_data = vec![0u8; size as usize];
     let data_ranges: Vec<(u64, u64)> = (0..size / SPARSE_STRIDE)
@@ -139,7 +149,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     rows.extend(measure(&tools, &work, &fixture, &sparse_data, reps)?);
 
     print_table(size_mib, reps, &rows);
-    let _ = fs::remove_dir_all(&work);
+    if !keep {
+        let _ = fs::remove_dir_all(&work);
+    }
     Ok(())
 }
 
@@ -320,13 +332,26 @@ fn measure(
 fn measure_in_place(tools: &Tools, f: &Fixture, backing_data: &[u8], reps: usize) -> Result<Row> {
     let mtime = fs::metadata(&f.backing)?.modified()?;
     let restore = || restore_runs(&f.backing, backing_data, &f.runs, mtime);
+    // The reference is a process too, so that both sides pay for starting one.
+    let work = f.cow.parent().context("fixture directory")?;
+    let (runs_txt, runs_bin) = (work.join("runs.txt"), work.join("runs.bin"));
+    let mut listing = String::new();
+    let mut data = Vec::new();
+    for &(off, len) in &f.runs {
+        listing.push_str(&format!("{off} {len}\n"));
+        data.extend_from_slice(&f.expected[off as usize..(off + len) as usize]);
+    }
+    fs::write(&runs_txt, listing)?;
+    write_synced(&runs_bin, &data, &[(0, data.len() as u64)])?;
+    drop(data);
+    let me = std::env::current_exe()?;
     let reference = median_time(reps, restore, || {
-        let file = OpenOptions::new().write(true).open(&f.backing)?;
-        for &(off, len) in &f.runs {
-            file.write_all_at(&f.expected[off as usize..(off + len) as usize], off)?;
-        }
-        file.sync_all()?;
-        Ok(())
+        run_and_sync(
+            Command::new(&me)
+                .arg("bench-write-runs")
+                .args([&f.backing, &runs_txt, &runs_bin]),
+            &f.backing,
+        )
     })?;
     verify(&f.backing, &f.expected, "dirty-run writer")?;
     let c = median_time(reps, restore, || {
@@ -373,7 +398,7 @@ fn print_table(size_mib: u64, reps: usize, rows: &[Row]) {
         "uml_moo, {size_mib} MiB image, median of {reps}; times include syncing the written file"
     );
     println!(
-        "(reference: `cp --sparse=always` for new-file merges, writing only the dirty runs for -d)\n"
+        "(reference: `cp --sparse=always` for new-file merges; for -d a process that writes only the dirty runs, from a flat file)\n"
     );
     println!(
         "| image | mode | reference | C uml_moo | ours | C / ref | ours / ref | ours vs C | target |"
@@ -399,4 +424,28 @@ fn print_table(size_mib: u64, reps: usize, rows: &[Row]) {
             },
         );
     }
+}
+
+/// `xtask bench-write-runs FILE RUNS DATA`: the `-d` reference. Writes the bytes
+/// of DATA, in order, at the (offset, length) pairs listed in RUNS, then syncs.
+pub fn write_runs(args: &[String]) -> Result<()> {
+    let [file, runs, data] = args else {
+        bail!("usage: xtask bench-write-runs FILE RUNS DATA");
+    };
+    let out = OpenOptions::new().write(true).open(file)?;
+    let data = fs::read(data)?;
+    let mut at = 0usize;
+    for line in fs::read_to_string(runs)?.lines() {
+        let mut fields = line.split(' ').map(str::parse::<u64>);
+        let (Some(Ok(off)), Some(Ok(len))) = (fields.next(), fields.next()) else {
+            bail!("bad run line '{line}'");
+        };
+        let chunk = data
+            .get(at..at + len as usize)
+            .context("DATA is shorter than RUNS")?;
+        out.write_all_at(chunk, off)?;
+        at += len as usize;
+    }
+    out.sync_all()?;
+    Ok(())
 }

@@ -2,6 +2,8 @@
 
 mod cow;
 
+pub use cow::write_runs;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,7 @@ fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Resu
         None => Ok(default),
         Some(i) => match args.get(i + 1).map(|v| v.parse()) {
             Some(Ok(v)) => Ok(v),
-            _ => bail!("bench: {name} needs a number"),
+            _ => bail!("bench: {name} needs a value"),
         },
     }
 }
