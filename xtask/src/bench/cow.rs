@@ -125,7 +125,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         rows.extend(measure(&tools, &work, &fixture, &backing_data, reps)?);
     }
 
-    if !"sparse".contains(&only) && !only.is_empty() {
+    let sparse_cells: Vec<(String, u64)> = [4 << 10, 1 << 20]
+        .into_iter()
+        .map(|run_len| {
+            let share = 100 * (1 << 20) / SPARSE_STRIDE;
+            let name = format!(
+                "sparse backing ({share}% data), 1% dirty, {} runs",
+                human(run_len)
+            );
+            (name, run_len)
+        })
+        .filter(|(name, _)| name.contains(&only))
+        .collect();
+    if sparse_cells.is_empty() {
         print_table(size_mib, reps, &rows);
         return Ok(());
     }
@@ -140,13 +152,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let sparse = work.join("sparse.img");
     write_synced(&sparse, &sparse_data, &data_ranges)?;
-    let name = format!(
-        "sparse backing ({}% data), 1% dirty, 4 KiB runs",
-        100 * (1 << 20) / SPARSE_STRIDE
-    );
-    let mut fixture = make_fixture(&tools, &work, &name, &sparse, &sparse_data, 1, 4 << 10)?;
-    fixture.in_place = false;
-    rows.extend(measure(&tools, &work, &fixture, &sparse_data, reps)?);
+    for (name, run_len) in sparse_cells {
+        let mut fixture = make_fixture(&tools, &work, &name, &sparse, &sparse_data, 1, run_len)?;
+        fixture.in_place = false;
+        rows.extend(measure(&tools, &work, &fixture, &sparse_data, reps)?);
+    }
 
     print_table(size_mib, reps, &rows);
     if !keep {
