@@ -190,6 +190,11 @@ impl ReplyAssembler {
     pub fn in_progress(&self) -> bool {
         self.partial.is_some()
     }
+
+    /// What has arrived of a reply whose last datagram never came.
+    pub fn into_partial(self) -> Option<Reply> {
+        self.partial
+    }
 }
 
 #[cfg(test)]
