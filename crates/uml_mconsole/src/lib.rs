@@ -1,0 +1,14 @@
+//! A client for the mconsole socket of a running User-Mode Linux kernel.
+//!
+//! [`locate`] finds a machine's socket, [`client`] sends one request and joins
+//! its reply under a deadline, [`session`] runs command lines (local commands
+//! included) as the C `uml_mconsole` does, and [`list`] and [`watch`] report
+//! the instances under the uml dirs.
+
+pub mod client;
+pub mod command;
+pub mod list;
+pub mod locate;
+pub mod output;
+pub mod session;
+pub mod watch;

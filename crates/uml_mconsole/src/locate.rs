@@ -1,0 +1,164 @@
+//! Finding a machine's mconsole socket from the name a user gives.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The directories that hold one subdirectory per running UML (`<dir>/<umid>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UmlDirs(pub Vec<PathBuf>);
+
+impl UmlDirs {
+    /// The search path: `--uml-dir` options if given, else `$UML_DIR` (colon-separated),
+    /// else `~/.uml` and `/tmp/uml`, the C client's two places.
+    pub fn new(cli: &[PathBuf], env_uml_dir: Option<OsString>, home: Option<OsString>) -> Self {
+        if !cli.is_empty() {
+            return Self(cli.to_vec());
+        }
+        if let Some(list) = env_uml_dir.filter(|v| !v.is_empty()) {
+            return Self(std::env::split_paths(&list).collect());
+        }
+        let mut dirs = Vec::new();
+        if let Some(home) = home.filter(|h| !h.is_empty()) {
+            dirs.push(Path::new(&home).join(".uml"));
+        }
+        dirs.push(PathBuf::from("/tmp/uml"));
+        Self(dirs)
+    }
+
+    /// The search path of this process's environment.
+    pub fn from_env(cli: &[PathBuf]) -> Self {
+        Self::new(cli, std::env::var_os("UML_DIR"), std::env::var_os("HOME"))
+    }
+}
+
+/// A machine to talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// The name the user gave (a umid or a socket path).
+    pub name: String,
+    /// The mconsole socket.
+    pub socket: PathBuf,
+    /// The instance directory holding `pid`, when the socket was found in one.
+    pub instance_dir: Option<PathBuf>,
+}
+
+/// The name matched nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no machine '{name}': none of {} exists", tried.iter().map(|p| format!("'{}'", p.display())).collect::<Vec<_>>().join(", "))]
+pub struct NotFound {
+    /// The name looked up.
+    pub name: String,
+    /// Every path tried, in order.
+    pub tried: Vec<PathBuf>,
+}
+
+impl Machine {
+    /// Looks `name` up as the C client does: `<dir>/<name>/mconsole` for each
+    /// uml dir in order, then `name` itself as a socket path. The first that
+    /// exists wins.
+    pub fn locate(name: &str, dirs: &UmlDirs) -> Result<Self, NotFound> {
+        let mut tried = Vec::new();
+        // A name with a slash is a path; as a umid it could only escape the uml dir.
+        if !name.contains('/') && !name.is_empty() {
+            for dir in &dirs.0 {
+                let instance = dir.join(name);
+                let socket = instance.join("mconsole");
+                if socket.exists() {
+                    return Ok(Self {
+                        name: name.to_owned(),
+                        socket,
+                        instance_dir: Some(instance),
+                    });
+                }
+                tried.push(socket);
+            }
+        }
+        let path = PathBuf::from(name);
+        if !name.is_empty() && path.exists() {
+            // A socket given by path still has its pid file beside it when it
+            // is an instance directory's socket.
+            let instance_dir = path
+                .parent()
+                .filter(|dir| dir.join("pid").is_file())
+                .map(Path::to_path_buf);
+            return Ok(Self {
+                name: name.to_owned(),
+                socket: path,
+                instance_dir,
+            });
+        }
+        tried.push(path);
+        Err(NotFound {
+            name: name.to_owned(),
+            tried,
+        })
+    }
+
+    /// The UML's host PID from its instance directory's `pid` file.
+    pub fn pid(&self) -> Option<i32> {
+        let dir = self.instance_dir.as_ref()?;
+        std::fs::read_to_string(dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Up to 11 characters of the name, as the C client's prompt shows it.
+    pub fn prompt(&self) -> String {
+        format!("({}) ", self.name.chars().take(11).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_path_precedence() {
+        let cli = [PathBuf::from("/a")];
+        let env = Some(OsString::from("/b:/c"));
+        let home = Some(OsString::from("/home/u"));
+        assert_eq!(UmlDirs::new(&cli, env.clone(), home.clone()).0, cli);
+        assert_eq!(
+            UmlDirs::new(&[], env, home.clone()).0,
+            [PathBuf::from("/b"), PathBuf::from("/c")]
+        );
+        assert_eq!(
+            UmlDirs::new(&[], None, home).0,
+            [PathBuf::from("/home/u/.uml"), PathBuf::from("/tmp/uml")]
+        );
+        assert_eq!(UmlDirs::new(&[], None, None).0, [PathBuf::from("/tmp/uml")]);
+    }
+
+    #[test]
+    fn umid_then_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("one");
+        let second = dir.path().join("two");
+        std::fs::create_dir_all(second.join("vm1")).unwrap();
+        std::fs::write(second.join("vm1/mconsole"), "").unwrap();
+        std::fs::write(second.join("vm1/pid"), "4242\n").unwrap();
+        let dirs = UmlDirs(vec![first.clone(), second.clone()]);
+        let m = Machine::locate("vm1", &dirs).unwrap();
+        assert_eq!(m.socket, second.join("vm1/mconsole"));
+        assert_eq!(m.pid(), Some(4242));
+        let by_path = second.join("vm1/mconsole");
+        let m = Machine::locate(by_path.to_str().unwrap(), &dirs).unwrap();
+        assert_eq!(m.socket, by_path);
+        assert_eq!(m.pid(), Some(4242));
+        let err = Machine::locate("vm2", &dirs).unwrap_err();
+        assert_eq!(err.tried.len(), 3);
+        assert!(err.to_string().contains("one/vm2/mconsole"), "{err}");
+    }
+
+    #[test]
+    fn prompt_keeps_eleven_characters() {
+        let m = Machine {
+            name: "a-very-long-machine-name".into(),
+            socket: PathBuf::new(),
+            instance_dir: None,
+        };
+        assert_eq!(m.prompt(), "(a-very-long) ");
+    }
+}

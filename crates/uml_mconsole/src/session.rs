@@ -1,0 +1,237 @@
+//! Running command lines against a machine: the engine behind both the
+//! one-shot command line and the interactive prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use uml_proto::mconsole::Reply;
+
+use crate::client::{Client, ClientError};
+use crate::command::{Action, LogSource, log_requests};
+use crate::locate::{Machine, UmlDirs};
+use crate::output::{JsonReply, TIMEOUT_STATUS, human, status};
+
+/// The C client's list of its own commands, printed after the kernel's help.
+const LOCAL_HELP: &str = "Additional local mconsole commands:
+    quit - Quit mconsole
+    switch <socket-name> - Switch control to the given machine
+    log -f <filename> - use contents of <filename> as UML log messages
+    mconsole-version - version of this mconsole program
+    int  - Interrupt UML session
+";
+
+/// What a command line led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit status it would give on the command line.
+    pub status: u8,
+    /// Whether the user asked to leave.
+    pub quit: bool,
+}
+
+impl Outcome {
+    fn status(status: u8) -> Self {
+        Self {
+            status,
+            quit: false,
+        }
+    }
+}
+
+/// A conversation with one current machine.
+pub struct Session<W: Write> {
+    client: Client,
+    dirs: UmlDirs,
+    machine: Option<Machine>,
+    json: bool,
+    out: W,
+    cwd: PathBuf,
+}
+
+impl<W: Write> Session<W> {
+    /// A session printing to `out`; `machine` may be `None` when the name given matched nothing.
+    pub fn new(
+        client: Client,
+        dirs: UmlDirs,
+        machine: Option<Machine>,
+        json: bool,
+        out: W,
+    ) -> Self {
+        Self {
+            client,
+            dirs,
+            machine,
+            json,
+            out,
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+
+    /// The current machine.
+    pub fn machine(&self) -> Option<&Machine> {
+        self.machine.as_ref()
+    }
+
+    /// The interactive prompt: the first 11 characters of the machine's name.
+    pub fn prompt(&self) -> String {
+        self.machine
+            .as_ref()
+            .map_or_else(|| "([None]) ".to_owned(), Machine::prompt)
+    }
+
+    /// Runs one command line; errors are reported on stderr and turned into a status.
+    pub fn run_line(&mut self, line: &str) -> Outcome {
+        // `NAME: command` sends one command to another machine.
+        if let Some((name, command)) = line.split_once(':') {
+            if !name.is_empty() && !name.contains(char::is_whitespace) {
+                if let Ok(other) = Machine::locate(name, &self.dirs) {
+                    let current = self.machine.replace(other);
+                    let outcome = self.run_line(command.trim_start());
+                    self.machine = current;
+                    return outcome;
+                }
+            }
+        }
+        match Action::parse(line, &self.cwd) {
+            Action::Quit => Outcome {
+                status: 0,
+                quit: true,
+            },
+            Action::Remote(command) => self.remote(&command),
+            Action::Help => {
+                let outcome = self.remote("help");
+                if !self.json {
+                    self.print(LOCAL_HELP.as_bytes());
+                }
+                outcome
+            }
+            Action::Switch(name) => match Machine::locate(&name, &self.dirs) {
+                Ok(machine) => {
+                    self.machine = Some(machine);
+                    self.local("switch", &format!("Switched to '{name}'"));
+                    Outcome::status(0)
+                }
+                Err(e) => self.fail(&e.to_string(), 1),
+            },
+            Action::Log(source) => self.log(source),
+            Action::MconsoleVersion => {
+                self.local("mconsole-version", "uml_mconsole client version 2");
+                Outcome::status(0)
+            }
+            Action::Int => self.interrupt(),
+        }
+    }
+
+    fn remote(&mut self, command: &str) -> Outcome {
+        let Some(machine) = self.machine.clone() else {
+            return self.fail("no machine to send to (use `switch NAME`)", 1);
+        };
+        match self.client.request(&machine, command.as_bytes()) {
+            Ok(reply) => {
+                self.reply(&machine, command, &reply);
+                Outcome::status(status(&reply))
+            }
+            Err(e @ ClientError::Timeout { .. }) => self.fail(&e.to_string(), TIMEOUT_STATUS),
+            Err(ClientError::Incomplete {
+                machine: name,
+                after,
+                partial,
+            }) => {
+                // Show what came: for `sysrq` that is all of it but the terminator.
+                self.reply(&machine, command, &partial);
+                let e = ClientError::Incomplete {
+                    machine: name,
+                    after,
+                    partial: Default::default(),
+                };
+                self.fail(&e.to_string(), TIMEOUT_STATUS)
+            }
+            Err(e) => self.fail(&e.to_string(), 1),
+        }
+    }
+
+    fn log(&mut self, source: LogSource) -> Outcome {
+        let text = match source {
+            LogSource::Text(text) => text.into_bytes(),
+            LogSource::File(path) => match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => return self.fail(&format!("log -f '{}': {e}", path.display()), 1),
+            },
+        };
+        let mut outcome = Outcome::status(0);
+        for request in log_requests(&text) {
+            // Log text came from the user; a non-UTF-8 byte still goes out as it is.
+            let command = String::from_utf8_lossy(&request).into_owned();
+            outcome = self.remote(&command);
+            if outcome.status == TIMEOUT_STATUS {
+                break;
+            }
+        }
+        outcome
+    }
+
+    fn interrupt(&mut self) -> Outcome {
+        let pid = self.machine.as_ref().and_then(Machine::pid);
+        match pid.filter(|&pid| is_foreign(pid)) {
+            Some(pid) => {
+                use nix::sys::signal::{Signal, kill};
+                match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT) {
+                    Ok(()) => Outcome::status(0),
+                    Err(e) => self.fail(&format!("sending SIGINT to {pid}: {e}"), 1),
+                }
+            }
+            None => {
+                self.local(
+                    "int",
+                    "Cannot determine the PID of your UML session, not sending signal.",
+                );
+                Outcome::status(0)
+            }
+        }
+    }
+
+    fn reply(&mut self, machine: &Machine, command: &str, reply: &Reply) {
+        let bytes = if self.json {
+            JsonReply::new(&machine.name, command, reply)
+                .line()
+                .into_bytes()
+        } else {
+            human(reply)
+        };
+        self.print(&bytes);
+    }
+
+    /// Prints a local command's text (or its JSON object).
+    fn local(&mut self, command: &str, text: &str) {
+        let line = if self.json {
+            let name = self.machine.as_ref().map_or("", |m| m.name.as_str());
+            let reply = Reply {
+                err: 0,
+                last_err: 0,
+                text: text.as_bytes().to_vec(),
+            };
+            JsonReply::new(name, command, &reply).line()
+        } else {
+            format!("{text}\n")
+        };
+        self.print(line.as_bytes());
+    }
+
+    fn fail(&mut self, message: &str, status: u8) -> Outcome {
+        let _ = self.out.flush();
+        eprintln!("uml_mconsole: {message}");
+        Outcome::status(status)
+    }
+
+    fn print(&mut self, bytes: &[u8]) {
+        // A closed stdout (a pipe to `head`) must not abort the other commands.
+        let _ = self.out.write_all(bytes).and_then(|()| self.out.flush());
+    }
+}
+
+/// A PID we may signal: a real process that is neither us nor our process group.
+fn is_foreign(pid: i32) -> bool {
+    let ours = std::process::id() as i32;
+    let group = nix::unistd::getpgrp().as_raw();
+    pid > 1 && pid != ours && pid != group
+}
