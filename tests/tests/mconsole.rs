@@ -1,0 +1,372 @@
+//! uml_mconsole against live kernels: the C client's output as the reference,
+//! every command on a running UML, timeouts, `--list` and `--watch`.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+
+const BOOT: Duration = Duration::from_secs(60);
+/// A guest that stays up, printing a tick ten times a second.
+const TICKING: &str =
+    "mount -t proc proc /proc\necho GUEST-READY\nwhile true; do echo tick; sleep 0.1; done";
+
+fn ours(dir: &Path, args: &[&str]) -> Output {
+    Command::new(our_tool("uml_mconsole"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn c_client(args: &[&str], stdin: Option<&str>) -> Output {
+    run_with_stdin(
+        Command::new(host_program("uml_mconsole", "uml-utilities")).args(args),
+        stdin,
+    )
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = stdin.unwrap_or("").to_owned();
+    let mut pipe = child.stdin.take().unwrap();
+    std::thread::spawn(move || std::io::Write::write_all(&mut pipe, input.as_bytes()));
+    child.wait_with_output().unwrap()
+}
+
+fn booted(builder: UmlBuilder) -> Uml {
+    let mut uml = builder.start();
+    uml.wait_for_console("GUEST-READY", BOOT);
+    uml.wait_for_mconsole();
+    uml
+}
+
+#[test]
+fn real_kernel_c_tool_uml_mconsole_output_equals_ours() {
+    let uml = booted(UmlBuilder::new(TICKING));
+    let sock = uml.mconsole_path();
+    let sock = sock.to_str().unwrap();
+    let dir = uml.workdir().to_path_buf();
+    // Deterministic commands only; bursts of more than ten datagrams (sysrq m,
+    // stack) can lose datagrams in the kernel and are checked elsewhere.
+    for command in [
+        "version",
+        "help",
+        "proc cmdline",
+        "proc version",
+        "proc",
+        "config ubd0",
+        "config con0",
+        "config mem",
+        "config",
+        "config ubd5=/nonexistent/disk.img",
+        "remove ubd0",
+        "remove ubd9",
+        "remove",
+        "go",
+        "nonsense",
+        "sysrq h",
+        "log hello from the test",
+        "mconsole-version",
+    ] {
+        let words: Vec<&str> = command.split(' ').collect();
+        let args: Vec<&str> = [sock].into_iter().chain(words).collect();
+        let c = c_client(&args, None);
+        let our = ours(&dir, &args);
+        assert_eq!(
+            String::from_utf8_lossy(&our.stdout),
+            String::from_utf8_lossy(&c.stdout),
+            "stdout of `{command}`"
+        );
+        assert_eq!(
+            our.status.code(),
+            c.status.code(),
+            "exit status of `{command}`"
+        );
+    }
+    // Commands read from a pipe: the prompt and the line are echoed, as readline does.
+    let script = format!("version\nmconsole-version\nnonsense\n\nswitch {sock}\nconfig con0\n");
+    let c = c_client(&[sock], Some(&script));
+    let our = run_with_stdin(
+        Command::new(our_tool("uml_mconsole")).arg(sock),
+        Some(&script),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&our.stdout),
+        String::from_utf8_lossy(&c.stdout)
+    );
+    assert_eq!(our.status.code(), c.status.code());
+    let quit = "version\nquit\nversion\n";
+    let c = c_client(&[sock], Some(quit));
+    let our = run_with_stdin(Command::new(our_tool("uml_mconsole")).arg(sock), Some(quit));
+    assert_eq!(
+        String::from_utf8_lossy(&our.stdout),
+        String::from_utf8_lossy(&c.stdout)
+    );
+}
+
+fn console_ticks(uml: &Uml) -> usize {
+    uml.console().matches("tick").count()
+}
+
+#[test]
+fn real_kernel_mconsole_drives_a_live_uml() {
+    let mut uml = booted(UmlBuilder::new(TICKING));
+    let dir = uml.workdir().to_path_buf();
+    let uml_dir = uml.uml_dir().to_str().unwrap().to_owned();
+    let umid = uml.umid().to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--uml-dir", uml_dir.as_str(), umid.as_str()];
+        all.extend_from_slice(args);
+        ours(&dir, &all)
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // A reply spread over several datagrams arrives whole.
+    let meminfo = run(&["proc", "meminfo"]);
+    assert!(meminfo.status.success(), "{meminfo:?}");
+    assert!(stdout(&meminfo).len() > 600 && stdout(&meminfo).contains("MemTotal:"));
+    assert!(
+        stdout(&meminfo).trim_end().ends_with("kB"),
+        "{}",
+        stdout(&meminfo)
+    );
+
+    // stop freezes the guest, requests are still served, go resumes it.
+    assert_eq!(stdout(&run(&["stop"])), "OK stopped\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen = console_ticks(&uml);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(console_ticks(&uml), frozen, "the guest ran while stopped");
+    assert!(stdout(&run(&["version"])).starts_with("OK Linux"));
+    assert_eq!(run(&["stop"]).status.code(), Some(1));
+    assert_eq!(stdout(&run(&["go"])), "OK \n");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(console_ticks(&uml) > frozen + 3, "the guest did not resume");
+
+    // Hot-plug a disk named relative to our working directory, then remove it.
+    std::fs::write(dir.join("extra.img"), vec![0u8; 1 << 20]).unwrap();
+    let added = run(&["config", "ubd1=extra.img"]);
+    assert!(added.status.success(), "{added:?}");
+    let real = dir.canonicalize().unwrap().join("extra.img");
+    assert_eq!(
+        stdout(&run(&["config", "ubd1"])),
+        format!("OK {}\n", real.display())
+    );
+    assert_eq!(stdout(&run(&["remove", "ubd1"])), "OK \n");
+    assert_eq!(stdout(&run(&["config", "ubd1"])), "OK \n");
+
+    // A command longer than one request is refused, not cut.
+    let long = "x".repeat(600);
+    let refused = run(&["proc", &long]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("511"),
+        "{refused:?}"
+    );
+    // log text of any length is split as the C client splits it.
+    let logged = run(&["log", &long]);
+    assert!(logged.status.success());
+    // 506 + 94 bytes, then a newline of its own.
+    assert_eq!(stdout(&logged), "OK \nOK \nOK \n");
+
+    // cad and reboot restart the kernel in the same process.
+    let pid = uml.pid();
+    for command in ["cad", "reboot"] {
+        assert_eq!(stdout(&run(&[command])), "OK \n", "{command}");
+        wait_until(
+            || run(&["version"]).status.success(),
+            "the UML to come back",
+        );
+        assert!(!uml.has_exited(), "{command} ended the process");
+        assert_eq!(uml.pid(), pid);
+    }
+
+    // A frozen process: our client gives up with status 124 instead of hanging.
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let timed_out = run_with_stdin(
+        Command::new(our_tool("uml_mconsole"))
+            .args(["--timeout", "1", "--uml-dir", &uml_dir, &umid, "version"])
+            .current_dir(&dir),
+        None,
+    );
+    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    assert_eq!(timed_out.status.code(), Some(124), "{timed_out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&timed_out.stderr).contains(&umid));
+
+    // int sends SIGINT to the pid in the instance directory: a UML exits on it.
+    assert!(run(&["int"]).status.success());
+    uml.wait_exit(BOOT);
+    // With the machine gone its socket is stale or missing: an error, not a hang.
+    let gone = run(&["version"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+}
+
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + BOOT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn real_kernel_mconsole_list_and_watch_follow_instances() {
+    let builder = UmlBuilder::new(
+        "mount -t proc proc /proc\necho backup-finished > /proc/mconsole\necho GUEST-READY\nwhile true; do sleep 1; done",
+    );
+    let dir = builder.workdir().to_path_buf();
+    let uml_dir = builder.uml_dir();
+    std::fs::create_dir_all(&uml_dir).unwrap();
+    // A directory left by a UML that died: its pid is no process.
+    let stale = uml_dir.join("crashed");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("pid"), "999999\n").unwrap();
+    let notify = dir.join("notify.sock");
+    let uml_dir_s = uml_dir.to_str().unwrap().to_owned();
+
+    let mut watcher = Command::new(our_tool("uml_mconsole"))
+        .args(["--uml-dir", &uml_dir_s, "--watch", "--notify"])
+        .arg(&notify)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let out = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_until(|| notify.exists(), "the notify socket");
+
+    let mut uml = builder
+        .arg(format!("mconsole=notify:{}", notify.display()))
+        .start();
+    uml.wait_for_console("GUEST-READY", BOOT);
+    let umid = uml.umid().to_owned();
+    // Events come in any order; wait until each wanted line has been seen.
+    let expect = |wanted: &[String]| {
+        let mut missing: Vec<&String> = wanted.iter().collect();
+        let deadline = Instant::now() + BOOT;
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => missing.retain(|w| **w != line),
+                Err(_) => panic!("watch never printed {missing:?}"),
+            }
+        }
+    };
+    expect(&[
+        format!("appeared {umid}"),
+        format!("notify socket {umid} {}/{umid}/mconsole", uml_dir.display()),
+        "notify user backup-finished".to_owned(),
+    ]);
+
+    let listed = ours(&dir, &["--uml-dir", &uml_dir_s, "--list", "--json"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let live = listed
+        .lines()
+        .find(|l| l.contains(&format!("\"umid\":\"{umid}\"")))
+        .unwrap();
+    assert!(live.contains(&format!("\"pid\":{}", uml.pid())), "{live}");
+    assert!(
+        live.contains("\"alive\":true") && live.contains("\"answers\":true"),
+        "{live}"
+    );
+    assert!(
+        live.contains("\"stale\":false") && live.contains("Linux"),
+        "{live}"
+    );
+    let dead = listed
+        .lines()
+        .find(|l| l.contains("\"umid\":\"crashed\""))
+        .unwrap();
+    assert!(
+        dead.contains("\"stale\":true") && dead.contains("\"alive\":false"),
+        "{dead}"
+    );
+    let human = ours(&dir, &["--uml-dir", &uml_dir_s, "list"]);
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("crashed") && l.contains("stale")),
+        "{human}"
+    );
+
+    assert!(
+        ours(&dir, &["--uml-dir", &uml_dir_s, &umid, "halt"])
+            .status
+            .success()
+    );
+    assert!(uml.wait_exit(BOOT).success());
+    expect(&[format!("vanished {umid}")]);
+
+    kill(Pid::from_raw(watcher.id() as i32), Signal::SIGINT).unwrap();
+    assert!(watcher.wait().unwrap().success());
+    assert!(
+        !notify.exists(),
+        "the watcher left its notify socket behind"
+    );
+}
+
+#[test]
+fn uml_mconsole_options_are_never_taken_for_a_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = ours(dir.path(), &["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--timeout"));
+    let version = ours(dir.path(), &["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("uml_mconsole "));
+    let bare = ours(dir.path(), &[]);
+    assert_eq!(bare.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bare.stderr),
+        "Usage : uml_mconsole socket-name [command]\n"
+    );
+    let unknown = ours(
+        dir.path(),
+        &["--uml-dir", "/nonexistent", "nosuchvm", "version"],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nosuchvm"));
+    // Words after the machine belong to the command, dashes and all.
+    let stale = dir.path().join("vm/mconsole");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixDatagram::bind(&stale).unwrap());
+    let refused = ours(
+        dir.path(),
+        &[
+            "--uml-dir",
+            dir.path().to_str().unwrap(),
+            "vm",
+            "log",
+            "-f",
+            "--json",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--json"),
+        "{refused:?}"
+    );
+}
