@@ -1,0 +1,148 @@
+//! The MAC learning table: which port each source address was last seen on.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::ports::PortId;
+
+/// An Ethernet address.
+pub type Mac = [u8; 6];
+
+/// Whether an address is multicast or broadcast (the group bit of its first byte).
+pub fn is_group(mac: &Mac) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// What learning a source address changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Already known on this port.
+    Known,
+    /// First seen.
+    New,
+    /// Seen before on another port.
+    Moved {
+        /// Where it was.
+        from: PortId,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    port: PortId,
+    last_seen: Instant,
+}
+
+/// Source addresses and their ports, forgotten after `max_age` of silence.
+#[derive(Debug)]
+pub struct MacTable {
+    entries: HashMap<Mac, Entry>,
+    max_age: Duration,
+}
+
+impl MacTable {
+    /// An empty table whose entries expire `max_age` after their last frame.
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            entries: HashMap::new(),
+            max_age,
+        }
+    }
+
+    /// Records that `mac` sent a frame from `port` at `now`.
+    pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+        match self.entries.get_mut(&mac) {
+            Some(entry) if entry.port == port => {
+                entry.last_seen = now;
+                Learned::Known
+            }
+            Some(entry) => {
+                let from = entry.port;
+                *entry = Entry {
+                    port,
+                    last_seen: now,
+                };
+                Learned::Moved { from }
+            }
+            None => {
+                self.entries.insert(
+                    mac,
+                    Entry {
+                        port,
+                        last_seen: now,
+                    },
+                );
+                Learned::New
+            }
+        }
+    }
+
+    /// The port `mac` was last seen on, if it has not expired.
+    pub fn lookup(&self, mac: &Mac) -> Option<PortId> {
+        self.entries.get(mac).map(|e| e.port)
+    }
+
+    /// Drops entries silent for longer than the maximum age; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.entries.len();
+        let max_age = self.max_age;
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.last_seen) <= max_age);
+        before - self.entries.len()
+    }
+
+    /// Forgets every address learned on a port that closed.
+    pub fn forget_port(&mut self, port: PortId) {
+        self.entries.retain(|_, e| e.port != port);
+    }
+
+    /// Number of addresses known.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no address is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [2, 0, 0, 0, 0, 1];
+    const B: Mac = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn learns_moves_and_forgets() {
+        let mut table = MacTable::new(Duration::from_secs(100));
+        let t0 = Instant::now();
+        assert_eq!(table.learn(A, 1, t0), Learned::New);
+        assert_eq!(table.learn(A, 1, t0), Learned::Known);
+        assert_eq!(table.learn(A, 2, t0), Learned::Moved { from: 1 });
+        assert_eq!(table.lookup(&A), Some(2));
+        table.learn(B, 2, t0);
+        table.forget_port(2);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let mut table = MacTable::new(Duration::from_secs(100));
+        let t0 = Instant::now();
+        table.learn(A, 1, t0);
+        table.learn(B, 1, t0 + Duration::from_secs(50));
+        assert_eq!(table.expire(t0 + Duration::from_secs(100)), 0);
+        assert_eq!(table.expire(t0 + Duration::from_secs(101)), 1);
+        assert_eq!(table.lookup(&A), None);
+        assert_eq!(table.lookup(&B), Some(1));
+    }
+
+    #[test]
+    fn group_addresses() {
+        assert!(is_group(&[0xff; 6]));
+        assert!(is_group(&[0x01, 0, 0x5e, 0, 0, 1]));
+        assert!(!is_group(&A));
+    }
+}

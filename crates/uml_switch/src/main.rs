@@ -1,0 +1,97 @@
+//! `uml_switch`: command-line front end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use uml_switch::switch::{Config, Switch};
+
+/// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
+///
+/// Guests attach with `ethN=daemon,,unix,CTL` (kernels up to 6.15) or with
+/// `vecN:transport=bess,dst=BESS` (current kernels); both kinds of port share
+/// one switch. The old single-dash options (`-unix`, `-hub`, `-tap`,
+/// `-daemon`, `-compat-v0`) work as they did.
+#[derive(Parser)]
+#[command(name = "uml_switch", version)]
+struct Args {
+    /// Control socket for daemon-transport guests (with --compat-v0: CTL DATA).
+    #[arg(long, value_name = "CTL", num_args = 1..=2)]
+    unix: Vec<PathBuf>,
+    /// Flood every frame to every other port instead of switching.
+    #[arg(long)]
+    hub: bool,
+    /// Attach the tap device DEV as one more port.
+    #[arg(long, value_name = "DEV")]
+    tap: Option<String>,
+    /// Listen for BESS (SOCK_SEQPACKET) guests at PATH: `vec0:transport=bess,dst=PATH`.
+    #[arg(long, value_name = "PATH")]
+    bess: Option<PathBuf>,
+    /// Accept version 0 requests (very old kernels) and use a data socket file.
+    #[arg(long = "compat-v0")]
+    compat_v0: bool,
+    /// Detach into the background once the sockets are bound.
+    #[arg(long)]
+    daemon: bool,
+    /// Seconds a learned address is kept after its last frame.
+    #[arg(long, value_name = "SECS", default_value_t = 100)]
+    max_age: u64,
+}
+
+/// The C switch's single-dash long options, rewritten to `--` forms.
+const OLD_OPTIONS: [&str; 6] = ["-unix", "-hub", "-tap", "-daemon", "-compat-v0", "-bess"];
+
+fn main() -> ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    let program = argv
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "uml_switch".to_owned());
+    for arg in argv.iter_mut().skip(1) {
+        if OLD_OPTIONS.contains(&arg.as_str()) {
+            arg.insert(0, '-');
+        }
+    }
+    let args = match Args::try_parse_from(&argv) {
+        Ok(args) => args,
+        Err(err) => {
+            let _ = err.print();
+            // The C switch exits 1 on usage errors.
+            return ExitCode::from(u8::from(err.use_stderr()));
+        }
+    };
+    let (control, data_path) = match (args.unix.as_slice(), args.compat_v0) {
+        ([], false) => (PathBuf::from("/tmp/uml.ctl"), PathBuf::new()),
+        ([], true) => (
+            PathBuf::from("/tmp/uml.ctl"),
+            PathBuf::from("/tmp/uml.data"),
+        ),
+        ([ctl], false) => (ctl.clone(), PathBuf::new()),
+        ([ctl, data], true) => (ctl.clone(), data.clone()),
+        ([ctl], true) => (ctl.clone(), PathBuf::from("/tmp/uml.data")),
+        _ => {
+            eprintln!("{program}: -unix takes one path (two with -compat-v0: CTL DATA)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = Config {
+        program,
+        control,
+        compat_v0: args.compat_v0,
+        data_path,
+        hub: args.hub,
+        tap: args.tap,
+        bess: args.bess,
+        daemon: args.daemon,
+        max_age: Duration::from_secs(args.max_age),
+    };
+    let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}: {err}", cfg.program);
+            ExitCode::FAILURE
+        }
+    }
+}

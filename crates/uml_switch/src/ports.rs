@@ -1,0 +1,87 @@
+//! The switch's ports: daemon-protocol clients, BESS connections and a tap device.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::UnixAddr;
+use uml_proto::switch::PeerAddr;
+
+/// A port's number, as the log lines show it; never reused while the switch runs.
+pub type PortId = u32;
+
+/// How frames reach a port.
+#[allow(clippy::large_enum_variant)] // one per port, looked up per frame: no box to chase
+#[derive(Debug)]
+pub enum Link {
+    /// A daemon-transport client: frames go to its address over the shared data socket.
+    Daemon {
+        /// Where to send its frames.
+        addr: UnixAddr,
+        /// Its address as frames from it carry it.
+        key: PeerAddr,
+        /// The control connection; the port lives as long as it stays open.
+        control: UnixStream,
+    },
+    /// A BESS (SOCK_SEQPACKET) connection: one frame per message.
+    Bess(OwnedFd),
+    /// The tap device given with `-tap`.
+    Tap(File),
+}
+
+/// One port.
+#[derive(Debug)]
+pub struct Port {
+    /// Its number.
+    pub id: PortId,
+    /// How to reach it.
+    pub link: Link,
+}
+
+/// The key frames from a daemon client are matched by: abstract names are
+/// compared whole, as opaque bytes (the kernel leaves heap garbage in them);
+/// path names up to their NUL.
+pub fn peer_key(addr: &PeerAddr) -> PeerAddr {
+    match addr.filesystem_path() {
+        Some(path) => PeerAddr::from_path(path).unwrap_or(*addr),
+        None => *addr,
+    }
+}
+
+/// The key of a received datagram's source address.
+pub fn source_key(addr: &UnixAddr) -> Option<PeerAddr> {
+    if let Some(name) = addr.as_abstract() {
+        return PeerAddr::from_abstract_name(name).ok();
+    }
+    PeerAddr::from_path(addr.path()?).ok()
+}
+
+/// The address to send a daemon client's frames to (all 110 bytes for abstract names).
+pub fn send_addr(addr: &PeerAddr) -> Option<UnixAddr> {
+    match addr.abstract_name() {
+        Some(name) => UnixAddr::new_abstract(name).ok(),
+        None => UnixAddr::new(addr.filesystem_path()?).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_addresses_round_trip_with_their_garbage() {
+        let mut addr = PeerAddr::kernel_style(1234, 5678);
+        addr.path[40] = 0xaa; // heap garbage, as the kernel leaves it
+        let send = send_addr(&addr).unwrap();
+        assert_eq!(send.as_abstract().unwrap().len(), 107);
+        assert_eq!(source_key(&send), Some(peer_key(&addr)));
+    }
+
+    #[test]
+    fn path_addresses_ignore_bytes_after_the_nul() {
+        let mut addr = PeerAddr::from_path(std::path::Path::new("/tmp/x.sock")).unwrap();
+        addr.path[100] = 7;
+        let send = send_addr(&addr).unwrap();
+        assert_eq!(source_key(&send), Some(peer_key(&addr)));
+    }
+}
