@@ -31,6 +31,7 @@ pub struct UmlBuilder {
     files: Vec<(String, Vec<u8>)>,
     args: Vec<String>,
     mem: String,
+    netns: Option<String>,
 }
 
 impl UmlBuilder {
@@ -52,6 +53,7 @@ impl UmlBuilder {
             files: Vec::new(),
             args: Vec::new(),
             mem: "128M".to_owned(),
+            netns: None,
         }
     }
 
@@ -88,6 +90,14 @@ impl UmlBuilder {
         self
     }
 
+    /// Runs the kernel inside the named network namespace (`ip netns exec`, which
+    /// execs in place, so the PID is still the kernel's). Abstract socket names
+    /// are per namespace: a guest must share its switch's.
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_owned());
+        self
+    }
+
     /// Builds the root image and starts the kernel without waiting for anything.
     pub fn start(self) -> Uml {
         let root = self.workdir.path().join("root.img");
@@ -98,7 +108,15 @@ impl UmlBuilder {
         }
         image.build(&root);
         let uml_dir = self.uml_dir();
-        let mut cmd = Command::new(host_program("linux.uml", "user-mode-linux"));
+        let kernel = host_program("linux.uml", "user-mode-linux");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new(host_program("ip", "iproute2"));
+                cmd.args(["netns", "exec", ns]).arg(kernel);
+                cmd
+            }
+            None => Command::new(kernel),
+        };
         cmd.arg(format!("ubd0={}", root.display()))
             .arg("root=/dev/ubda")
             .arg(format!("mem={}", self.mem))

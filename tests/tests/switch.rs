@@ -1,0 +1,763 @@
+//! uml_switch: the control protocol and data path against hostile and
+//! well-behaved clients, and real guests pinging through it.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use uml_proto::switch::{PeerAddr, RequestV3};
+use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+use zerocopy::IntoBytes;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Our switch, started in a directory of its own, its output collected.
+struct SwitchProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    ctl: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl SwitchProcess {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let ctl = dir.join("ctl");
+        let mut child = Command::new(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(&ctl)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let switch = Self {
+            child,
+            log,
+            ctl,
+            _dir: None,
+        };
+        switch.wait_for_line("attached to unix socket");
+        switch
+    }
+
+    fn in_tempdir(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut switch = Self::start(dir.path(), extra);
+        switch._dir = Some(dir);
+        switch
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_for_line(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "switch never printed `{needle}`:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.signal(Signal::SIGTERM);
+        }
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A client speaking the kernel's v3 protocol: an abstract data socket bound
+/// with the full 110-byte length, as the kernel binds it.
+struct Client {
+    data: UnixDatagram,
+    _control: UnixStream,
+    switch: SocketAddr,
+    mac: [u8; 6],
+}
+
+impl Client {
+    fn connect(ctl: &Path) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut name = [0u8; 107];
+        let label = format!("switch-test-{}-{n}", std::process::id());
+        name[..label.len()].copy_from_slice(label.as_bytes());
+        let data = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+        data.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut control = UnixStream::connect(ctl).unwrap();
+        let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name).unwrap())
+            .as_bytes()
+            .to_vec();
+        request.extend_from_slice(&[0, 0]); // the kernel's tail padding: 124 bytes
+        control.write_all(&request).unwrap();
+        let mut reply = [0u8; 110];
+        control.read_exact(&mut reply).unwrap();
+        let addr = PeerAddr::from_prefix(&reply).unwrap();
+        let switch = SocketAddr::from_abstract_name(addr.abstract_name().unwrap()).unwrap();
+        let mac = [2, 0, 0, 0, (n >> 8) as u8, n as u8];
+        Self {
+            data,
+            _control: control,
+            switch,
+            mac,
+        }
+    }
+
+    fn send(&self, dst: [u8; 6], payload: &[u8]) {
+        self.data
+            .send_to_addr(&frame(dst, self.mac, payload), &self.switch)
+            .unwrap();
+    }
+
+    fn recv(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 70000];
+        let n = self.data.recv(&mut buf).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// Everything that arrives until the line goes quiet.
+    fn drain(&self) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.recv()).collect()
+    }
+}
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    [&dst[..], &src[..], &[0x88, 0xb5], payload].concat()
+}
+
+#[test]
+fn uml_switch_learns_floods_and_never_echoes() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b, c) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    a.send(BROADCAST, b"hello all");
+    for other in [&b, &c] {
+        assert_eq!(other.drain(), vec![frame(BROADCAST, a.mac, b"hello all")]);
+    }
+    assert!(a.drain().is_empty(), "a broadcast came back to its sender");
+    // a is learned: unicast to it reaches a only.
+    b.send(a.mac, b"to a");
+    assert_eq!(a.drain(), vec![frame(a.mac, b.mac, b"to a")]);
+    assert!(c.drain().is_empty() && b.drain().is_empty());
+    // Unknown unicast floods, but not back out of the ingress port.
+    a.send([2, 9, 9, 9, 9, 9], b"who?");
+    assert_eq!(b.drain().len(), 1);
+    assert_eq!(c.drain().len(), 1);
+    assert!(a.drain().is_empty());
+    // A frame to the sender's own address is not sent back to it.
+    a.send(a.mac, b"to myself");
+    assert!(a.drain().is_empty() && b.drain().is_empty() && c.drain().is_empty());
+    assert!(switch.log().contains(&format!(
+        " Addr: 02:00:00:00:{:02x}:{:02x} New port",
+        a.mac[4], a.mac[5]
+    )));
+}
+
+#[test]
+fn uml_switch_hub_floods_unicast() {
+    let switch = SwitchProcess::in_tempdir(&["-hub"]);
+    assert!(switch.log().contains("will be a hub instead of a switch"));
+    let (a, b, c) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    a.send(BROADCAST, b"learn me");
+    b.drain();
+    c.drain();
+    b.send(a.mac, b"to a");
+    assert_eq!(a.drain().len(), 1);
+    assert_eq!(c.drain().len(), 1, "the hub did not flood a known unicast");
+}
+
+#[test]
+fn uml_switch_forwards_big_frames_whole_and_drops_runts_and_strangers() {
+    let mut switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    for size in [1514, 1518, 9000, 65535] {
+        let payload = vec![0x5a; size - 14];
+        a.send(BROADCAST, &payload);
+        let got = b.drain();
+        assert_eq!(got.len(), 1, "{size}-byte frame");
+        assert_eq!(got[0].len(), size, "{size}-byte frame was cut");
+    }
+    // Runts: a zero-length and a 2-byte datagram.
+    a.data.send_to_addr(b"", &a.switch).unwrap();
+    a.data.send_to_addr(b"xy", &a.switch).unwrap();
+    // A sender that never registered: the C switch forwards these, we drop them.
+    let stranger = UnixDatagram::unbound().unwrap();
+    stranger
+        .send_to_addr(&frame(BROADCAST, [2, 7, 7, 7, 7, 7], b"spoof"), &a.switch)
+        .unwrap();
+    assert!(b.drain().is_empty());
+    assert!(switch.alive());
+    a.send(BROADCAST, b"still switching");
+    assert_eq!(b.drain().len(), 1);
+}
+
+#[test]
+fn uml_switch_survives_hostile_control_requests() {
+    let mut switch = SwitchProcess::in_tempdir(&[]);
+    let v3 = RequestV3::new(PeerAddr::from_abstract_name(b"x").unwrap());
+    let mut v2 = v3.as_bytes().to_vec();
+    v2[4] = 2;
+    let mut v9 = v3.as_bytes().to_vec();
+    v9[4] = 9;
+    let mut bad_type = v3.as_bytes().to_vec();
+    bad_type[8] = 5;
+    let garbage: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+    for request in [&b""[..], b"x", &garbage, &[0u8; 124], &v2, &v9, &bad_type] {
+        let mut conn = UnixStream::connect(&switch.ctl).unwrap();
+        let _ = conn.write_all(request);
+        if request.len() < 4 {
+            drop(conn);
+            continue;
+        }
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = Vec::new();
+        // Refused: the switch closes the connection without a reply.
+        let _ = conn.read_to_end(&mut reply);
+        assert!(reply.is_empty(), "a bad request got a reply");
+    }
+    switch.wait_for_line("Version 2 is not supported");
+    switch.wait_for_line("Request for a version 9 port");
+    switch.wait_for_line("Bad request type : 5");
+    assert!(switch.alive());
+    // A libvdeplug-style request with a description after it keeps its port.
+    let mut name = [0u8; 107];
+    name[..8].copy_from_slice(b"vde-like");
+    let data = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    data.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut conn = UnixStream::connect(&switch.ctl).unwrap();
+    let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name).unwrap())
+        .as_bytes()
+        .to_vec();
+    request.extend_from_slice(b"my port\0");
+    conn.write_all(&request).unwrap();
+    let mut reply = [0u8; 110];
+    conn.read_exact(&mut reply).unwrap();
+    let other = Client::connect(&switch.ctl);
+    other.send(BROADCAST, b"for the vde client");
+    let mut buf = [0u8; 200];
+    assert!(
+        data.recv(&mut buf).is_ok(),
+        "the port with a description was dropped"
+    );
+}
+
+#[test]
+fn uml_switch_takes_a_thousand_clients_and_a_reader_that_stalls() {
+    let mut switch = SwitchProcess::in_tempdir(&[]);
+    for _ in 0..1000 {
+        drop(Client::connect(&switch.ctl));
+    }
+    assert!(switch.alive());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", switch.child.id()))
+        .unwrap()
+        .count();
+    assert!(fds < 50, "{fds} descriptors open after the clients left");
+
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    let stalled = Client::connect(&switch.ctl); // never reads
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while b.recv().is_some() {
+            got += 1;
+        }
+        got
+    });
+    for i in 0..3000u32 {
+        a.send(BROADCAST, &i.to_le_bytes());
+    }
+    let got = reader.join().unwrap();
+    assert!(
+        got >= 2900,
+        "only {got} of 3000 frames reached the reading port"
+    );
+    drop(stalled);
+    assert!(switch.alive());
+}
+
+#[test]
+fn uml_switch_startup_leaves_live_switches_and_other_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SwitchProcess::start(dir.path(), &[]);
+    let second = Command::new(our_tool("uml_switch"))
+        .args(["-unix", first.ctl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("has another server attached"));
+    assert!(first.ctl.exists());
+    drop(Client::connect(&first.ctl));
+
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "keep").unwrap();
+    let third = Command::new(our_tool("uml_switch"))
+        .args(["-unix", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(third.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+
+    // A stale socket (its switch was killed) is replaced.
+    let stale = dir.path().join("stale");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let mut fourth = Command::new(our_tool("uml_switch"))
+        .args(["-unix", stale.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fourth.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("attached"), "{line}");
+    drop(Client::connect(&stale));
+    kill(Pid::from_raw(fourth.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(fourth.wait().unwrap().success());
+}
+
+#[test]
+fn uml_switch_signals_remove_its_sockets_and_logs_reach_a_file() {
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctl, bess, log) = (
+            dir.path().join("ctl"),
+            dir.path().join("bess"),
+            dir.path().join("log"),
+        );
+        let mut child = Command::new(our_tool("uml_switch"))
+            .args([
+                "-unix",
+                ctl.to_str().unwrap(),
+                "--bess",
+                bess.to_str().unwrap(),
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&log).unwrap().contains("attached") {
+            assert!(Instant::now() < deadline, "nothing logged to a file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(Client::connect(&ctl));
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("Disconnect")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "connection lines not flushed to the file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        assert!(child.wait().unwrap().success(), "{signal:?}");
+        assert!(
+            !ctl.exists() && !bess.exists(),
+            "{signal:?} left socket files"
+        );
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("cleaning up and exiting")
+        );
+    }
+}
+
+#[test]
+fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_path = dir.path().join("data");
+    let bess_path = dir.path().join("bess");
+    // -compat-v0 -unix CTL DATA, in the C switch's order, plus a BESS listener.
+    let ctl = dir.path().join("ctl2");
+    let mut child = Command::new(our_tool("uml_switch"))
+        .args([
+            "-compat-v0",
+            "-unix",
+            ctl.to_str().unwrap(),
+            data_path.to_str().unwrap(),
+        ])
+        .args(["-bess", bess_path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached") {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+    }
+    assert!(
+        line.contains(&format!("'{}'", data_path.display())),
+        "{line}"
+    );
+    // A v0 client: type, MAC, its address; no reply.
+    let v0_path = dir.path().join("v0.sock");
+    let v0 = UnixDatagram::bind(&v0_path).unwrap();
+    v0.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut request = vec![0u8; 4];
+    request.extend_from_slice(&[2, 0, 0, 0, 0, 0x10]);
+    request.extend_from_slice(PeerAddr::from_path(&v0_path).unwrap().as_bytes());
+    let mut control = UnixStream::connect(&ctl).unwrap();
+    control.write_all(&request).unwrap();
+    // A BESS client: a seqpacket connection, one frame per message.
+    let bess = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&bess),
+        &nix::sys::socket::UnixAddr::new(&bess_path).unwrap(),
+    )
+    .is_err()
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let bess_mac = [2, 0, 0, 0, 0, 0x20];
+    let sent = frame(BROADCAST, bess_mac, b"from bess");
+    nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&bess),
+        &sent,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 2000];
+    let n = v0.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &sent[..]);
+    // And back: the v0 client sends to the data socket file.
+    let back = frame(bess_mac, [2, 0, 0, 0, 0, 0x10], b"from v0");
+    v0.send_to(&back, &data_path).unwrap();
+    let mut buf = [0u8; 2000];
+    let n = nix::sys::socket::recv(
+        std::os::fd::AsRawFd::as_raw_fd(&bess),
+        &mut buf,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(&buf[..n], &back[..]);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!data_path.exists() && !bess_path.exists() && !ctl.exists());
+}
+
+/// The guest side of the ping tests, configured by kernel command-line variables:
+/// IF, IP (and IF2, IP2 for a router), GW, FWD, PEER (ping it), OBSERVE (report rx_packets).
+const GUEST: &str = r#"mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+ip link set "$IF" up
+ip addr add "$IP/24" dev "$IF"
+if [ -n "$IF2" ]; then ip link set "$IF2" up; ip addr add "$IP2/24" dev "$IF2"; fi
+if [ -n "$GW" ]; then ip route add default via "$GW"; fi
+if [ -n "$FWD" ]; then echo 1 > /proc/sys/net/ipv4/ip_forward; fi
+echo GUEST-READY
+if [ -n "$PEER" ]; then
+  n=0
+  until ping -c 1 -W 1 "$PEER" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+  ping -c 20 -i 0.1 -W 2 "$PEER" | tail -2
+  echo PING-DONE
+fi
+if [ -n "$OBSERVE" ]; then
+  while true; do echo "RX $(cat /sys/class/net/$IF/statistics/rx_packets)"; sleep 0.3; done
+fi
+while true; do sleep 1; done"#;
+
+/// How a guest plugs into the switch.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Daemon,
+    Bess,
+}
+
+/// Boots a guest on `switch` (daemon control socket `ctl`, BESS socket `bess`).
+fn guest(transport: Transport, ctl: &Path, bess: &Path, mac: u8, vars: &[&str]) -> Uml {
+    guest_in(None, transport, ctl, bess, mac, vars)
+}
+
+/// [`guest`], in a network namespace when one is named.
+fn guest_in(
+    netns: Option<&str>,
+    transport: Transport,
+    ctl: &Path,
+    bess: &Path,
+    mac: u8,
+    vars: &[&str],
+) -> Uml {
+    let mac = format!("02:00:00:00:99:{mac:02x}");
+    let (nic, ifname) = match transport {
+        Transport::Daemon => (format!("eth0=daemon,{mac},unix,{}", ctl.display()), "eth0"),
+        Transport::Bess => (
+            format!("vec0:transport=bess,dst={},mac={mac}", bess.display()),
+            "vec0",
+        ),
+    };
+    let mut builder = UmlBuilder::new(GUEST).arg(nic).arg(format!("IF={ifname}"));
+    for var in vars {
+        builder = builder.arg(*var);
+    }
+    if let Some(ns) = netns {
+        builder = builder.netns(ns);
+    }
+    let mut uml = builder.start();
+    uml.wait_for_console("GUEST-READY", WAIT);
+    uml
+}
+
+/// Two guests ping each other through one switch while a third watches its
+/// own receive counter: in switch mode it sees almost nothing, in hub mode
+/// every ping.
+fn ping_through(hub: bool, a: Transport, b: Transport, observer: Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let bess = dir.path().join("bess");
+    let bess_arg = bess.to_str().unwrap().to_owned();
+    let mut args = vec!["-bess", bess_arg.as_str()];
+    if hub {
+        args.push("-hub");
+    }
+    let switch = SwitchProcess::start(dir.path(), &args);
+    let watcher = guest(
+        observer,
+        &switch.ctl,
+        &bess,
+        3,
+        &["IP=10.99.5.3", "OBSERVE=1"],
+    );
+    let _target = guest(a, &switch.ctl, &bess, 1, &["IP=10.99.5.1"]);
+    let mut pinger = guest(
+        b,
+        &switch.ctl,
+        &bess,
+        2,
+        &["IP=10.99.5.2", "PEER=10.99.5.1"],
+    );
+    pinger.wait_for_console("PING-DONE", WAIT);
+    let console = pinger.console();
+    assert!(
+        console.contains("20 packets received, 0% packet loss"),
+        "{console}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let seen = watcher
+        .console()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("RX ")?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    if hub {
+        assert!(seen >= 40, "the hub's third guest saw only {seen} frames");
+    } else {
+        assert!(
+            seen < 15,
+            "the switch leaked unicast: the third guest saw {seen} frames"
+        );
+    }
+    assert!(switch.log().contains("New connection") || switch.log().contains("New BESS"));
+}
+
+#[test]
+fn real_kernel_daemon_guests_ping_through_the_switch() {
+    ping_through(
+        false,
+        Transport::Daemon,
+        Transport::Daemon,
+        Transport::Daemon,
+    );
+}
+
+#[test]
+fn real_kernel_daemon_guests_ping_through_the_hub() {
+    ping_through(
+        true,
+        Transport::Daemon,
+        Transport::Daemon,
+        Transport::Daemon,
+    );
+}
+
+#[test]
+fn real_kernel_bess_guests_ping_through_the_switch() {
+    ping_through(false, Transport::Bess, Transport::Bess, Transport::Bess);
+}
+
+#[test]
+fn real_kernel_bess_guests_ping_through_the_hub() {
+    ping_through(true, Transport::Bess, Transport::Bess, Transport::Bess);
+}
+
+#[test]
+fn real_kernel_daemon_and_bess_guests_ping_through_the_switch() {
+    ping_through(false, Transport::Daemon, Transport::Bess, Transport::Daemon);
+}
+
+#[test]
+fn real_kernel_daemon_and_bess_guests_ping_through_the_hub() {
+    ping_through(true, Transport::Bess, Transport::Daemon, Transport::Bess);
+}
+
+#[test]
+fn real_kernel_guest_routes_between_two_switches() {
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = SwitchProcess::start(dir1.path(), &[]);
+    let two = SwitchProcess::start(dir2.path(), &[]);
+    let no_bess = Path::new("/nonexistent");
+    let mut builder = UmlBuilder::new(GUEST)
+        .arg(format!(
+            "eth0=daemon,02:00:00:00:98:01,unix,{}",
+            one.ctl.display()
+        ))
+        .arg(format!(
+            "eth1=daemon,02:00:00:00:98:02,unix,{}",
+            two.ctl.display()
+        ));
+    for var in [
+        "IF=eth0",
+        "IP=10.99.6.1",
+        "IF2=eth1",
+        "IP2=10.99.7.1",
+        "FWD=1",
+    ] {
+        builder = builder.arg(var);
+    }
+    let mut router = builder.start();
+    router.wait_for_console("GUEST-READY", WAIT);
+    let _far = guest(
+        Transport::Daemon,
+        &two.ctl,
+        no_bess,
+        2,
+        &["IP=10.99.7.2", "GW=10.99.7.1"],
+    );
+    let mut near = guest(
+        Transport::Daemon,
+        &one.ctl,
+        no_bess,
+        1,
+        &["IP=10.99.6.2", "GW=10.99.6.1", "PEER=10.99.7.2"],
+    );
+    near.wait_for_console("PING-DONE", WAIT);
+    let console = near.console();
+    assert!(
+        console.contains("20 packets received, 0% packet loss"),
+        "{console}"
+    );
+}
+
+#[test]
+fn root_real_kernel_tap_port_in_a_network_namespace() {
+    let ns = format!("uml-switch-test-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    struct Namespace(String);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = Namespace(ns.clone());
+    ip(&["-n", &ns, "tuntap", "add", "dev", "tap-sw", "mode", "tap"]);
+    ip(&["-n", &ns, "addr", "add", "10.99.8.1/24", "dev", "tap-sw"]);
+    ip(&["-n", &ns, "link", "set", "tap-sw", "up"]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    // Switch and guest both run inside the namespace: the tap lives there, and
+    // the switch's abstract data socket is only reachable from there.
+    let mut switch = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(our_tool("uml_switch"))
+        .args(["-unix", ctl.to_str().unwrap(), "-tap", "tap-sw"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(switch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("tap device 'tap-sw'"), "{line}");
+    std::thread::spawn(move || for _ in out.lines() {});
+
+    let mut uml = guest_in(
+        Some(&ns),
+        Transport::Daemon,
+        &ctl,
+        Path::new("/nonexistent"),
+        1,
+        &["IP=10.99.8.2", "PEER=10.99.8.1"],
+    );
+    uml.wait_for_console("PING-DONE", WAIT);
+    let console = uml.console();
+    assert!(
+        console.contains("20 packets received, 0% packet loss"),
+        "{console}"
+    );
+    let host_ping = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(host_program("busybox", "busybox-static"))
+        .args(["ping", "-c", "3", "-W", "2", "10.99.8.2"])
+        .output()
+        .unwrap();
+    assert!(host_ping.status.success(), "{host_ping:?}");
+    kill(Pid::from_raw(switch.id() as i32), Signal::SIGTERM).unwrap();
+    let _ = switch.wait();
+}
