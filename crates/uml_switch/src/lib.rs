@@ -5,6 +5,7 @@
 //! transport's BESS mode (one SOCK_SEQPACKET connection per guest); a tap
 //! device can be one more port. All share one learning table.
 
+pub mod batch;
 pub mod endpoint;
 pub mod learning;
 pub mod ports;

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
-use nix::sys::socket::UnixAddr;
+use nix::sys::socket::{SockaddrLike, UnixAddr};
 use uml_proto::switch::PeerAddr;
 
 /// A port's number, as the log lines show it; never reused while the switch runs.
@@ -50,6 +50,11 @@ pub fn peer_key(addr: &PeerAddr) -> PeerAddr {
 
 /// The key of a received datagram's source address.
 pub fn source_key(addr: &UnixAddr) -> Option<PeerAddr> {
+    // An unbound sender has no name at all (length 0 from recvmmsg), which
+    // nix's accessors do not expect: such a frame has no port anyway.
+    if (addr.len() as usize) <= size_of::<nix::libc::sa_family_t>() {
+        return None;
+    }
     if let Some(name) = addr.as_abstract() {
         return PeerAddr::from_abstract_name(name).ok();
     }

@@ -13,12 +13,12 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, recvfrom, send, sendto,
-    socket,
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, accept4, bind, send, sendto, socket,
 };
 use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolVersion};
 use zerocopy::IntoBytes;
 
+use crate::batch::{Outgoing, RX_BATCH, RxBatch};
 use crate::endpoint::{BoundPath, EndpointError};
 use crate::learning::{Learned, Mac, MacTable, is_group};
 use crate::ports::{Link, Port, PortId, peer_key, send_addr, source_key};
@@ -128,6 +128,10 @@ pub struct Switch {
     by_key: HashMap<PeerAddr, PortId>,
     table: MacTable,
     buf: Vec<u8>,
+    rx: RxBatch,
+    tx: Vec<Outgoing>,
+    targets: Vec<PortId>,
+    now: Instant,
     last_aged: Instant,
 }
 
@@ -200,6 +204,10 @@ impl Switch {
             next_port: 1,
             by_key: HashMap::new(),
             buf: vec![0; MAX_FRAME + 1],
+            rx: RxBatch::new(),
+            tx: Vec::new(),
+            targets: Vec::new(),
+            now: Instant::now(),
             last_aged: Instant::now(),
         };
         switch.announce();
@@ -247,6 +255,7 @@ impl Switch {
     pub fn run(&mut self) -> Result<(), SwitchError> {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
+            // Wake at least as often as the table is aged.
             let timeout = EpollTimeout::try_from(AGE_EVERY).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -306,7 +315,6 @@ impl Switch {
                 SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
             ) {
                 Ok(raw) => {
-                    // SAFETY-free: accept4 returned a new descriptor we now own.
                     let stream = UnixStream::from(owned(raw));
                     let id = self.next_pending;
                     self.next_pending = self.next_pending.wrapping_add(1);
@@ -425,7 +433,7 @@ impl Switch {
             Link::Tap(file) => file.as_raw_fd(),
         };
         let token = T_PORT | u64::from(id);
-        // SAFETY-free borrow: the fd lives in `link`, which the port table keeps.
+        // The fd lives in `link`, which the port table keeps until the port closes.
         let _ = self
             .epoll
             .add(borrowed(&fd), EpollEvent::new(EpollFlags::EPOLLIN, token));
@@ -491,38 +499,14 @@ impl Switch {
         }
     }
 
-    fn data_ready(&mut self) {
-        let fd = self.data.as_raw_fd();
-        for _ in 0..BATCH {
-            match recvfrom::<UnixAddr>(fd, &mut self.buf) {
-                Ok((n, Some(addr))) => {
-                    // Frames from addresses that never registered are dropped.
-                    let Some(id) = source_key(&addr).and_then(|k| self.by_key.get(&k).copied())
-                    else {
-                        continue;
-                    };
-                    self.forward(id, n);
-                }
-                Ok((_, None)) => {}
-                Err(Errno::EINTR) => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Learns the frame's source and sends it where it belongs.
-    fn forward(&mut self, from: PortId, len: usize) {
-        // Shorter than an Ethernet header, or cut by our buffer: not a frame to pass on.
-        if !(14..=MAX_FRAME).contains(&len) {
+    /// Learns a frame's source and lists the ports it must go to in `self.targets`.
+    fn route(&mut self, from: PortId, header: &[u8]) {
+        self.targets.clear();
+        let (Some(dst), Some(src)) = (mac_at(header, 0), mac_at(header, 6)) else {
             return;
-        }
-        let frame = &self.buf[..len];
-        let mut dst: Mac = [0; 6];
-        let mut src: Mac = [0; 6];
-        dst.copy_from_slice(&frame[..6]);
-        src.copy_from_slice(&frame[6..12]);
+        };
         if !is_group(&src) {
-            match self.table.learn(src, from, Instant::now()) {
+            match self.table.learn(src, from, self.now) {
                 Learned::Known => {}
                 Learned::New => log_line(&format!(" Addr: {} New port {from}", mac_text(&src))),
                 Learned::Moved { from: old } => log_line(&format!(
@@ -531,32 +515,37 @@ impl Switch {
                 )),
             }
         }
-        let target = if self.cfg.hub || is_group(&dst) {
+        let known = if self.cfg.hub || is_group(&dst) {
             None
         } else {
             self.table.lookup(&dst)
         };
-        let mut dead = Vec::new();
-        match target {
+        match known {
             // Never back out of the port it came in on.
             Some(to) if to == from => {}
-            Some(to) => {
-                if let Some(port) = self.ports.get(&to) {
-                    if !deliver(&self.data, port, frame) {
-                        dead.push(to);
-                    }
-                }
-            }
-            None => {
-                for &to in self.order.iter().rev() {
-                    if to == from {
-                        continue;
-                    }
-                    if let Some(port) = self.ports.get(&to) {
-                        if !deliver(&self.data, port, frame) {
-                            dead.push(to);
-                        }
-                    }
+            Some(to) => self.targets.push(to),
+            None => self
+                .targets
+                .extend(self.order.iter().rev().copied().filter(|&to| to != from)),
+        }
+    }
+
+    /// Learns the frame in `self.buf` and sends it where it belongs (BESS and tap ports).
+    fn forward(&mut self, from: PortId, len: usize) {
+        // Shorter than an Ethernet header, or cut by our buffer: not a frame to pass on.
+        if !(14..=MAX_FRAME).contains(&len) {
+            return;
+        }
+        self.now = Instant::now();
+        let mut header = [0u8; 12];
+        header.copy_from_slice(&self.buf[..12]);
+        self.route(from, &header);
+        let frame = &self.buf[..len];
+        let mut dead = Vec::new();
+        for &to in &self.targets {
+            if let Some(port) = self.ports.get(&to) {
+                if !deliver(&self.data, port, frame) {
+                    dead.push(to);
                 }
             }
         }
@@ -564,6 +553,65 @@ impl Switch {
             self.close_port(id, "Disconnect");
         }
     }
+
+    /// Takes up to a batch of frames from the shared data socket in one system
+    /// call, routes them, and sends those for daemon ports in one more.
+    fn data_ready(&mut self) {
+        let fd = self.data.as_raw_fd();
+        for _ in 0..BATCH {
+            let received = self.rx.receive(fd);
+            if received.is_empty() {
+                return;
+            }
+            self.now = Instant::now();
+            let mut dead = Vec::new();
+            for &(slot, len, addr) in &received {
+                // Frames from addresses that never registered are dropped, and
+                // so are runts and frames our buffer cut.
+                let Some(from) = source_key(&addr).and_then(|k| self.by_key.get(&k).copied())
+                else {
+                    continue;
+                };
+                if !(14..=MAX_FRAME).contains(&len) {
+                    continue;
+                }
+                let mut header = [0u8; 12];
+                header.copy_from_slice(self.rx.frame(slot, 12));
+                self.route(from, &header);
+                for &to in &self.targets {
+                    match self.ports.get(&to) {
+                        Some(Port {
+                            link: Link::Daemon { addr, .. },
+                            ..
+                        }) => {
+                            self.tx.push(Outgoing {
+                                slot,
+                                len,
+                                addr: *addr,
+                            });
+                        }
+                        Some(port) if !deliver(&self.data, port, self.rx.frame(slot, len)) => {
+                            dead.push(to);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // A copy whose port's queue is full is dropped for that port only.
+            self.rx.send(fd, &self.tx);
+            self.tx.clear();
+            for id in dead {
+                self.close_port(id, "Disconnect");
+            }
+            if received.len() < RX_BATCH {
+                return;
+            }
+        }
+    }
+}
+
+fn mac_at(header: &[u8], at: usize) -> Option<Mac> {
+    header.get(at..at + 6)?.try_into().ok()
 }
 
 /// Sends one frame to a port without waiting; a full queue drops the frame for

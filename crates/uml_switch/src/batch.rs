@@ -1,0 +1,105 @@
+//! Frames in and out of the shared data socket a batch per system call.
+//!
+//! Under load, one `recvmmsg` takes every frame queued on the data socket and
+//! one `sendmmsg` sends every copy bound for daemon ports, each to its own
+//! address, instead of a `recvfrom` and a `sendto` per frame.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, recvmmsg, sendmmsg};
+
+/// Frames taken per `recvmmsg`.
+pub const RX_BATCH: usize = 8;
+/// Buffer per frame: one byte more than the largest frame, to see truncation.
+const FRAME_BUF: usize = 65536;
+/// Copies sent per `sendmmsg` at most.
+const TX_BATCH: usize = 256;
+
+/// One copy of a received frame bound for a daemon port.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing {
+    /// The receive slot holding the frame.
+    pub slot: usize,
+    /// Its length.
+    pub len: usize,
+    /// Where it goes.
+    pub addr: UnixAddr,
+}
+
+/// Receive buffers and their headers, allocated once.
+pub struct RxBatch {
+    bufs: Vec<Vec<u8>>,
+    rx_headers: MultiHeaders<UnixAddr>,
+    tx_headers: MultiHeaders<UnixAddr>,
+}
+
+impl RxBatch {
+    /// Buffers for [`RX_BATCH`] frames.
+    pub fn new() -> Self {
+        Self {
+            bufs: (0..RX_BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
+            rx_headers: MultiHeaders::preallocate(RX_BATCH, None),
+            tx_headers: MultiHeaders::preallocate(TX_BATCH, None),
+        }
+    }
+
+    /// Takes the frames waiting on `fd` without blocking: (slot, length, sender) each.
+    pub fn receive(&mut self, fd: RawFd) -> Vec<(usize, usize, UnixAddr)> {
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let Ok(results) = recvmmsg(
+            fd,
+            &mut self.rx_headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) else {
+            return Vec::new();
+        };
+        results
+            .enumerate()
+            .filter_map(|(slot, msg)| Some((slot, msg.bytes, msg.address?)))
+            .collect()
+    }
+
+    /// The first `len` bytes of the frame in `slot`.
+    pub fn frame(&self, slot: usize, len: usize) -> &[u8] {
+        &self.bufs[slot][..len]
+    }
+
+    /// Sends each queued copy. A copy whose destination's queue is full, or
+    /// whose destination has vanished, is dropped; the others still go.
+    pub fn send(&mut self, fd: RawFd, queue: &[Outgoing]) {
+        for chunk in queue.chunks(TX_BATCH) {
+            let slices: Vec<[IoSlice<'_>; 1]> = chunk
+                .iter()
+                .map(|o| [IoSlice::new(&self.bufs[o.slot][..o.len])])
+                .collect();
+            let addrs: Vec<Option<UnixAddr>> = chunk.iter().map(|o| Some(o.addr)).collect();
+            let mut start = 0;
+            while start < chunk.len() {
+                let sent = sendmmsg(
+                    fd,
+                    &mut self.tx_headers,
+                    slices[start..].iter(),
+                    &addrs[start..],
+                    [],
+                    MsgFlags::MSG_DONTWAIT,
+                );
+                start += match sent {
+                    Ok(results) => results.count().max(1),
+                    Err(Errno::EINTR) => 0,
+                    Err(_) => 1,
+                };
+            }
+        }
+    }
+}
+
+impl Default for RxBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
