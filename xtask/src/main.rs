@@ -50,7 +50,9 @@ fn run_command() -> Result<()> {
                  provision        only install what the real-kernel tests need\n  \
                  fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)\n  \
                  bench cow [--size-mib N] [--reps N]\n                   \
-                 time uml_moo against the C tool and cp (see BENCHMARKS.md)"
+                 time uml_moo against the C tool and cp (see BENCHMARKS.md)\n  \
+                 bench switch [--secs S]\n                   \
+                 uml_switch against the C switch and vde_switch under one load generator"
             );
             std::process::exit(2);
         }

@@ -1,6 +1,7 @@
 //! `cargo xtask bench KIND`: our tools against the C ones, in the same invocation.
 
 mod cow;
+mod switch;
 
 pub use cow::write_runs;
 
@@ -13,8 +14,9 @@ use anyhow::{Result, bail};
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("cow") => cow::run(root, &args[1..]),
-        Some(other) => bail!("bench: unknown benchmark '{other}' (known: cow)"),
-        None => bail!("bench: name a benchmark (known: cow)"),
+        Some("switch") => switch::run(root, &args[1..]),
+        Some(other) => bail!("bench: unknown benchmark '{other}' (known: cow, switch)"),
+        None => bail!("bench: name a benchmark (known: cow, switch)"),
     }
 }
 
