@@ -182,6 +182,20 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     // 506 + 94 bytes, then a newline of its own.
     assert_eq!(stdout(&logged), "OK \nOK \nOK \n");
 
+    // log -f sends a file's lines; the kernel logs them as they are.
+    std::fs::write(
+        dir.join("note.txt"),
+        "first line from a file\nsecond line\n",
+    )
+    .unwrap();
+    let from_file = run(&["log", "-f", "note.txt"]);
+    assert!(from_file.status.success(), "{from_file:?}");
+    assert_eq!(stdout(&from_file), "OK \n");
+    wait_until(
+        || uml.console().contains("second line"),
+        "the logged file in the console",
+    );
+
     // cad and reboot restart the kernel in the same process.
     let pid = uml.pid();
     for command in ["cad", "reboot"] {
@@ -207,6 +221,18 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     assert_eq!(timed_out.status.code(), Some(124), "{timed_out:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(String::from_utf8_lossy(&timed_out.stderr).contains(&umid));
+
+    // stack shows a task's stack through the console capture. Its burst of
+    // datagrams can overflow our queue (see the README): then what arrived is
+    // printed and the status is 124, never a hang.
+    let stack = ours(
+        &dir,
+        &["--timeout", "2", "--uml-dir", &uml_dir, &umid, "stack", "1"],
+    );
+    assert!(matches!(stack.status.code(), Some(0 | 124)), "{stack:?}");
+    // What the trace says is the kernel's business (6.1 sometimes faults
+    // walking it); the reply itself must come.
+    assert!(stdout(&stack).starts_with("OK "), "{}", stdout(&stack));
 
     // int sends SIGINT to the pid in the instance directory: a UML exits on it.
     assert!(run(&["int"]).status.success());
@@ -369,4 +395,38 @@ fn uml_mconsole_options_are_never_taken_for_a_machine() {
         String::from_utf8_lossy(&refused.stderr).contains("--json"),
         "{refused:?}"
     );
+}
+
+#[test]
+fn real_kernel_mconsole_prompt_on_a_terminal() {
+    let uml = booted(UmlBuilder::new(TICKING));
+    let dir = uml.workdir().to_path_buf();
+    let uml_dir = uml.uml_dir().to_str().unwrap().to_owned();
+    let umid = uml.umid().to_owned();
+    // script(1) gives the client a pseudo-terminal, so line editing is in use.
+    let command = format!(
+        "{} --uml-dir {uml_dir} {umid}",
+        our_tool("uml_mconsole").display()
+    );
+    let mut child = Command::new(host_program("script", "bsdutils"))
+        .args(["-qfc", &command, "/dev/null"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for line in ["version\n", "mconsole-version\n", "quit\n"] {
+        std::io::Write::write_all(&mut input, line.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("({}) ", &umid[..umid.len().min(11)])),
+        "{text}"
+    );
+    assert!(text.contains("OK Linux"), "{text}");
+    assert!(text.contains("uml_mconsole client version 2"), "{text}");
 }
