@@ -1,7 +1,7 @@
 //! The switch's ports: daemon-protocol clients, BESS connections and a tap device.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{SockaddrLike, UnixAddr};
@@ -27,6 +27,18 @@ pub enum Link {
     Bess(OwnedFd),
     /// The tap device given with `-tap`.
     Tap(File),
+}
+
+impl Link {
+    /// The descriptor whose readiness matters: the control connection of a
+    /// daemon port (its frames arrive on the shared socket), else the frames'.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Link::Daemon { control, .. } => control.as_fd(),
+            Link::Bess(fd) => fd.as_fd(),
+            Link::Tap(file) => file.as_fd(),
+        }
+    }
 }
 
 /// One port.

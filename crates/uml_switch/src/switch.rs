@@ -94,15 +94,6 @@ const T_PENDING: u64 = 1 << 32;
 const T_PORT: u64 = 2 << 32;
 const ID_MASK: u64 = 0xffff_ffff;
 
-/// What a port's descriptor carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PortKind {
-    /// A daemon client's control connection (its frames come on the data socket).
-    Control,
-    /// Frames, one per read.
-    Frames,
-}
-
 /// A control connection whose request has not fully arrived.
 struct Pending {
     stream: UnixStream,
@@ -427,16 +418,10 @@ impl Switch {
     fn add_port(&mut self, link: Link) -> PortId {
         let id = self.next_port;
         self.next_port += 1;
-        let fd = match &link {
-            Link::Daemon { control, .. } => control.as_raw_fd(),
-            Link::Bess(fd) => fd.as_raw_fd(),
-            Link::Tap(file) => file.as_raw_fd(),
-        };
         let token = T_PORT | u64::from(id);
-        // The fd lives in `link`, which the port table keeps until the port closes.
         let _ = self
             .epoll
-            .add(borrowed(&fd), EpollEvent::new(EpollFlags::EPOLLIN, token));
+            .add(link.fd(), EpollEvent::new(EpollFlags::EPOLLIN, token));
         self.ports.insert(id, Port { id, link });
         self.order.push(id);
         id
@@ -446,17 +431,12 @@ impl Switch {
         let Some(port) = self.ports.remove(&id) else {
             return;
         };
-        let fd = match &port.link {
-            Link::Daemon { control, key, .. } => {
-                if self.by_key.get(key) == Some(&id) {
-                    self.by_key.remove(key);
-                }
-                control.as_raw_fd()
+        if let Link::Daemon { key, .. } = &port.link {
+            if self.by_key.get(key) == Some(&id) {
+                self.by_key.remove(key);
             }
-            Link::Bess(fd) => fd.as_raw_fd(),
-            Link::Tap(file) => file.as_raw_fd(),
-        };
-        let _ = self.epoll.delete(borrowed(&fd));
+        }
+        let _ = self.epoll.delete(port.link.fd());
         self.order.retain(|&p| p != id);
         self.table.forget_port(id);
         self.log(message);
@@ -466,37 +446,38 @@ impl Switch {
         let Some(port) = self.ports.get(&id) else {
             return;
         };
-        let (raw, kind) = match &port.link {
-            Link::Daemon { control, .. } => (control.as_raw_fd(), PortKind::Control),
-            Link::Bess(fd) => (fd.as_raw_fd(), PortKind::Frames),
-            Link::Tap(file) => (file.as_raw_fd(), PortKind::Frames),
-        };
-        if kind == PortKind::Control {
+        if let Link::Daemon { control, .. } = &port.link {
             // Nothing more is expected; a libvdeplug description may still
             // trickle in and is ignored. Only the end of the connection matters.
             let mut scratch = [0u8; 256];
-            match nix::unistd::read(borrowed(&raw), &mut scratch) {
+            match nix::unistd::read(control, &mut scratch) {
                 Ok(0) => self.close_port(id, "Disconnect"),
                 Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(_) => self.close_port(id, "Reading request"),
             }
             return;
         }
+        // The buffer is lent out while the frame is routed and sent.
+        let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..BATCH {
-            match nix::unistd::read(borrowed(&raw), &mut self.buf) {
+            let Some(port) = self.ports.get(&id) else {
+                break;
+            };
+            match nix::unistd::read(port.link.fd(), &mut buf) {
                 Ok(0) => {
                     self.close_port(id, "Disconnect");
-                    return;
+                    break;
                 }
-                Ok(n) => self.forward(id, n),
+                Ok(n) => self.forward(id, &buf[..n]),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return,
+                Err(Errno::EAGAIN) => break,
                 Err(_) => {
                     self.close_port(id, "Disconnect");
-                    return;
+                    break;
                 }
             }
         }
+        self.buf = buf;
     }
 
     /// Learns a frame's source and lists the ports it must go to in `self.targets`.
@@ -530,17 +511,14 @@ impl Switch {
         }
     }
 
-    /// Learns the frame in `self.buf` and sends it where it belongs (BESS and tap ports).
-    fn forward(&mut self, from: PortId, len: usize) {
+    /// Learns a frame from a BESS or tap port and sends it where it belongs.
+    fn forward(&mut self, from: PortId, frame: &[u8]) {
         // Shorter than an Ethernet header, or cut by our buffer: not a frame to pass on.
-        if !(14..=MAX_FRAME).contains(&len) {
+        if !(14..=MAX_FRAME).contains(&frame.len()) {
             return;
         }
         self.now = Instant::now();
-        let mut header = [0u8; 12];
-        header.copy_from_slice(&self.buf[..12]);
-        self.route(from, &header);
-        let frame = &self.buf[..len];
+        self.route(from, &frame[..12]);
         let mut dead = Vec::new();
         for &to in &self.targets {
             if let Some(port) = self.ports.get(&to) {
@@ -683,13 +661,5 @@ fn owned(raw: RawFd) -> OwnedFd {
     // SAFETY: `raw` was just returned by accept4 and is owned by no other object.
     unsafe {
         OwnedFd::from_raw_fd(raw)
-    }
-}
-
-fn borrowed(fd: &RawFd) -> std::os::fd::BorrowedFd<'_> {
-    #[allow(unsafe_code)]
-    // SAFETY: callers pass the fd of an object they hold for the duration of the borrow.
-    unsafe {
-        std::os::fd::BorrowedFd::borrow_raw(*fd)
     }
 }
