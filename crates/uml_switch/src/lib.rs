@@ -10,4 +10,3 @@ pub mod endpoint;
 pub mod learning;
 pub mod ports;
 pub mod switch;
-pub mod tap;

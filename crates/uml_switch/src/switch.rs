@@ -22,7 +22,7 @@ use crate::batch::{Outgoing, RX_BATCH, RxBatch};
 use crate::endpoint::{BoundPath, EndpointError};
 use crate::learning::{Learned, Mac, MacTable, is_group};
 use crate::ports::{Link, Port, PortId, peer_key, send_addr, source_key};
-use crate::tap::open_tap;
+use tunctl::tun::open_tap;
 
 /// What the command line chose.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub enum SwitchError {
         /// The device name.
         name: String,
         /// The failure.
-        source: io::Error,
+        source: tunctl::tun::TunError,
     },
     /// A system call failed.
     #[error("{what}: {source}")]
