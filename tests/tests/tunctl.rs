@@ -1,0 +1,152 @@
+//! tunctl in a network namespace of the test's own, against the C tool.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::process::{Command, Output};
+
+use uml_testbed::{host_program, our_tool};
+
+/// A network namespace removed (with its devices) when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(tag: &str) -> Self {
+        let name = format!("tunctl-{tag}-{}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        Self(name)
+    }
+
+    fn run(&self, program: &std::path::Path, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn sysfs(&self, device: &str, file: &str) -> String {
+        let out = self.run(
+            Path::new("cat"),
+            &[&format!("/sys/class/net/{device}/{file}")],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+use std::path::Path;
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn root_tunctl_output_and_devices_equal_the_c_tools() {
+    let ns = Namespace::new("diff");
+    let c = host_program("tunctl", "uml-utilities");
+    let ours = our_tool("tunctl");
+    for args in [
+        &["-u", "1000", "-t", "tapt"][..],
+        &["-u", "1000", "-g", "100", "-t", "tapt"][..],
+        &["-g", "100", "-t", "tapt"][..],
+        &["-t", "tapt"][..],
+        &["-b", "-u", "nobody", "-t", "tapt"][..],
+    ] {
+        let c_out = ns.run(&c, args);
+        let c_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
+        assert!(c_out.status.success(), "{args:?}: {c_out:?}");
+        assert!(ns.run(&c, &["-d", "tapt"]).status.success());
+        let our_out = ns.run(&ours, args);
+        assert_eq!(text(&our_out), text(&c_out), "{args:?}");
+        assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
+        let our_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
+        assert_eq!(our_state, c_state, "{args:?}: owner, group, flags");
+        let deleted = ns.run(&ours, &["-d", "tapt"]);
+        assert_eq!(text(&deleted), "Set 'tapt' nonpersistent\n");
+        assert!(ns.sysfs("tapt", "tun_flags").is_empty(), "tapt survived -d");
+    }
+    // A kernel-chosen name is printed as chosen.
+    let brief = ns.run(&ours, &["-b", "-t", "tap%d"]);
+    assert!(
+        text(&brief).starts_with("tap") && !text(&brief).contains('%'),
+        "{brief:?}"
+    );
+    // Deleting what does not exist succeeds, with a note.
+    let missing = ns.run(&ours, &["-d", "nosuch0"]);
+    assert_eq!(missing.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("did not exist"));
+    // Bad owners and usage errors exit 1 as the C tool does.
+    for args in [
+        &["-u", "no-such-user-here", "-t", "x"][..],
+        &["-z"][..],
+        &["stray"][..],
+    ] {
+        assert_eq!(
+            ns.run(&ours, args).status.code(),
+            ns.run(&c, args).status.code(),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn root_tunctl_new_options_and_list() {
+    let ns = Namespace::new("new");
+    let ours = our_tool("tunctl");
+    let made = ns.run(
+        &ours,
+        &[
+            "-n",
+            "--multi-queue",
+            "--mtu",
+            "9000",
+            "-u",
+            "1000",
+            "-t",
+            "tunq",
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    assert_eq!(ns.sysfs("tunq", "mtu"), "9000");
+    let flags =
+        u32::from_str_radix(ns.sysfs("tunq", "tun_flags").trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 0x0001, 0x0001, "not a TUN device");
+    assert_eq!(flags & 0x0100, 0x0100, "not multi-queue");
+    assert!(ns.run(&ours, &["-t", "tapl", "-g", "100"]).status.success());
+    let listed = text(&ns.run(&ours, &["--list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("tunq") && l.contains("tun") && l.contains("multi_queue")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("tapl") && l.contains("100")),
+        "{listed}"
+    );
+    let json = text(&ns.run(&ours, &["--list", "--json"]));
+    let tunq = json
+        .lines()
+        .find(|l| l.contains("\"name\":\"tunq\""))
+        .unwrap();
+    assert!(
+        tunq.contains("\"kind\":\"tun\"")
+            && tunq.contains("\"owner\":1000")
+            && tunq.contains("\"persistent\":true"),
+        "{tunq}"
+    );
+    assert!(ns.run(&ours, &["-d", "tunq"]).status.success());
+    assert!(ns.sysfs("tunq", "tun_flags").is_empty(), "tunq survived -d");
+}
