@@ -32,6 +32,8 @@ pub struct UmlBuilder {
     args: Vec<String>,
     mem: String,
     netns: Option<String>,
+    user: Option<(u32, u32)>,
+    prefix: Vec<String>,
 }
 
 impl UmlBuilder {
@@ -54,6 +56,8 @@ impl UmlBuilder {
             args: Vec::new(),
             mem: "128M".to_owned(),
             netns: None,
+            user: None,
+            prefix: Vec::new(),
         }
     }
 
@@ -98,6 +102,20 @@ impl UmlBuilder {
         self
     }
 
+    /// Runs the kernel as `uid`:`gid` (through setpriv, with no supplementary
+    /// groups); the guest's work directory is handed to that user.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Starts the kernel through a command that execs its arguments (for
+    /// example a shell that sets up a mount namespace first).
+    pub fn launcher(mut self, prefix: &[&str]) -> Self {
+        self.prefix = prefix.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     /// Builds the root image and starts the kernel without waiting for anything.
     pub fn start(self) -> Uml {
         let root = self.workdir.path().join("root.img");
@@ -108,15 +126,27 @@ impl UmlBuilder {
         }
         image.build(&root);
         let uml_dir = self.uml_dir();
-        let kernel = host_program("linux.uml", "user-mode-linux");
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut cmd = Command::new(host_program("ip", "iproute2"));
-                cmd.args(["netns", "exec", ns]).arg(kernel);
-                cmd
-            }
-            None => Command::new(kernel),
-        };
+        // The launcher chain, outermost first: namespace, then identity, then the kernel.
+        let mut chain: Vec<std::ffi::OsString> = self.prefix.iter().map(Into::into).collect();
+        if let Some(ns) = &self.netns {
+            chain.push(host_program("ip", "iproute2").into());
+            chain.extend(["netns", "exec", ns.as_str()].map(Into::into));
+        }
+        if let Some((uid, gid)) = self.user {
+            chown_tree(self.workdir.path(), uid, gid);
+            chain.push(host_program("setpriv", "util-linux").into());
+            chain.extend(
+                [
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".to_owned(),
+                ]
+                .map(Into::into),
+            );
+        }
+        chain.push(host_program("linux.uml", "user-mode-linux").into());
+        let mut cmd = Command::new(&chain[0]);
+        cmd.args(&chain[1..]);
         cmd.arg(format!("ubd0={}", root.display()))
             .arg("root=/dev/ubda")
             .arg(format!("mem={}", self.mem))
@@ -290,6 +320,22 @@ impl Drop for Uml {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Hands a directory tree to another user, so a guest running as them can use it.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("chown of the guest's directory");
+    for entry in std::fs::read_dir(dir)
+        .expect("reading the guest's directory")
+        .flatten()
+    {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chown_tree(&path, uid, gid);
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).expect("chown of a guest file");
         }
     }
 }

@@ -150,3 +150,65 @@ fn root_tunctl_new_options_and_list() {
     assert!(ns.run(&ours, &["-d", "tunq"]).status.success());
     assert!(ns.sysfs("tunq", "tun_flags").is_empty(), "tunq survived -d");
 }
+
+#[test]
+fn root_real_kernel_guest_running_as_the_owner_uses_its_tap() {
+    let ns = Namespace::new("uml");
+    let ours = our_tool("tunctl");
+    // nobody (65534) owns the tap; the guest runs as nobody, without privileges.
+    let made = ns.run(&ours, &["-u", "65534", "-t", "tapu"]);
+    assert_eq!(
+        text(&made),
+        "Set 'tapu' persistent and owned by uid 65534\n",
+        "{made:?}"
+    );
+    for args in [
+        &["addr", "add", "10.99.9.1/24", "dev", "tapu"][..],
+        &["link", "set", "tapu", "up"][..],
+    ] {
+        let out = Command::new("ip")
+            .args(["-n", &ns.0])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+    // This machine's /dev/net/tun is root-only (0600; distributions ship 0666).
+    // The guest gets a 0666 node of its own, bound over it in a private mount
+    // namespace, so nothing changes on the host.
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("tun");
+    let made_node = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "10", "200"])
+        .status()
+        .unwrap();
+    assert!(made_node.success());
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let bind = format!(
+        "mount --bind {} /dev/net/tun && exec \"$@\"",
+        node.display()
+    );
+    let mut uml = uml_testbed::UmlBuilder::new(
+        "ip link set eth0 up\nip addr add 10.99.9.2/24 dev eth0\n\
+         n=0; until ping -c 1 -W 1 10.99.9.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 30 ] && break; done\n\
+         ping -c 5 -i 0.2 -W 2 10.99.9.1 | tail -2\necho PING-DONE\nsleep 600",
+    )
+    .arg("eth0=tuntap,tapu")
+    .launcher(&["unshare", "--mount", "--propagation", "private", "sh", "-c", &bind, "sh"])
+    .netns(&ns.0)
+    .user(65534, 65534)
+    .start();
+    uml.wait_for_console("PING-DONE", std::time::Duration::from_secs(60));
+    let console = uml.console();
+    assert!(
+        console.contains("5 packets received, 0% packet loss"),
+        "{console}"
+    );
+    // The host end answers too, and sees the guest.
+    let ping = ns.run(
+        &host_program("busybox", "busybox-static"),
+        &["ping", "-c", "3", "-W", "2", "10.99.9.2"],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+}
