@@ -314,14 +314,44 @@ impl Uml {
 
 impl Drop for Uml {
     fn drop(&mut self) {
+        let Ok(pid) = i32::try_from(self.child.id()) else {
+            return;
+        };
         if !self.has_exited() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // The group id is our child's PID: only processes we started.
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            // The group id is our child's PID: only processes we started.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = self.child.wait();
         }
+        // A kernel that died abruptly (SIGINT, SIGKILL) can leave its stopped
+        // helper processes behind: kill those of its group that run linux.uml.
+        for helper in leftover_helpers(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(helper), Signal::SIGKILL);
+        }
     }
+}
+
+/// Processes in process group `group` whose command is linux.uml.
+fn leftover_helpers(group: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command's closing parenthesis: state, ppid, pgrp.
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            pgrp == Some(group)
+                && cmdline
+                    .split(|&b| b == 0)
+                    .next()
+                    .is_some_and(|c| c.ends_with(b"linux.uml"))
+        })
+        .collect()
 }
 
 /// Hands a directory tree to another user, so a guest running as them can use it.

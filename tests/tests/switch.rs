@@ -737,6 +737,16 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(switch.stdout.take().unwrap());
+    // `ip netns exec` execs the switch, so the child is the switch; it is
+    // stopped (and reaped) even when an assertion fails.
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+            let _ = self.0.wait();
+        }
+    }
+    let _switch = Stop(switch);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.contains("tap device 'tap-sw'"), "{line}");
@@ -763,6 +773,4 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
         .output()
         .unwrap();
     assert!(host_ping.status.success(), "{host_ping:?}");
-    kill(Pid::from_raw(switch.id() as i32), Signal::SIGTERM).unwrap();
-    let _ = switch.wait();
 }
