@@ -132,18 +132,11 @@ impl<W: Write> Session<W> {
                 Outcome::status(status(&reply))
             }
             Err(e @ ClientError::Timeout { .. }) => self.fail(&e.to_string(), TIMEOUT_STATUS),
-            Err(ClientError::Incomplete {
-                machine: name,
-                after,
-                partial,
-            }) => {
+            Err(e @ ClientError::Incomplete { .. }) => {
                 // Show what came: for `sysrq` that is all of it but the terminator.
-                self.reply(&machine, command, &partial);
-                let e = ClientError::Incomplete {
-                    machine: name,
-                    after,
-                    partial: Default::default(),
-                };
+                if let ClientError::Incomplete { partial, .. } = &e {
+                    self.reply(&machine, command, partial);
+                }
                 self.fail(&e.to_string(), TIMEOUT_STATUS)
             }
             Err(e) => self.fail(&e.to_string(), 1),

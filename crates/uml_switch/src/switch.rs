@@ -205,7 +205,7 @@ impl Switch {
         if let Some(name) = switch.cfg.tap.clone() {
             let file = open_tap(&name).map_err(|source| SwitchError::Tap { name, source })?;
             let id = switch.add_port(Link::Tap(file));
-            switch.log(&format!("Attached tap device as port {id}"));
+            log_line(&format!("Attached tap device as port {id}"));
         }
         if switch.cfg.daemon {
             nix::unistd::daemon(false, true).map_err(sys("detaching into the background"))?;
@@ -216,10 +216,10 @@ impl Switch {
     fn announce(&self) {
         let p = &self.cfg.program;
         if self.cfg.hub {
-            self.log(&format!("{p} will be a hub instead of a switch"));
+            log_line(&format!("{p} will be a hub instead of a switch"));
         }
         if self.cfg.compat_v0 {
-            self.log("Control protocol 0 compatibility");
+            log_line("Control protocol 0 compatibility");
         }
         let mut line = if self.cfg.compat_v0 {
             format!(
@@ -239,7 +239,7 @@ impl Switch {
         if let Some(bess) = &self.bess {
             line.push_str(&format!(" bess socket '{}'", bess.path().display()));
         }
-        self.log(&line);
+        log_line(&line);
     }
 
     /// Serves until SIGINT, SIGTERM, SIGHUP or the end of a terminal's input.
@@ -262,7 +262,7 @@ impl Switch {
                     _ => match token {
                         T_SIGNAL => {
                             if let Ok(Some(info)) = self.signals.read_signal() {
-                                self.log(&format!(
+                                log_line(&format!(
                                     "Caught signal {}, cleaning up and exiting",
                                     info.ssi_signo
                                 ));
@@ -277,7 +277,7 @@ impl Switch {
                             if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))
                                 || event.events().contains(EpollFlags::EPOLLHUP)
                             {
-                                self.log("EOF on stdin, cleaning up and exiting");
+                                log_line("EOF on stdin, cleaning up and exiting");
                                 return Ok(());
                             }
                         }
@@ -291,12 +291,6 @@ impl Switch {
                 self.last_aged = now;
             }
         }
-    }
-
-    fn log(&self, line: &str) {
-        // Line by line, flushed, also into a pipe or a file; a closed stdout is ignored.
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     }
 
     fn accept_control(&mut self) {
@@ -337,7 +331,7 @@ impl Switch {
             match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
                 Ok(raw) => {
                     let id = self.add_port(Link::Bess(owned(raw)));
-                    self.log(&format!("New BESS connection, port {id}"));
+                    log_line(&format!("New BESS connection, port {id}"));
                 }
                 Err(Errno::EINTR | Errno::ECONNABORTED) => {}
                 Err(_) => return,
@@ -376,7 +370,7 @@ impl Switch {
                 }
             }
             Err(message) => {
-                self.log(&message);
+                log_line(&message);
                 self.drop_pending(id);
             }
         }
@@ -391,17 +385,17 @@ impl Switch {
     fn register(&mut self, mut stream: UnixStream, request: &ControlRequest) {
         let _ = self.epoll.delete(&stream);
         if request.version == ProtocolVersion::V0 && !self.cfg.compat_v0 {
-            self.log("Bad request: a version 0 client needs -compat-v0");
+            log_line("Bad request: a version 0 client needs -compat-v0");
             return;
         }
         let Some(addr) = send_addr(&request.addr) else {
-            self.log("Bad request: unusable data socket address");
+            log_line("Bad request: unusable data socket address");
             return;
         };
         if request.version != ProtocolVersion::V0 {
             // Exactly the 110 bytes of our data address, as the kernel reads them.
             if stream.write_all(self.data_addr.as_bytes()).is_err() {
-                self.log("Sending data socket name");
+                log_line("Sending data socket name");
                 return;
             }
         }
@@ -412,7 +406,7 @@ impl Switch {
             control: stream,
         });
         self.by_key.insert(key, id);
-        self.log("New connection");
+        log_line("New connection");
     }
 
     fn add_port(&mut self, link: Link) -> PortId {
@@ -439,7 +433,7 @@ impl Switch {
         let _ = self.epoll.delete(port.link.fd());
         self.order.retain(|&p| p != id);
         self.table.forget_port(id);
-        self.log(message);
+        log_line(message);
     }
 
     fn port_ready(&mut self, id: PortId) {
@@ -615,6 +609,8 @@ fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
     }
 }
 
+/// Prints a log line: flushed at once, also into a pipe or a file; a closed
+/// stdout is ignored.
 fn log_line(line: &str) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
