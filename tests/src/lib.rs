@@ -9,9 +9,11 @@
 //! mke2fs is a test failure with a message naming the package, never a skip.
 
 mod image;
+mod netns;
 mod uml;
 
 pub use image::RootImage;
+pub use netns::NetNamespace;
 pub use uml::{Uml, UmlBuilder};
 
 use std::path::PathBuf;

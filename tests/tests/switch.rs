@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use uml_proto::switch::{PeerAddr, RequestV3};
-use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+use uml_testbed::{NetNamespace, Uml, UmlBuilder, host_program, our_tool};
 use zerocopy::IntoBytes;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -707,31 +707,18 @@ fn real_kernel_guest_routes_between_two_switches() {
 
 #[test]
 fn root_real_kernel_tap_port_in_a_network_namespace() {
-    let ns = format!("uml-switch-test-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let out = Command::new("ip").args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
-    };
-    ip(&["netns", "add", &ns]);
-    struct Namespace(String);
-    impl Drop for Namespace {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _cleanup = Namespace(ns.clone());
-    ip(&["-n", &ns, "tuntap", "add", "dev", "tap-sw", "mode", "tap"]);
-    ip(&["-n", &ns, "addr", "add", "10.99.8.1/24", "dev", "tap-sw"]);
-    ip(&["-n", &ns, "link", "set", "tap-sw", "up"]);
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let ns = NetNamespace::new("uml-switch-test");
+    ns.ip(&["tuntap", "add", "dev", "tap-sw", "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.99.8.1/24", "dev", "tap-sw"]);
+    ns.ip(&["link", "set", "tap-sw", "up"]);
+    ns.ip(&["link", "set", "lo", "up"]);
 
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("ctl");
     // Switch and guest both run inside the namespace: the tap lives there, and
     // the switch's abstract data socket is only reachable from there.
-    let mut switch = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(our_tool("uml_switch"))
+    let mut switch = ns
+        .command(&our_tool("uml_switch"))
         .args(["-unix", ctl.to_str().unwrap(), "-tap", "tap-sw"])
         .stdout(Stdio::piped())
         .spawn()
@@ -753,7 +740,7 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
     std::thread::spawn(move || for _ in out.lines() {});
 
     let mut uml = guest_in(
-        Some(&ns),
+        Some(ns.name()),
         Transport::Daemon,
         &ctl,
         Path::new("/nonexistent"),
@@ -766,11 +753,9 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
         console.contains("20 packets received, 0% packet loss"),
         "{console}"
     );
-    let host_ping = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(host_program("busybox", "busybox-static"))
-        .args(["ping", "-c", "3", "-W", "2", "10.99.8.2"])
-        .output()
-        .unwrap();
+    let host_ping = ns.run(
+        &host_program("busybox", "busybox-static"),
+        &["ping", "-c", "3", "-W", "2", "10.99.8.2"],
+    );
     assert!(host_ping.status.success(), "{host_ping:?}");
 }

@@ -2,48 +2,18 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
+use std::path::Path;
 use std::process::{Command, Output};
 
-use uml_testbed::{host_program, our_tool};
+use uml_testbed::{NetNamespace, host_program, our_tool};
 
-/// A network namespace removed (with its devices) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new(tag: &str) -> Self {
-        let name = format!("tunctl-{tag}-{}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip netns add {name}");
-        Self(name)
-    }
-
-    fn run(&self, program: &std::path::Path, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn sysfs(&self, device: &str, file: &str) -> String {
-        let out = self.run(
-            Path::new("cat"),
-            &[&format!("/sys/class/net/{device}/{file}")],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-use std::path::Path;
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// A device's sysfs attribute as seen inside `ns` (empty when it does not exist).
+fn sysfs(ns: &NetNamespace, device: &str, file: &str) -> String {
+    let out = ns.run(
+        Path::new("cat"),
+        &[&format!("/sys/class/net/{device}/{file}")],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn text(out: &Output) -> String {
@@ -52,7 +22,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn root_tunctl_output_and_devices_equal_the_c_tools() {
-    let ns = Namespace::new("diff");
+    let ns = NetNamespace::new("tunctl-diff");
     let c = host_program("tunctl", "uml-utilities");
     let ours = our_tool("tunctl");
     for args in [
@@ -63,17 +33,20 @@ fn root_tunctl_output_and_devices_equal_the_c_tools() {
         &["-b", "-u", "nobody", "-t", "tapt"][..],
     ] {
         let c_out = ns.run(&c, args);
-        let c_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
+        let c_state = ["owner", "group", "tun_flags"].map(|f| sysfs(&ns, "tapt", f));
         assert!(c_out.status.success(), "{args:?}: {c_out:?}");
         assert!(ns.run(&c, &["-d", "tapt"]).status.success());
         let our_out = ns.run(&ours, args);
         assert_eq!(text(&our_out), text(&c_out), "{args:?}");
         assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
-        let our_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
+        let our_state = ["owner", "group", "tun_flags"].map(|f| sysfs(&ns, "tapt", f));
         assert_eq!(our_state, c_state, "{args:?}: owner, group, flags");
         let deleted = ns.run(&ours, &["-d", "tapt"]);
         assert_eq!(text(&deleted), "Set 'tapt' nonpersistent\n");
-        assert!(ns.sysfs("tapt", "tun_flags").is_empty(), "tapt survived -d");
+        assert!(
+            sysfs(&ns, "tapt", "tun_flags").is_empty(),
+            "tapt survived -d"
+        );
     }
     // A kernel-chosen name is printed as chosen.
     let brief = ns.run(&ours, &["-b", "-t", "tap%d"]);
@@ -101,7 +74,7 @@ fn root_tunctl_output_and_devices_equal_the_c_tools() {
 
 #[test]
 fn root_tunctl_new_options_and_list() {
-    let ns = Namespace::new("new");
+    let ns = NetNamespace::new("tunctl-new");
     let ours = our_tool("tunctl");
     let made = ns.run(
         &ours,
@@ -117,9 +90,9 @@ fn root_tunctl_new_options_and_list() {
         ],
     );
     assert!(made.status.success(), "{made:?}");
-    assert_eq!(ns.sysfs("tunq", "mtu"), "9000");
+    assert_eq!(sysfs(&ns, "tunq", "mtu"), "9000");
     let flags =
-        u32::from_str_radix(ns.sysfs("tunq", "tun_flags").trim_start_matches("0x"), 16).unwrap();
+        u32::from_str_radix(sysfs(&ns, "tunq", "tun_flags").trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 0x0001, 0x0001, "not a TUN device");
     assert_eq!(flags & 0x0100, 0x0100, "not multi-queue");
     assert!(ns.run(&ours, &["-t", "tapl", "-g", "100"]).status.success());
@@ -148,12 +121,15 @@ fn root_tunctl_new_options_and_list() {
         "{tunq}"
     );
     assert!(ns.run(&ours, &["-d", "tunq"]).status.success());
-    assert!(ns.sysfs("tunq", "tun_flags").is_empty(), "tunq survived -d");
+    assert!(
+        sysfs(&ns, "tunq", "tun_flags").is_empty(),
+        "tunq survived -d"
+    );
 }
 
 #[test]
 fn root_real_kernel_guest_running_as_the_owner_uses_its_tap() {
-    let ns = Namespace::new("uml");
+    let ns = NetNamespace::new("tunctl-uml");
     let ours = our_tool("tunctl");
     // nobody (65534) owns the tap; the guest runs as nobody, without privileges.
     let made = ns.run(&ours, &["-u", "65534", "-t", "tapu"]);
@@ -162,17 +138,8 @@ fn root_real_kernel_guest_running_as_the_owner_uses_its_tap() {
         "Set 'tapu' persistent and owned by uid 65534\n",
         "{made:?}"
     );
-    for args in [
-        &["addr", "add", "10.99.9.1/24", "dev", "tapu"][..],
-        &["link", "set", "tapu", "up"][..],
-    ] {
-        let out = Command::new("ip")
-            .args(["-n", &ns.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
-    }
+    ns.ip(&["addr", "add", "10.99.9.1/24", "dev", "tapu"]);
+    ns.ip(&["link", "set", "tapu", "up"]);
     // This machine's /dev/net/tun is root-only (0600; distributions ship 0666).
     // The guest gets a 0666 node of its own, bound over it in a private mount
     // namespace, so nothing changes on the host.
@@ -196,7 +163,7 @@ fn root_real_kernel_guest_running_as_the_owner_uses_its_tap() {
     )
     .arg("eth0=tuntap,tapu")
     .launcher(&["unshare", "--mount", "--propagation", "private", "sh", "-c", &bind, "sh"])
-    .netns(&ns.0)
+    .netns(ns.name())
     .user(65534, 65534)
     .start();
     uml.wait_for_console("PING-DONE", std::time::Duration::from_secs(60));
