@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use uml_proto::switch::{PeerAddr, RequestV3, SOCKADDR_UN_LEN};
+use zerocopy::IntoBytes;
 
 use super::option;
 use crate::provision::find_program;
 
 const BROADCAST: [u8; 6] = [0xff; 6];
-const SWITCH_MAGIC: u32 = 0xFEED_FACE;
 
 /// Which switch a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,23 +165,18 @@ fn connect(running: &Running, index: usize) -> Result<Port> {
         });
     }
     let mut control = UnixStream::connect(&running.ctl)?;
-    let mut request = Vec::with_capacity(124);
-    request.extend_from_slice(&SWITCH_MAGIC.to_ne_bytes());
-    request.extend_from_slice(&3u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&1u16.to_ne_bytes());
-    request.push(0);
-    request.extend_from_slice(&name);
-    request.extend_from_slice(&[0, 0]);
+    let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name)?)
+        .as_bytes()
+        .to_vec();
+    request.extend_from_slice(&[0, 0]); // the kernel's tail padding: 124 bytes
     control.write_all(&request)?;
-    let mut reply = [0u8; 110];
+    let mut reply = [0u8; SOCKADDR_UN_LEN];
     control.read_exact(&mut reply)?;
-    let path = &reply[2..];
-    let to = if path[0] == 0 {
-        SocketAddr::from_abstract_name(&path[1..])?
-    } else {
-        let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-        SocketAddr::from_pathname(std::str::from_utf8(&path[..end])?)?
+    let switch = PeerAddr::from_prefix(&reply)?;
+    let to = match (switch.abstract_name(), switch.filesystem_path()) {
+        (Some(name), _) => SocketAddr::from_abstract_name(name)?,
+        (None, Some(path)) => SocketAddr::from_pathname(path)?,
+        (None, None) => bail!("the switch answered with an empty address"),
     };
     Ok(Port {
         data,
