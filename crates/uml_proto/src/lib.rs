@@ -1,4 +1,5 @@
-//! Wire formats shared by the User-Mode Linux utilities.
+//! Wire formats shared by the User-Mode Linux utilities (mconsole, COW files,
+//! uml_switch framing and the uml_net helper's answers).
 //!
 //! Every on-the-wire or on-disk structure has exactly one definition here, as a
 //! `#[repr(C)]` struct whose field types spell out their byte order
@@ -11,4 +12,5 @@
 mod c_string;
 pub mod cow;
 pub mod mconsole;
+pub mod net_helper;
 pub mod switch;
