@@ -174,23 +174,28 @@ pub fn list() -> Vec<Device> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let flags = device_flags(&name)?;
-            Some(Device {
-                kind: device_kind(&name)?,
-                persistent: flags & IFF_PERSIST != 0,
-                owner: sysfs_id(&name, "owner"),
-                group: sysfs_id(&name, "group"),
-                multi_queue: flags & u32::from(IFF_MULTI_QUEUE as u16) != 0,
-                no_pi: flags & u32::from(IFF_NO_PI as u16) != 0,
-                vnet_hdr: flags & IFF_VNET_HDR != 0,
-                flags,
-                name,
-            })
-        })
-        .collect()
+    names.iter().filter_map(|name| device(name)).collect()
+}
+
+/// The TUN/TAP device `name` of this network namespace, if there is one.
+pub fn device(name: &str) -> Option<Device> {
+    let flags = device_flags(name)?;
+    Some(Device {
+        kind: device_kind(name)?,
+        persistent: flags & IFF_PERSIST != 0,
+        owner: sysfs_id(name, "owner"),
+        group: sysfs_id(name, "group"),
+        multi_queue: flags & u32::from(IFF_MULTI_QUEUE as u16) != 0,
+        no_pi: flags & u32::from(IFF_NO_PI as u16) != 0,
+        vnet_hdr: flags & IFF_VNET_HDR != 0,
+        flags,
+        name: name.to_owned(),
+    })
+}
+
+/// The interface index sysfs gives `name`.
+pub fn sysfs_ifindex(name: &str) -> Option<u32> {
+    sysfs_id(name, "ifindex")
 }
 
 impl std::fmt::Display for Device {
