@@ -34,6 +34,7 @@ pub struct UmlBuilder {
     netns: Option<String>,
     user: Option<(u32, u32)>,
     prefix: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl UmlBuilder {
@@ -58,6 +59,7 @@ impl UmlBuilder {
             netns: None,
             user: None,
             prefix: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -116,6 +118,13 @@ impl UmlBuilder {
         self
     }
 
+    /// Sets an environment variable of the kernel process (for example `PATH`,
+    /// where it finds `uml_net`).
+    pub fn env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
     /// Builds the root image and starts the kernel without waiting for anything.
     pub fn start(self) -> Uml {
         let root = self.workdir.path().join("root.img");
@@ -154,6 +163,7 @@ impl UmlBuilder {
             .arg(format!("uml_dir={}/", uml_dir.display()))
             .args(["con=null", "ssl=null", "con0=fd:0,fd:1", "init=/init"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.workdir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,6 +12,7 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "e2fsprogs",
     "iproute2",
+    "libcap2-bin",
 ];
 
 /// A program the tests run, and the package it comes from.
@@ -56,6 +57,14 @@ const NEEDS: &[Need] = &[
     Need {
         program: "ip",
         package: "iproute2",
+    },
+    Need {
+        program: "uml_net",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "setcap",
+        package: "libcap2-bin",
     },
 ];
 

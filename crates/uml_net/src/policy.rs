@@ -1,0 +1,487 @@
+//! The administrator's policy: which users and groups may give their guests
+//! which host addresses, publish them by proxy ARP, and switch on forwarding.
+//!
+//! ```text
+//! # /etc/uml-utilities/uml_net.conf
+//! allow group uml-net 10.99.0.0/16
+//! allow user alice    192.168.7.0/24
+//! allow user alice    proxy-arp
+//! allow everyone      forward
+//! ```
+//!
+//! Only `allow` lines exist: what no line allows is denied. A line the parser
+//! does not understand voids the whole file (fail closed), naming the line.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::request::dotted_quad;
+
+/// Where the policy lives; fixed at build time, never taken from the environment.
+pub const POLICY_PATH: &str = "/etc/uml-utilities/uml_net.conf";
+
+/// Who is asking: the real ids of the process that ran the helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// Root needs no permission from a policy: it could make every change itself.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether the caller is in `gid`, as primary or supplementary group.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// An IPv4 network: address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// The network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+impl Network {
+    fn mask(self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    /// Whether `addr` lies inside.
+    pub fn contains(self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.addr)
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subject {
+    User(u32),
+    Group(u32),
+    Everyone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Grant {
+    Network(Network),
+    Forward,
+    ProxyArp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    subject: Subject,
+    grant: Grant,
+}
+
+/// Why the policy cannot be used; every one of them denies everything.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// The failure.
+        source: io::Error,
+    },
+    /// Someone other than root could have written it.
+    #[error("{path} is ignored: {why}")]
+    Unsafe {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        why: String,
+    },
+    /// A line that does not parse.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The parsed policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+/// What one caller may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// Anything goes (the caller is root).
+    pub unrestricted: bool,
+    /// Host addresses the caller's guests may use.
+    pub networks: Vec<Network>,
+    /// May switch on IPv4 forwarding.
+    pub forward: bool,
+    /// May have guest addresses published on other host interfaces.
+    pub proxy_arp: bool,
+}
+
+impl Rights {
+    /// What root may do: everything.
+    pub fn unrestricted() -> Self {
+        Self {
+            unrestricted: true,
+            networks: Vec::new(),
+            forward: true,
+            proxy_arp: true,
+        }
+    }
+
+    /// Whether the caller may use `addr` as a host or guest address.
+    pub fn allows(&self, addr: Ipv4Addr) -> bool {
+        self.unrestricted || self.networks.iter().any(|n| n.contains(addr))
+    }
+}
+
+impl Policy {
+    /// Reads the policy at `path`; a missing file is an empty policy (deny all).
+    /// The file must belong to root and be writable by nobody else.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(PolicyError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let unsafe_because = |why: String| PolicyError::Unsafe {
+            path: path.to_owned(),
+            why,
+        };
+        if !meta.file_type().is_file() {
+            return Err(unsafe_because("not a regular file".to_owned()));
+        }
+        if meta.uid() != 0 {
+            return Err(unsafe_because(format!(
+                "owned by uid {}, not root",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(unsafe_because(format!(
+                "mode {:o} lets others than root write it",
+                meta.mode() & 0o7777
+            )));
+        }
+        let text = fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses policy text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
+        let mut rules = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or_default();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.is_empty() {
+                continue;
+            }
+            let rule = parse_rule(&words).map_err(|message| PolicyError::Syntax {
+                path: path.to_owned(),
+                line: index + 1,
+                message,
+            })?;
+            rules.push(rule);
+        }
+        Ok(Self { rules })
+    }
+
+    /// Everything the lines naming `caller` (or everyone) allow.
+    pub fn rights(&self, caller: &Caller) -> Rights {
+        if caller.is_root() {
+            return Rights::unrestricted();
+        }
+        let mut rights = Rights::default();
+        for rule in &self.rules {
+            let applies = match rule.subject {
+                Subject::User(uid) => caller.uid == uid,
+                Subject::Group(gid) => caller.in_group(gid),
+                Subject::Everyone => true,
+            };
+            if !applies {
+                continue;
+            }
+            match rule.grant {
+                Grant::Network(net) => rights.networks.push(net),
+                Grant::Forward => rights.forward = true,
+                Grant::ProxyArp => rights.proxy_arp = true,
+            }
+        }
+        rights
+    }
+}
+
+/// A caller, what the policy lets them do, and why not, for denial messages.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    /// Who asks.
+    pub caller: Caller,
+    /// What they may do.
+    pub rights: Rights,
+    /// Why the policy could not be used, when it could not (then nothing is allowed).
+    pub policy_problem: Option<String>,
+}
+
+impl Permissions {
+    /// Judges `caller` by the policy at `path` (root needs no policy).
+    pub fn for_caller(caller: Caller, path: &Path) -> Self {
+        if caller.is_root() {
+            return Self {
+                caller,
+                rights: Rights::unrestricted(),
+                policy_problem: None,
+            };
+        }
+        match Policy::load(path) {
+            Ok(policy) => Self {
+                rights: policy.rights(&caller),
+                caller,
+                policy_problem: None,
+            },
+            Err(e) => Self {
+                caller,
+                rights: Rights::default(),
+                policy_problem: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Why the caller may not do `what`, for a message.
+    pub fn refusal(&self, what: &str) -> String {
+        match &self.policy_problem {
+            Some(problem) => format!("uid {} may not {what}: {problem}", self.caller.uid),
+            None => format!(
+                "uid {} may not {what}: no line of {POLICY_PATH} allows it",
+                self.caller.uid
+            ),
+        }
+    }
+
+    /// Whether the caller may use `addr`; the refusal otherwise.
+    pub fn check_address(&self, addr: Ipv4Addr, role: &str) -> Result<(), String> {
+        if self.rights.allows(addr) {
+            Ok(())
+        } else {
+            Err(self.refusal(&format!("use {addr} as {role}")))
+        }
+    }
+
+    /// Whether a TUN/TAP device with this owner and group is the caller's: by
+    /// the kernel's own rule for attaching, every id set must match, and a
+    /// device with neither set belongs to nobody in particular.
+    pub fn owns(&self, owner: Option<u32>, group: Option<u32>) -> bool {
+        if self.caller.is_root() {
+            return true;
+        }
+        (owner.is_some() || group.is_some())
+            && owner.is_none_or(|uid| uid == self.caller.uid)
+            && group.is_none_or(|gid| self.caller.in_group(gid))
+    }
+}
+
+fn parse_rule(words: &[&str]) -> Result<Rule, String> {
+    let (subject, grant) = match words {
+        ["allow", "user", who, grant] => (Subject::User(user_id(who)?), *grant),
+        ["allow", "group", who, grant] => (Subject::Group(group_id(who)?), *grant),
+        ["allow", "everyone", grant] => (Subject::Everyone, *grant),
+        ["allow", ..] => {
+            return Err(
+                "expected 'allow user NAME WHAT', 'allow group NAME WHAT' or 'allow everyone WHAT'"
+                    .to_owned(),
+            );
+        }
+        [first, ..] => {
+            return Err(format!(
+                "unknown keyword '{first}' (lines start with 'allow'; what is not allowed is denied)"
+            ));
+        }
+        [] => return Err("empty rule".to_owned()),
+    };
+    let grant = match grant {
+        "forward" => Grant::Forward,
+        "proxy-arp" => Grant::ProxyArp,
+        net => Grant::Network(network(net)?),
+    };
+    Ok(Rule { subject, grant })
+}
+
+fn user_id(word: &str) -> Result<u32, String> {
+    if let Ok(uid) = word.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(word) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(format!("no user '{word}'")),
+    }
+}
+
+fn group_id(word: &str) -> Result<u32, String> {
+    if let Ok(gid) = word.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(word) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(format!("no group '{word}'")),
+    }
+}
+
+fn network(word: &str) -> Result<Network, String> {
+    let bad =
+        || format!("'{word}' is not 'forward', 'proxy-arp' or a network such as 10.99.0.0/16");
+    let (addr, prefix) = match word.split_once('/') {
+        Some((addr, prefix)) => (addr, prefix.parse::<u8>().map_err(|_| bad())?),
+        None => (word, 32),
+    };
+    let addr = dotted_quad(addr).ok_or_else(bad)?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    let net = Network { addr, prefix };
+    let masked = Ipv4Addr::from(u32::from(addr) & net.mask());
+    if masked != addr {
+        return Err(format!(
+            "'{word}' has host bits set (the network is {masked}/{prefix})"
+        ));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, Path::new("test.conf")).expect("parses")
+    }
+
+    fn error(text: &str) -> String {
+        Policy::parse(text, Path::new("test.conf"))
+            .expect_err("must not parse")
+            .to_string()
+    }
+
+    fn caller(uid: u32, gid: u32, groups: &[u32]) -> Caller {
+        Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[test]
+    fn rules_apply_to_users_groups_and_everyone() {
+        let p = policy(
+            "# lab\n\
+             allow user 1000 10.99.1.0/24\n\
+             allow group 2000 10.99.2.0/24   # students\n\
+             allow group 2000 proxy-arp\n\
+             \n\
+             allow everyone 10.99.200.7\n\
+             allow user 1001 forward\n",
+        );
+        let alice = p.rights(&caller(1000, 100, &[]));
+        assert!(alice.allows(Ipv4Addr::new(10, 99, 1, 9)));
+        assert!(!alice.allows(Ipv4Addr::new(10, 99, 2, 9)));
+        assert!(alice.allows(Ipv4Addr::new(10, 99, 200, 7)));
+        assert!(!alice.allows(Ipv4Addr::new(10, 99, 200, 8)));
+        assert!(!alice.forward && !alice.proxy_arp);
+        let student = p.rights(&caller(1002, 100, &[2000]));
+        assert!(student.allows(Ipv4Addr::new(10, 99, 2, 9)) && student.proxy_arp);
+        let primary = p.rights(&caller(1003, 2000, &[]));
+        assert!(primary.allows(Ipv4Addr::new(10, 99, 2, 9)));
+        assert!(p.rights(&caller(1001, 100, &[])).forward);
+        assert_eq!(p.rights(&caller(0, 0, &[])), Rights::unrestricted());
+    }
+
+    #[test]
+    fn no_policy_allows_nothing() {
+        let none = Policy::default().rights(&caller(1000, 1000, &[]));
+        assert!(!none.allows(Ipv4Addr::new(10, 99, 0, 1)));
+        assert!(!none.forward && !none.proxy_arp && !none.unrestricted);
+    }
+
+    #[test]
+    fn names_resolve_and_mistakes_name_their_line() {
+        let p = policy("allow user root 10.0.0.0/8\nallow group root forward\n");
+        assert!(p.rights(&caller(5, 0, &[])).forward);
+        assert_eq!(
+            error("allow user 1 10.0.0.0/8\ndeny user 2 10.0.0.0/8\n"),
+            "test.conf:2: unknown keyword 'deny' (lines start with 'allow'; what is not allowed is denied)"
+        );
+        assert!(error("allow user no-such-user-xyz forward").contains("no user"));
+        assert!(error("allow group no-such-group-xyz forward").contains("no group"));
+        assert!(error("allow user 1 10.99.1.1/16").contains("host bits"));
+        assert!(error("allow user 1 10.99.0.0/33").contains("not 'forward'"));
+        assert!(error("allow user 1 forwrd").contains("'forwrd'"));
+        assert!(error("allow user 1").starts_with("test.conf:1: expected"));
+        assert!(error("allow everyone 10.0.0.0/8 extra").contains("expected"));
+    }
+
+    #[test]
+    fn networks_contain_what_they_should() {
+        let all = network("0.0.0.0/0").expect("parses");
+        assert!(all.contains(Ipv4Addr::new(203, 0, 113, 1)));
+        let host = network("10.99.0.5").expect("parses");
+        assert!(host.contains(Ipv4Addr::new(10, 99, 0, 5)));
+        assert!(!host.contains(Ipv4Addr::new(10, 99, 0, 6)));
+        assert_eq!(host.to_string(), "10.99.0.5/32");
+    }
+
+    #[test]
+    fn a_policy_others_could_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("uml_net.conf");
+        assert_eq!(
+            Policy::load(&path).expect("missing is empty"),
+            Policy::default()
+        );
+        fs::write(&path, "allow everyone forward\n").expect("write");
+        let mode = |m| {
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(m))
+                .expect("chmod")
+        };
+        mode(0o666);
+        let err = Policy::load(&path).expect_err("world-writable").to_string();
+        // Run as root the mode is the complaint; as anyone else, the owner.
+        assert!(err.contains("is ignored"), "{err}");
+        if nix::unistd::geteuid().is_root() {
+            assert!(err.contains("mode 666"), "{err}");
+            mode(0o644);
+            assert!(Policy::load(&path).is_ok());
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The helper's privileges. Installed setuid root or with
+//! `cap_net_admin+ep`, it keeps only CAP_NET_ADMIN while it works and gives up
+//! everything, root identity included, before it writes its answer.
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid, getgroups, getresgid, getresuid, setresgid, setresuid};
+
+use crate::policy::Caller;
+
+/// A privilege operation the kernel refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// Reading or changing a capability set failed.
+    #[error("cannot restrict capabilities ({what}): {source}")]
+    Caps {
+        /// Which step.
+        what: &'static str,
+        /// The failure.
+        source: caps::errors::CapsError,
+    },
+    /// Reading or changing user or group ids failed.
+    #[error("cannot {what}: {source}")]
+    Ids {
+        /// Which step.
+        what: &'static str,
+        /// The failure.
+        source: nix::Error,
+    },
+}
+
+fn caps_err(what: &'static str) -> impl Fn(caps::errors::CapsError) -> PrivilegeError {
+    move |source| PrivilegeError::Caps { what, source }
+}
+
+fn ids_err(what: &'static str) -> impl Fn(nix::Error) -> PrivilegeError {
+    move |source| PrivilegeError::Ids { what, source }
+}
+
+/// The real identity of whoever ran the helper: the one the policy judges.
+pub fn caller() -> Result<Caller, PrivilegeError> {
+    let uids = getresuid().map_err(ids_err("read the user ids"))?;
+    let gids = getresgid().map_err(ids_err("read the group ids"))?;
+    let groups = getgroups().map_err(ids_err("read the supplementary groups"))?;
+    Ok(Caller {
+        uid: uids.real.as_raw(),
+        gid: gids.real.as_raw(),
+        groups: groups.into_iter().map(Gid::as_raw).collect(),
+    })
+}
+
+/// Reduces every capability set to CAP_NET_ADMIN (or nothing, if it was not
+/// permitted) and forbids gaining privileges again. Returns whether
+/// CAP_NET_ADMIN is held.
+///
+/// A setuid-root helper keeps its effective uid 0 meanwhile: root-owned files
+/// it must open (`/dev/net/tun`, the `/proc/sys/net` switches) stay open to it
+/// without CAP_DAC_OVERRIDE.
+pub fn keep_only_net_admin() -> Result<bool, PrivilegeError> {
+    nix::sys::prctl::set_no_new_privs().map_err(ids_err("set no_new_privs"))?;
+    // Ambient capabilities are absent on old kernels; nothing to clear there.
+    let _ = caps::clear(None, CapSet::Ambient);
+    // The bounding set needs CAP_SETPCAP to shrink; a setcap install lacks it
+    // and execs nothing, so the bounding set does not matter there.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read bounding"))?;
+        for cap in bounding {
+            if cap != Capability::CAP_NET_ADMIN {
+                caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("shrink bounding"))?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err("clear inheritable"))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(caps_err("read permitted"))?;
+    let keep: CapsHashSet = permitted
+        .into_iter()
+        .filter(|&cap| cap == Capability::CAP_NET_ADMIN)
+        .collect();
+    caps::set(None, CapSet::Effective, &keep).map_err(caps_err("set effective"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(caps_err("set permitted"))?;
+    Ok(!keep.is_empty())
+}
+
+/// Becomes the caller in every id and holds no capability at all. Needs no
+/// privilege: a process may always set its ids to its real ones.
+pub fn drop_all(caller: &Caller) -> Result<(), PrivilegeError> {
+    let gid = Gid::from_raw(caller.gid);
+    setresgid(gid, gid, gid).map_err(ids_err("give up the group ids"))?;
+    let uid = Uid::from_raw(caller.uid);
+    setresuid(uid, uid, uid).map_err(ids_err("give up the user ids"))?;
+    // Leaving uid 0 already emptied the sets; a setcap install never had uid 0.
+    caps::clear(None, CapSet::Effective).map_err(caps_err("clear effective"))?;
+    caps::clear(None, CapSet::Permitted).map_err(caps_err("clear permitted"))?;
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! `add|del DEV ADDR [NETMASK]`: the host route to a guest address through the
+//! guest's tap, proxy ARP on the tap, and the address published by proxy ARP on
+//! the host interfaces whose networks contain it.
+
+use std::net::Ipv4Addr;
+
+use nix::errno::Errno;
+
+use crate::answer::Report;
+use crate::error::NetError;
+use crate::policy::{Network, Permissions};
+use crate::request::Change;
+use crate::rtnl::{Route, Rtnl};
+use crate::sysctl;
+
+/// A checked `add` or `del`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    /// Add or delete.
+    pub change: Change,
+    /// The caller's tap.
+    pub dev: String,
+    /// Its interface index.
+    pub ifindex: u32,
+    /// The guest's address.
+    pub addr: Ipv4Addr,
+}
+
+/// Checks everything before anything changes: DEV is a TUN/TAP device the
+/// caller owns, and (for `add`) the policy lets the caller use ADDR.
+pub fn authorize(
+    change: Change,
+    dev: &str,
+    addr: Ipv4Addr,
+    perms: &Permissions,
+) -> Result<RouteChange, NetError> {
+    let ifindex = nix::net::if_::if_nametoindex(dev)
+        .map_err(|_| NetError::Device(format!("no network device '{dev}'")))?;
+    let Some(device) = tunctl::device(dev) else {
+        return Err(NetError::Denied(format!(
+            "'{dev}' is not a TUN/TAP device; uml_net only routes through guests' taps"
+        )));
+    };
+    // sysfs must describe the same namespace's device the kernel resolved.
+    if tunctl::sysfs_ifindex(dev) != Some(ifindex) {
+        return Err(NetError::Device(format!(
+            "/sys/class/net does not match this network namespace for '{dev}'"
+        )));
+    }
+    if !perms.owns(device.owner, device.group) {
+        let owner = device.owner.map_or_else(
+            || "nobody in particular".to_owned(),
+            |uid| format!("uid {uid}"),
+        );
+        return Err(NetError::Denied(format!(
+            "'{dev}' belongs to {owner}, not to uid {}",
+            perms.caller.uid
+        )));
+    }
+    if change == Change::Add {
+        perms
+            .check_address(addr, "a guest address")
+            .map_err(NetError::Denied)?;
+    }
+    Ok(RouteChange {
+        change,
+        dev: dev.to_owned(),
+        ifindex,
+        addr,
+    })
+}
+
+/// The other interfaces with a directly attached network that holds `addr`:
+/// where hosts expect to find it, so where the host should answer ARP for it.
+fn publishing_interfaces(routes: &[Route], tap: u32, addr: Ipv4Addr) -> Vec<u32> {
+    let mut found: Vec<u32> = routes
+        .iter()
+        .filter(|r| r.on_link && r.prefix > 0 && r.oif != Some(tap))
+        .filter(|r| {
+            Network {
+                addr: r.dst,
+                prefix: r.prefix,
+            }
+            .contains(addr)
+        })
+        .filter_map(|r| r.oif)
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+fn name_of(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("if{ifindex}"))
+}
+
+/// A change already made, to be undone if a later step fails.
+enum Undo {
+    Route,
+    ProxyArpSwitch,
+    Proxy(u32),
+}
+
+/// Applies an authorised change.
+pub fn apply(
+    request: &RouteChange,
+    perms: &Permissions,
+    report: &mut Report,
+) -> Result<(), NetError> {
+    let mut rtnl = Rtnl::open()?;
+    match request.change {
+        Change::Add => add(&mut rtnl, request, perms, report),
+        Change::Del => del(&mut rtnl, request, perms, report),
+    }
+}
+
+fn add(
+    rtnl: &mut Rtnl,
+    request: &RouteChange,
+    perms: &Permissions,
+    report: &mut Report,
+) -> Result<(), NetError> {
+    let mut done = Vec::new();
+    let result = add_steps(rtnl, request, perms, report, &mut done);
+    if result.is_err() {
+        undo(rtnl, request, done, report);
+    }
+    result
+}
+
+fn add_steps(
+    rtnl: &mut Rtnl,
+    request: &RouteChange,
+    perms: &Permissions,
+    report: &mut Report,
+    done: &mut Vec<Undo>,
+) -> Result<(), NetError> {
+    let RouteChange {
+        dev, ifindex, addr, ..
+    } = request;
+    let what = format!("ip route add {addr}/32 dev {dev}");
+    match rtnl.add_host_route(*ifindex, *addr, &what) {
+        Ok(()) => {
+            report.step(&what);
+            done.push(Undo::Route);
+        }
+        Err(e) if e.errno() == Some(Errno::EEXIST) => {
+            report.note(&format!("{what}: already there"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let switch = sysctl::proxy_arp(dev);
+    if !sysctl::is_on(&switch)? {
+        sysctl::set(&switch, true)?;
+        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=1"));
+        done.push(Undo::ProxyArpSwitch);
+    }
+    let interfaces = publishing_interfaces(&rtnl.routes()?, *ifindex, *addr);
+    if interfaces.is_empty() {
+        return Ok(());
+    }
+    if !perms.rights.proxy_arp {
+        let names: Vec<String> = interfaces.into_iter().map(name_of).collect();
+        report.note(&format!(
+            "{addr} is not published on {}: {}",
+            names.join(", "),
+            perms.refusal("publish addresses by proxy ARP")
+        ));
+        return Ok(());
+    }
+    for other in interfaces {
+        let what = format!("ip neigh add proxy {addr} dev {}", name_of(other));
+        rtnl.add_proxy(other, *addr, &what)?;
+        report.step(&what);
+        done.push(Undo::Proxy(other));
+    }
+    Ok(())
+}
+
+fn undo(rtnl: &mut Rtnl, request: &RouteChange, done: Vec<Undo>, report: &mut Report) {
+    let RouteChange {
+        dev, ifindex, addr, ..
+    } = request;
+    for step in done.into_iter().rev() {
+        let (what, result) = match step {
+            Undo::Route => {
+                let what = format!("ip route del {addr}/32 dev {dev}");
+                let result = rtnl
+                    .del_host_route(*ifindex, *addr, &what)
+                    .map_err(NetError::from);
+                (what, result)
+            }
+            Undo::ProxyArpSwitch => (
+                format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"),
+                sysctl::set(&sysctl::proxy_arp(dev), false),
+            ),
+            Undo::Proxy(other) => {
+                let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
+                let result = rtnl.del_proxy(other, *addr, &what).map_err(NetError::from);
+                (what, result)
+            }
+        };
+        match result {
+            Ok(()) => report.step(&format!("{what} (undoing)")),
+            Err(e) => report.note(&format!("could not undo: {e}")),
+        }
+    }
+}
+
+fn del(
+    rtnl: &mut Rtnl,
+    request: &RouteChange,
+    perms: &Permissions,
+    report: &mut Report,
+) -> Result<(), NetError> {
+    let RouteChange {
+        dev, ifindex, addr, ..
+    } = request;
+    let what = format!("ip route del {addr}/32 dev {dev}");
+    match rtnl.del_host_route(*ifindex, *addr, &what) {
+        Ok(()) => report.step(&what),
+        Err(e) if e.errno() == Some(Errno::ESRCH) => {
+            report.note(&format!("{what}: not there"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let routes = rtnl.routes()?;
+    // Someone else's proxy entry for this address is not ours to remove.
+    if perms.rights.proxy_arp && perms.rights.allows(*addr) {
+        for other in publishing_interfaces(&routes, *ifindex, *addr) {
+            let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
+            match rtnl.del_proxy(other, *addr, &what) {
+                Ok(()) => report.step(&what),
+                Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // The tap's proxy ARP serves its other addresses while any route uses it.
+    let switch = sysctl::proxy_arp(dev);
+    let still_routed = routes
+        .iter()
+        .any(|r| r.oif == Some(*ifindex) && r.prefix == 32);
+    if !still_routed && sysctl::is_on(&switch)? {
+        sysctl::set(&switch, false)?;
+        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(dst: [u8; 4], prefix: u8, oif: u32, on_link: bool) -> Route {
+        Route {
+            dst: Ipv4Addr::from(dst),
+            prefix,
+            oif: Some(oif),
+            on_link,
+        }
+    }
+
+    #[test]
+    fn published_where_the_address_belongs() {
+        let routes = [
+            route([0, 0, 0, 0], 0, 2, false),    // default route: never
+            route([10, 99, 7, 0], 24, 3, true),  // the LAN holding the guest
+            route([10, 99, 0, 0], 16, 4, true),  // a wider LAN, also holding it
+            route([10, 99, 8, 0], 24, 5, true),  // another LAN
+            route([10, 99, 7, 0], 24, 6, false), // reached through a gateway
+            route([10, 99, 7, 2], 32, 9, true),  // the tap itself
+            route([10, 99, 7, 0], 24, 3, true),  // a duplicate
+        ];
+        assert_eq!(
+            publishing_interfaces(&routes, 9, Ipv4Addr::new(10, 99, 7, 2)),
+            vec![3, 4]
+        );
+        assert!(publishing_interfaces(&routes, 9, Ipv4Addr::new(192, 0, 2, 1)).is_empty());
+    }
+}

@@ -1,0 +1,303 @@
+//! The few route-netlink requests the helper makes: an address and link state
+//! for a new tap, host routes, proxy ARP entries, and a dump of IPv4 routes.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{Socket, SocketAddr};
+use nix::errno::Errno;
+
+/// A netlink exchange that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RtnlError {
+    /// The socket itself failed.
+    #[error("netlink socket: {0}")]
+    Socket(io::Error),
+    /// The kernel refused a request.
+    #[error("{what}: {}", errno.desc())]
+    Refused {
+        /// The request, in `ip` syntax.
+        what: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// The kernel sent something we could not read.
+    #[error("netlink: unreadable answer to {what}")]
+    Garbled {
+        /// The request, in `ip` syntax.
+        what: String,
+    },
+}
+
+impl RtnlError {
+    /// The kernel's errno, when it refused.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            RtnlError::Refused { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// One IPv4 route of the main table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Destination network address.
+    pub dst: Ipv4Addr,
+    /// Destination prefix length.
+    pub prefix: u8,
+    /// Outgoing interface, when the route names one.
+    pub oif: Option<u32>,
+    /// Directly attached: no gateway in between.
+    pub on_link: bool,
+}
+
+/// A route-netlink socket.
+pub struct Rtnl {
+    socket: Socket,
+    seq: u32,
+}
+
+const RECV_BUFFER: usize = 64 * 1024;
+
+impl Rtnl {
+    /// Opens a socket in the caller's network namespace.
+    pub fn open() -> Result<Self, RtnlError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(RtnlError::Socket)?;
+        socket.bind_auto().map_err(RtnlError::Socket)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(RtnlError::Socket)?;
+        Ok(Self { socket, seq: 0 })
+    }
+
+    fn send(&mut self, message: RouteNetlinkMessage, flags: u16) -> Result<u32, RtnlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(RtnlError::Socket)?;
+        Ok(self.seq)
+    }
+
+    /// Reads answers to `seq`, handing each inner message to `each`, until the
+    /// kernel's acknowledgement (or end of dump).
+    fn receive(
+        &mut self,
+        seq: u32,
+        what: &str,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), RtnlError> {
+        let garbled = || RtnlError::Garbled {
+            what: what.to_owned(),
+        };
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let len = self
+                .socket
+                .recv(&mut &mut buf[..], 0)
+                .map_err(RtnlError::Socket)?;
+            let mut offset = 0;
+            while offset < len {
+                let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..len])
+                    .map_err(|_| garbled())?;
+                let size = packet.header.length as usize;
+                if size == 0 {
+                    return Err(garbled());
+                }
+                offset += size;
+                if packet.header.sequence_number != seq {
+                    continue;
+                }
+                match packet.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(error) => {
+                        return match error.code {
+                            None => Ok(()),
+                            Some(code) => Err(RtnlError::Refused {
+                                what: what.to_owned(),
+                                errno: Errno::from_raw(-code.get()),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => each(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        let seq = self.send(message, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        self.receive(seq, what, |_| {})
+    }
+
+    /// `ip address add ADDR/32 dev IFINDEX`.
+    pub fn add_host_address(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = 32;
+        message.header.index = ifindex;
+        message.attributes = vec![
+            AddressAttribute::Local(addr.into()),
+            AddressAttribute::Address(addr.into()),
+        ];
+        self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+            what,
+        )
+    }
+
+    /// `ip link set IFINDEX up`.
+    pub fn set_up(&mut self, ifindex: u32, what: &str) -> Result<(), RtnlError> {
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        message.header.flags = LinkFlags::Up;
+        message.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(message), 0, what)
+    }
+
+    fn host_route(ifindex: u32, addr: Ipv4Addr) -> RouteMessage {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.destination_prefix_length = 32;
+        message.header.table = RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Static;
+        message.header.scope = RouteScope::Link;
+        message.header.kind = RouteType::Unicast;
+        message.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet(addr)),
+            RouteAttribute::Oif(ifindex),
+        ];
+        message
+    }
+
+    /// `ip route add ADDR/32 dev IFINDEX` (fails with EEXIST if it is there).
+    pub fn add_host_route(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        self.request(
+            RouteNetlinkMessage::NewRoute(Self::host_route(ifindex, addr)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            what,
+        )
+    }
+
+    /// `ip route del ADDR/32 dev IFINDEX` (fails with ESRCH if it is not there).
+    pub fn del_host_route(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        self.request(
+            RouteNetlinkMessage::DelRoute(Self::host_route(ifindex, addr)),
+            0,
+            what,
+        )
+    }
+
+    fn proxy_entry(ifindex: u32, addr: Ipv4Addr) -> NeighbourMessage {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = ifindex;
+        message.header.state = NeighbourState::Permanent;
+        message.header.flags = NeighbourFlags::Proxy;
+        message.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        ))];
+        message
+    }
+
+    /// `ip neigh add proxy ADDR dev IFINDEX`: the host answers ARP for ADDR there.
+    pub fn add_proxy(&mut self, ifindex: u32, addr: Ipv4Addr, what: &str) -> Result<(), RtnlError> {
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(Self::proxy_entry(ifindex, addr)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            what,
+        )
+    }
+
+    /// `ip neigh del proxy ADDR dev IFINDEX` (fails with ENOENT if it is not there).
+    pub fn del_proxy(&mut self, ifindex: u32, addr: Ipv4Addr, what: &str) -> Result<(), RtnlError> {
+        self.request(
+            RouteNetlinkMessage::DelNeighbour(Self::proxy_entry(ifindex, addr)),
+            0,
+            what,
+        )
+    }
+
+    /// The IPv4 unicast routes of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>, RtnlError> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let seq = self.send(
+            RouteNetlinkMessage::GetRoute(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut routes = Vec::new();
+        self.receive(seq, "ip route show", |message| {
+            let RouteNetlinkMessage::NewRoute(route) = message else {
+                return;
+            };
+            let mut table = u32::from(route.header.table);
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut oif = None;
+            let mut on_link = true;
+            for attribute in &route.attributes {
+                match attribute {
+                    RouteAttribute::Gateway(_)
+                    | RouteAttribute::Via(_)
+                    | RouteAttribute::MultiPath(_) => on_link = false,
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                    RouteAttribute::Oif(index) => oif = Some(*index),
+                    _ => {}
+                }
+            }
+            if table == u32::from(RouteHeader::RT_TABLE_MAIN)
+                && route.header.kind == RouteType::Unicast
+            {
+                routes.push(Route {
+                    dst,
+                    prefix: route.header.destination_prefix_length,
+                    oif,
+                    on_link,
+                });
+            }
+        })?;
+        Ok(routes)
+    }
+}

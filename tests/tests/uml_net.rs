@@ -1,0 +1,553 @@
+//! uml_net as the kernel and unprivileged users meet it: a setuid-root copy of
+//! our helper first in PATH, a policy in /etc/uml-utilities seen only inside a
+//! private mount namespace (an overlay over /etc), callers made with setpriv,
+//! all inside a network namespace of the test's own.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+#![allow(unsafe_code)] // taking ownership of an fd received with SCM_RIGHTS
+
+use std::ffi::OsString;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use uml_proto::net_helper::{TapAnswer, TextFrame};
+use uml_testbed::{NetNamespace, UmlBuilder, host_program, our_tool};
+
+const NOBODY: u32 = 65534;
+
+/// A setuid-root copy of our uml_net in a directory anyone may search, and
+/// the policy file to show it.
+struct Helper {
+    dir: tempfile::TempDir,
+    policy_mode: &'static str,
+    tun_mode: Option<&'static str>,
+}
+
+impl Helper {
+    fn new(policy: Option<&str>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("uml-net-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::set_permissions(&bin, PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::copy(our_tool("uml_net"), bin.join("uml_net")).unwrap();
+        std::fs::set_permissions(bin.join("uml_net"), PermissionsExt::from_mode(0o4755)).unwrap();
+        std::fs::create_dir(dir.path().join("overlay")).unwrap();
+        if let Some(policy) = policy {
+            std::fs::write(dir.path().join("policy"), policy).unwrap();
+        }
+        Self {
+            dir,
+            policy_mode: "644",
+            tun_mode: None,
+        }
+    }
+
+    /// Installs the helper with file capabilities (cap_net_admin+ep) instead
+    /// of setuid root, and shows it a /dev/net/tun of `tun_mode`.
+    fn with_file_capabilities(mut self, tun_mode: &'static str) -> Self {
+        let binary = self.binary();
+        std::fs::set_permissions(&binary, PermissionsExt::from_mode(0o755)).unwrap();
+        let setcap = Command::new(host_program("setcap", "libcap2-bin"))
+            .arg("cap_net_admin+ep")
+            .arg(&binary)
+            .output()
+            .unwrap();
+        assert!(setcap.status.success(), "{setcap:?}");
+        self.tun_mode = Some(tun_mode);
+        self
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.dir.path().join("bin/uml_net")
+    }
+
+    /// PATH with our helper first.
+    fn path(&self) -> OsString {
+        let mut path = OsString::from(self.dir.path().join("bin"));
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        path
+    }
+
+    /// The words that start a command in a private mount namespace where
+    /// /etc is an overlay holding our policy; the host's /etc is untouched.
+    fn launcher(&self) -> Vec<String> {
+        let d = self.dir.path().display();
+        let mut script = format!(
+            "set -e; mount -t tmpfs none {d}/overlay; mkdir {d}/overlay/u {d}/overlay/w; \
+             mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/overlay/u,workdir={d}/overlay/w /etc; "
+        );
+        if self.dir.path().join("policy").exists() {
+            script.push_str(&format!(
+                "mkdir -p /etc/uml-utilities; cp {d}/policy /etc/uml-utilities/uml_net.conf; \
+                 chmod {} /etc/uml-utilities/uml_net.conf; ",
+                self.policy_mode
+            ));
+        }
+        if let Some(mode) = self.tun_mode {
+            // A clone device of our own over the host's, seen only in here.
+            script.push_str(&format!(
+                "mknod {d}/overlay/tun c 10 200; chmod {mode} {d}/overlay/tun; \
+                 mount --bind {d}/overlay/tun /dev/net/tun; "
+            ));
+        }
+        script.push_str("exec \"$@\"");
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// Runs `uml_net ARGS` as `uid` inside `ns`, with fd 1 = `stdout`.
+    fn run_as(&self, ns: &NetNamespace, uid: u32, args: &[&str], stdout: Stdio) -> Output {
+        let launcher = self.launcher();
+        let mut cmd = Command::new(&launcher[0]);
+        cmd.args(&launcher[1..])
+            .arg(host_program("ip", "iproute2"))
+            .args(["netns", "exec", ns.name()])
+            .arg(host_program("setpriv", "util-linux"))
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ])
+            .arg(self.binary())
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::piped());
+        cmd.output().unwrap()
+    }
+
+    /// `add`/`del` as `uid`: exit status and the framed text.
+    fn route(&self, ns: &NetNamespace, uid: u32, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.run_as(ns, uid, args, Stdio::piped());
+        let text = match TextFrame::parse(&out.stdout) {
+            Ok((frame, used)) => {
+                assert_eq!(used, out.stdout.len(), "one frame only: {out:?}");
+                String::from_utf8_lossy(frame.text).into_owned()
+            }
+            Err(e) => panic!("{args:?}: unframed answer ({e}): {out:?}"),
+        };
+        (out.status.code(), text)
+    }
+
+    /// `tuntap up [GATE]` as `uid`, fd 1 a datagram socket as the kernel
+    /// makes it: exit status, the datagram, and the fd that came with it.
+    fn tap_up(
+        &self,
+        ns: &NetNamespace,
+        uid: u32,
+        args: &[&str],
+    ) -> (Option<i32>, Vec<u8>, Option<OwnedFd>) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let out = self.run_as(ns, uid, args, Stdio::from(OwnedFd::from(theirs)));
+        let mut buf = vec![0u8; 4096];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap_or_else(|e| panic!("no answer datagram ({e}): {out:?}"));
+        let len = msg.bytes;
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            // SAFETY: the kernel just installed this fd in our table for us alone.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        (out.status.code(), buf[..len].to_vec(), fd)
+    }
+}
+
+/// Everything on the namespace's host side a request could change.
+fn host_state(ns: &NetNamespace) -> String {
+    let ip = host_program("ip", "iproute2");
+    let mut state = String::new();
+    for args in [
+        &["-o", "link"][..],
+        &["-o", "addr"][..],
+        &["route"][..],
+        &["neigh", "show", "proxy"][..],
+    ] {
+        let out = ns.run(&ip, args);
+        state.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    let sysctls = ns.run(
+        Path::new("sh"),
+        &[
+            "-c",
+            "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/proxy_arp",
+        ],
+    );
+    state.push_str(&String::from_utf8_lossy(&sysctls.stdout));
+    state
+}
+
+fn make_tap(ns: &NetNamespace, name: &str, owner: u32) {
+    let made = ns.run(&our_tool("tunctl"), &["-u", &owner.to_string(), "-t", name]);
+    assert!(made.status.success(), "{made:?}");
+    ns.ip(&["link", "set", name, "up"]);
+}
+
+#[test]
+fn root_real_kernel_guest_gets_a_working_link_from_uml_net() {
+    let ns = NetNamespace::new("umlnet-boot");
+    let helper = Helper::new(Some(
+        "allow user nobody 10.99.11.0/24\nallow user nobody forward\n",
+    ));
+    let launcher = helper.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    // The guest adds its address (uml_net add), pings the host end, then adds
+    // and removes a second address (add, del) and tries one the policy forbids.
+    let mut uml = UmlBuilder::new(
+        "ip link set eth0 up\nip addr add 10.99.11.2/24 dev eth0\n\
+         n=0; until ping -c 1 -W 1 10.99.11.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 30 ] && break; done\n\
+         ping -c 5 -i 0.2 -W 2 10.99.11.1 | tail -2\necho PING-DONE\n\
+         ip addr add 10.99.11.3/24 dev eth0\nip addr del 10.99.11.3/24 dev eth0\n\
+         ip addr add 10.99.12.5/24 dev eth0\necho ADDRESSES-DONE\nsleep 600",
+    )
+    .arg("eth0=tuntap,,,10.99.11.1")
+    .launcher(&launcher)
+    .netns(ns.name())
+    .user(NOBODY, NOBODY)
+    .env("PATH", helper.path())
+    .start();
+    uml.wait_for_console("PING-DONE", Duration::from_secs(60));
+    let console = uml.console();
+    assert!(
+        console.contains("5 packets received, 0% packet loss"),
+        "{console}"
+    );
+    // The kernel printed our tap answer; the tap is the guest user's.
+    assert!(
+        console.contains("* ip address add 10.99.11.1/32 dev tap0"),
+        "{console}"
+    );
+    let owner = ns.run(Path::new("cat"), &["/sys/class/net/tap0/owner"]);
+    assert_eq!(
+        String::from_utf8_lossy(&owner.stdout).trim(),
+        NOBODY.to_string()
+    );
+    // `add` made the host route, so the host reaches the guest.
+    let routes =
+        String::from_utf8_lossy(&ns.run(&host_program("ip", "iproute2"), &["route"]).stdout)
+            .into_owned();
+    assert!(routes.contains("10.99.11.2 dev tap0"), "{routes}");
+    let ping = ns.run(
+        &host_program("busybox", "busybox-static"),
+        &["ping", "-c", "3", "-W", "2", "10.99.11.2"],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    uml.wait_for_console("ADDRESSES-DONE", Duration::from_secs(30));
+    // The helper runs per address change; give the last one a moment.
+    let mut routes = String::new();
+    for _ in 0..50 {
+        routes =
+            String::from_utf8_lossy(&ns.run(&host_program("ip", "iproute2"), &["route"]).stdout)
+                .into_owned();
+        if uml.console().contains("may not use 10.99.12.5") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let console = uml.console();
+    assert!(
+        console.contains("* ip route del 10.99.11.3/32 dev tap0"),
+        "{console}"
+    );
+    assert!(
+        !routes.contains("10.99.11.3"),
+        "del left the route: {routes}"
+    );
+    assert!(
+        console.contains("denied: uid 65534 may not use 10.99.12.5 as a guest address"),
+        "{console}"
+    );
+    assert!(
+        !routes.contains("10.99.12.5"),
+        "a denied add routed: {routes}"
+    );
+    assert!(routes.contains("10.99.11.2 dev tap0"), "{routes}");
+}
+
+#[test]
+fn root_uml_net_denials_change_nothing_on_the_host() {
+    let ns = NetNamespace::new("umlnet-deny");
+    let helper = Helper::new(Some(
+        "# the lab's policy\nallow user nobody 10.99.13.0/24\nallow user nobody proxy-arp\n",
+    ));
+    make_tap(&ns, "tapn", NOBODY);
+    make_tap(&ns, "tapo", 1000);
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.13.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    let before = host_state(&ns);
+    let denied: &[(u32, &[&str], &str)] = &[
+        // An address outside the policy.
+        (
+            NOBODY,
+            &["4", "add", "tapn", "10.99.14.5", "255.255.255.0"],
+            "denied: uid 65534 may not use 10.99.14.5 as a guest address: no line of /etc/uml-utilities/uml_net.conf allows it",
+        ),
+        // Another user's tap, and an interface that is no tap at all.
+        (
+            NOBODY,
+            &["4", "add", "tapo", "10.99.13.5", "255.255.255.0"],
+            "denied: 'tapo' belongs to uid 1000, not to uid 65534",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "lan0", "10.99.13.5", "255.255.255.0"],
+            "denied: 'lan0' is not a TUN/TAP device",
+        ),
+        (
+            NOBODY,
+            &["4", "del", "lan0", "10.99.13.1", "255.255.255.0"],
+            "denied: 'lan0' is not a TUN/TAP device",
+        ),
+        // Bad arguments.
+        (
+            NOBODY,
+            &["4", "add", "tapn", "010.99.13.5", "255.255.255.0"],
+            "ADDR '010.99.13.5' is not a dotted quad",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "tap/../n", "10.99.13.5"],
+            "is not 1 to 15 alphanumeric characters",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "tapn", "10.99.13.5", "255.0.255.0"],
+            "not a contiguous mask",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "tapn", "10.99.13.5", "255.255.255.0", "extra"],
+            "unexpected argument 'extra'",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "nosuch0", "10.99.13.5"],
+            "no network device 'nosuch0'",
+        ),
+        // A caller the policy does not name, on their own tap.
+        (
+            1000,
+            &["4", "add", "tapo", "10.99.13.6", "255.255.255.0"],
+            "denied: uid 1000 may not use 10.99.13.6",
+        ),
+    ];
+    for (uid, args, expected) in denied {
+        let (code, text) = helper.route(&ns, *uid, args);
+        assert_eq!(code, Some(1), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert_eq!(host_state(&ns), before, "{args:?} changed the host");
+    }
+    // tuntap up: a GATE outside the policy, or a caller without a line, gets
+    // the error as the datagram's text and no fd; no tap is left.
+    for (uid, gate, expected) in [
+        (
+            NOBODY,
+            "10.99.14.1",
+            "denied: uid 65534 may not use 10.99.14.1 as a tap's host address",
+        ),
+        (
+            1000,
+            "10.99.13.1",
+            "denied: uid 1000 may not use 10.99.13.1",
+        ),
+        (
+            NOBODY,
+            "10.99.13.256",
+            "GATE '10.99.13.256' is not a dotted quad",
+        ),
+    ] {
+        let (code, datagram, fd) = helper.tap_up(&ns, uid, &["4", "tuntap", "up", gate]);
+        assert_eq!(code, Some(1));
+        assert!(fd.is_none(), "a denied tuntap up passed an fd");
+        let text = String::from_utf8_lossy(&datagram);
+        assert!(text.contains(expected), "{text}");
+        assert!(datagram.ends_with(b"\n\0"), "{datagram:?}");
+        assert_eq!(host_state(&ns), before, "tuntap up {gate} changed the host");
+    }
+    // What the policy allows does happen: the route, the tap's proxy ARP, and
+    // the address published on the LAN that holds it; del takes it all back.
+    let (code, text) = helper.route(
+        &ns,
+        NOBODY,
+        &["4", "add", "tapn", "10.99.13.5", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        text,
+        "* ip route add 10.99.13.5/32 dev tapn\n\
+         * sysctl -w net.ipv4.conf.tapn.proxy_arp=1\n\
+         * ip neigh add proxy 10.99.13.5 dev lan0\n"
+    );
+    let proxies = String::from_utf8_lossy(
+        &ns.run(&host_program("ip", "iproute2"), &["neigh", "show", "proxy"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(proxies.contains("10.99.13.5 dev lan0"), "{proxies}");
+    let (code, text) = helper.route(
+        &ns,
+        NOBODY,
+        &["4", "del", "tapn", "10.99.13.5", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(host_state(&ns), before, "del did not undo add: {text}");
+}
+
+#[test]
+fn root_uml_net_makes_bare_taps_for_anyone_and_nothing_more_without_a_policy() {
+    let ns = NetNamespace::new("umlnet-bare");
+    let helper = Helper::new(None);
+    let before = host_state(&ns);
+    // No policy: a tap without an address, owned by the caller, is all.
+    let (code, datagram, fd) = helper.tap_up(&ns, 1000, &["4", "tuntap", "up"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    let name = String::from_utf8_lossy(answer.ifname).into_owned();
+    assert!(name.starts_with("tap"), "{name}");
+    let fd = fd.expect("the tap's fd");
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    assert!(fdinfo.contains(&format!("iff:\t{name}")), "{fdinfo}");
+    let owner = ns.run(Path::new("cat"), &[&format!("/sys/class/net/{name}/owner")]);
+    assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), "1000");
+    let link = ns.run(
+        &host_program("ip", "iproute2"),
+        &["-o", "addr", "show", "dev", &name],
+    );
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("inet "),
+        "{link:?}"
+    );
+    // The tap goes with its last fd.
+    drop(fd);
+    assert_eq!(host_state(&ns), before);
+    let (code, datagram, fd) = helper.tap_up(&ns, 1000, &["4", "tuntap", "up", "10.99.15.1"]);
+    assert_eq!((code, fd.is_none()), (Some(1), true));
+    assert!(
+        String::from_utf8_lossy(&datagram)
+            .contains("no line of /etc/uml-utilities/uml_net.conf allows it")
+    );
+    assert_eq!(host_state(&ns), before);
+}
+
+#[test]
+fn root_uml_net_ignores_a_policy_others_could_write() {
+    let ns = NetNamespace::new("umlnet-unsafe");
+    let mut helper = Helper::new(Some("allow everyone 0.0.0.0/0\nallow everyone forward\n"));
+    helper.policy_mode = "666";
+    make_tap(&ns, "tapw", NOBODY);
+    let before = host_state(&ns);
+    let (code, text) = helper.route(
+        &ns,
+        NOBODY,
+        &["4", "add", "tapw", "10.99.16.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "/etc/uml-utilities/uml_net.conf is ignored: mode 666 lets others than root write it"
+        ),
+        "{text}"
+    );
+    assert_eq!(host_state(&ns), before);
+}
+
+#[test]
+fn root_uml_net_with_file_capabilities_serves_its_caller() {
+    let ns = NetNamespace::new("umlnet-caps");
+    let policy = "allow user nobody 10.99.17.0/24\n";
+    make_tap(&ns, "tapc", NOBODY);
+    let before = host_state(&ns);
+    // Never root: the caller's own uid opens the clone device.
+    let closed = Helper::new(Some(policy)).with_file_capabilities("600");
+    let (code, datagram, fd) = closed.tap_up(&ns, NOBODY, &["4", "tuntap", "up", "10.99.17.1"]);
+    assert_eq!((code, fd.is_none()), (Some(1), true));
+    let text = String::from_utf8_lossy(&datagram);
+    assert!(
+        text.contains("Permission denied")
+            && text.contains("uml_net with file capabilities opens it as uid 65534"),
+        "{text}"
+    );
+    let open = Helper::new(Some(policy)).with_file_capabilities("666");
+    let (code, datagram, fd) = open.tap_up(&ns, NOBODY, &["4", "tuntap", "up", "10.99.17.1"]);
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(answer.text));
+    assert!(fd.is_some());
+    assert!(
+        String::from_utf8_lossy(answer.text).contains("* ip address add 10.99.17.1/32 dev tap")
+    );
+    drop(fd);
+    let (code, text) = open.route(
+        &ns,
+        NOBODY,
+        &["4", "add", "tapc", "10.99.17.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = open.route(
+        &ns,
+        NOBODY,
+        &["4", "del", "tapc", "10.99.17.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = open.route(
+        &ns,
+        NOBODY,
+        &["4", "add", "tapc", "10.99.18.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(host_state(&ns), before);
+}
+
+#[test]
+fn c_tool_uml_net_complaints_equal_ours() {
+    let c = host_program("uml_net", "uml-utilities");
+    let ours = our_tool("uml_net");
+    for args in [
+        &[][..],
+        &["4"][..],
+        &["5", "tuntap", "up"][..],
+        &["4", "nosuch"][..],
+        &["tuntap", "up"][..],
+    ] {
+        // No namespace needed: none of these reaches the network.
+        let run = |program: &Path| Command::new(program).args(args).output().unwrap();
+        let (c_out, our_out) = (run(&c), run(&ours));
+        assert_eq!(our_out.stdout, c_out.stdout, "{args:?} stdout");
+        assert_eq!(our_out.stderr, c_out.stderr, "{args:?} stderr");
+        assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
+    }
+}
