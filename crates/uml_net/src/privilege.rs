@@ -92,3 +92,48 @@ pub fn drop_all(caller: &Caller) -> Result<(), PrivilegeError> {
     caps::clear(None, CapSet::Permitted).map_err(caps_err("clear permitted"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_net_admin_survives_and_then_nothing() {
+        // Capability sets belong to a thread: this one alone is narrowed.
+        let checked = std::thread::spawn(|| {
+            let me = caller().expect("ids");
+            let was_root =
+                caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).expect("read");
+            let held = keep_only_net_admin().expect("restrict");
+            assert_eq!(held, was_root);
+            let only = |set| {
+                caps::read(None, set)
+                    .expect("read")
+                    .into_iter()
+                    .all(|cap| cap == Capability::CAP_NET_ADMIN)
+            };
+            assert!(only(CapSet::Effective) && only(CapSet::Permitted));
+            assert!(
+                caps::read(None, CapSet::Inheritable)
+                    .expect("read")
+                    .is_empty()
+            );
+            if was_root {
+                assert!(only(CapSet::Bounding));
+            }
+            drop_all(&me).expect("drop");
+            assert!(
+                caps::read(None, CapSet::Effective)
+                    .expect("read")
+                    .is_empty()
+            );
+            assert!(
+                caps::read(None, CapSet::Permitted)
+                    .expect("read")
+                    .is_empty()
+            );
+        })
+        .join();
+        assert!(checked.is_ok(), "the narrowed thread failed");
+    }
+}
