@@ -309,6 +309,8 @@ fn root_uml_net_denials_change_nothing_on_the_host() {
     ]);
     ns.ip(&["addr", "add", "10.99.13.1/24", "dev", "lan0"]);
     ns.ip(&["link", "set", "lan0", "up"]);
+    // Another user's guest already has this address.
+    ns.ip(&["route", "add", "10.99.13.7/32", "dev", "tapo"]);
     let before = host_state(&ns);
     let denied: &[(u32, &[&str], &str)] = &[
         // An address outside the policy.
@@ -332,6 +334,11 @@ fn root_uml_net_denials_change_nothing_on_the_host() {
             NOBODY,
             &["4", "del", "lan0", "10.99.13.1", "255.255.255.0"],
             "denied: 'lan0' is not a TUN/TAP device",
+        ),
+        (
+            NOBODY,
+            &["4", "add", "tapn", "10.99.13.7", "255.255.255.0"],
+            "denied: 10.99.13.7 is already routed through tapo",
         ),
         // Bad arguments.
         (

@@ -147,6 +147,18 @@ fn add_steps(
             done.push(Undo::Route);
         }
         Err(e) if e.errno() == Some(Errno::EEXIST) => {
+            // The kernel says EEXIST for the same destination through any device.
+            let through = rtnl
+                .routes()?
+                .iter()
+                .find(|r| r.dst == *addr && r.prefix == 32)
+                .and_then(|r| r.oif);
+            if through != Some(*ifindex) {
+                let elsewhere = through.map_or_else(|| "a gateway".to_owned(), name_of);
+                return Err(NetError::Denied(format!(
+                    "{addr} is already routed through {elsewhere}"
+                )));
+            }
             report.note(&format!("{what}: already there"));
         }
         Err(e) => return Err(e.into()),
