@@ -69,10 +69,23 @@ impl RxBatch {
         &self.bufs[slot][..len]
     }
 
-    /// Sends each queued copy. A copy whose destination's queue is full, or
-    /// whose destination has vanished, is dropped; the others still go.
+    /// Sends each queued copy. A copy whose destination's queue is full gets
+    /// one more try after all the others; then it is dropped, as is a copy
+    /// whose destination has vanished. A stalled port costs one extra system
+    /// call per batch and never holds up the others.
     pub fn send(&mut self, fd: RawFd, queue: &[Outgoing]) {
-        for chunk in queue.chunks(TX_BATCH) {
+        let mut full = Vec::new();
+        self.send_pass(fd, queue, &mut full);
+        if !full.is_empty() {
+            // A receiver on another core may have drained its queue meanwhile.
+            let again: Vec<Outgoing> = full.iter().map(|&i| queue[i]).collect();
+            self.send_pass(fd, &again, &mut Vec::new());
+        }
+    }
+
+    /// One attempt at every copy; the indices of those refused for a full queue go to `full`.
+    fn send_pass(&mut self, fd: RawFd, queue: &[Outgoing], full: &mut Vec<usize>) {
+        for (c, chunk) in queue.chunks(TX_BATCH).enumerate() {
             let slices: Vec<[IoSlice<'_>; 1]> = chunk
                 .iter()
                 .map(|o| [IoSlice::new(&self.bufs[o.slot][..o.len])])
@@ -91,6 +104,10 @@ impl RxBatch {
                 start += match sent {
                     Ok(results) => results.count().max(1),
                     Err(Errno::EINTR) => 0,
+                    Err(Errno::EAGAIN) => {
+                        full.push(c * TX_BATCH + start);
+                        1
+                    }
                     Err(_) => 1,
                 };
             }

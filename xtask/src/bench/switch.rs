@@ -2,23 +2,27 @@
 //! the same load, plus the load generator's own ceiling without any switch.
 //!
 //! The load generator speaks the kernel's v3 protocol: N ports, each an
-//! abstract datagram socket bound with the full 110-byte address, one sender
-//! and one receiver thread per port. Patterns: `pairs` (port i sends unicast to
+//! abstract datagram socket bound with the full 110-byte address. One thread
+//! sends for every port (bursts of `sendmmsg`, port by port) and one receives
+//! for every port (epoll, then `recvmmsg`), so the harness takes as little of
+//! the machine's CPU from the switch as it can. Patterns: `pairs` (port i sends unicast to
 //! port i^1, all ports at once) and `broadcast` (every port floods). Senders
 //! block when the switch's queue is full, so loss only happens where a switch
 //! drops frames. Delivered frames/s counts frames received by ports; switch CPU
 //! comes from /proc/PID/stat. Ping-pong bounces one frame between two ports.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
 use uml_proto::switch::{PeerAddr, RequestV3, SOCKADDR_UN_LEN};
 use zerocopy::IntoBytes;
 
@@ -154,6 +158,8 @@ fn connect(running: &Running, index: usize) -> Result<Port> {
     let own = SocketAddr::from_abstract_name(name)?;
     let data = UnixDatagram::bind_addr(&own)?;
     data.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // A sender blocked on a full queue still sees the end of the run.
+    data.set_write_timeout(Some(Duration::from_millis(200)))?;
     let mac = [2, 0xbe, 0, 0, 0, index as u8 + 1];
     if running.child.is_none() {
         return Ok(Port {
@@ -226,7 +232,7 @@ fn run_load(
     ports: usize,
     secs: f64,
 ) -> Result<Load> {
-    let mut all: Vec<Port> = (0..ports)
+    let all: Vec<Port> = (0..ports)
         .map(|i| connect(running, i))
         .collect::<Result<_>>()?;
     let direct = running.child.is_none();
@@ -248,72 +254,122 @@ fn run_load(
     }
     let owns: Vec<SocketAddr> = all.iter().map(|p| p.own.clone()).collect();
     let macs: Vec<[u8; 6]> = all.iter().map(|p| p.mac).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let cpu_before = running.cpu_seconds();
-    let started = Instant::now();
-    let mut threads = Vec::new();
-    for (i, port) in all.drain(..).enumerate() {
-        let reader = port.data.try_clone()?;
-        let (stop_r, received) = (Arc::clone(&stop), Arc::clone(&received));
-        threads.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 70000];
-            let mut count = 0;
-            loop {
-                match reader.recv(&mut buf) {
-                    Ok(_) => count += 1,
-                    Err(_) if stop_r.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
-                }
-            }
-            received.fetch_add(count, Ordering::Relaxed);
-        }));
-        // Destinations: the switch, or (direct) the partner or every other port.
-        let (targets, dst_mac): (Vec<SocketAddr>, [u8; 6]) = match (direct, pattern) {
-            (false, Pattern::Pairs) => (
-                vec![port.to.clone().unwrap_or_else(|| owns[i ^ 1].clone())],
-                macs[i ^ 1],
-            ),
-            (false, Pattern::Broadcast) => (port.to.iter().cloned().collect(), BROADCAST),
-            (true, Pattern::Pairs) => (vec![owns[i ^ 1].clone()], macs[i ^ 1]),
+    // Each port's frame and destinations: the switch, or (direct) the partner
+    // or every other port.
+    let mut plans = Vec::new();
+    for (i, port) in all.iter().enumerate() {
+        let (targets, dst_mac): (Vec<&SocketAddr>, [u8; 6]) = match (direct, pattern) {
+            (false, Pattern::Pairs) => (port.to.iter().collect(), macs[i ^ 1]),
+            (false, Pattern::Broadcast) => (port.to.iter().collect(), BROADCAST),
+            (true, Pattern::Pairs) => (vec![&owns[i ^ 1]], macs[i ^ 1]),
             (true, Pattern::Broadcast) => (
                 owns.iter()
                     .enumerate()
                     .filter(|(j, _)| *j != i)
-                    .map(|(_, a)| a.clone())
+                    .map(|(_, a)| a)
                     .collect(),
                 BROADCAST,
             ),
         };
-        let payload = frame(dst_mac, port.mac, size);
-        let (stop_s, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-        threads.push(std::thread::spawn(move || {
-            // The whole port, control connection included: a port lives as long as it.
-            let port = port;
-            let mut count = 0u64;
-            while !stop_s.load(Ordering::Relaxed) {
-                for target in &targets {
-                    let _ = port.data.send_to_addr(&payload, target);
-                }
-                count += 1;
-            }
-            sent.fetch_add(count, Ordering::Relaxed);
-        }));
+        let targets = targets
+            .into_iter()
+            .map(nix_addr)
+            .collect::<Result<Vec<UnixAddr>>>()?;
+        plans.push((frame(dst_mac, port.mac, size), targets));
     }
+    let readers: Vec<UnixDatagram> = all
+        .iter()
+        .map(|p| p.data.try_clone())
+        .collect::<std::io::Result<_>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = running.cpu_seconds();
+    let started = Instant::now();
+    let receivers: Vec<_> = readers
+        .into_iter()
+        .map(|reader| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || receive_port(&reader, &stop))
+        })
+        .collect();
+    let sender = {
+        let stop = Arc::clone(&stop);
+        // The ports themselves, control connections included: a port lives as long as it.
+        std::thread::spawn(move || send_all(&all, &plans, &stop))
+    };
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    for t in threads {
-        let _ = t.join();
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sender panicked"))?;
+    let mut received = 0;
+    for receiver in receivers {
+        received += receiver
+            .join()
+            .map_err(|_| anyhow::anyhow!("a receiver panicked"))?;
     }
     let cpu = running.cpu_seconds() - cpu_before;
     Ok(Load {
-        sent: sent.load(Ordering::Relaxed),
-        received: received.load(Ordering::Relaxed),
+        sent,
+        received,
         secs: elapsed,
         cpu,
     })
+}
+
+/// Copies of a port's frame per `sendmmsg`, before the sender moves to the next port.
+const BURST: usize = 16;
+
+fn nix_addr(addr: &SocketAddr) -> Result<UnixAddr> {
+    Ok(match (addr.as_abstract_name(), addr.as_pathname()) {
+        (Some(name), _) => UnixAddr::new_abstract(name)?,
+        (None, Some(path)) => UnixAddr::new(path)?,
+        (None, None) => bail!("an unnamed destination"),
+    })
+}
+
+/// The whole load from one thread: each port in turn sends a burst to each of
+/// its destinations, blocking while the destination's queue is full. Returns
+/// the frames sent (counting a frame once, however many destinations).
+fn send_all(ports: &[Port], plans: &[(Vec<u8>, Vec<UnixAddr>)], stop: &AtomicBool) -> u64 {
+    let mut headers = MultiHeaders::<UnixAddr>::preallocate(BURST, None);
+    let mut copies = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for (port, (payload, targets)) in ports.iter().zip(plans) {
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                (0..BURST).map(|_| [IoSlice::new(payload)]).collect();
+            for target in targets {
+                let addrs = vec![Some(*target); BURST];
+                if let Ok(sent) = sendmmsg(
+                    port.data.as_raw_fd(),
+                    &mut headers,
+                    slices.iter(),
+                    &addrs,
+                    [],
+                    MsgFlags::empty(),
+                ) {
+                    copies += sent.count() as u64;
+                }
+            }
+        }
+    }
+    let fanout = plans.first().map_or(1, |(_, t)| t.len().max(1)) as u64;
+    copies / fanout
+}
+
+/// One port's frames, from a thread of its own: a reader blocked in `recv`
+/// wakes as soon as a frame arrives, so the port's short queue (10 datagrams
+/// by default) rarely overflows. Returns the frames received.
+fn receive_port(reader: &UnixDatagram, stop: &AtomicBool) -> u64 {
+    let mut buf = vec![0u8; 70000];
+    let mut count = 0;
+    loop {
+        match reader.recv(&mut buf) {
+            Ok(_) => count += 1,
+            Err(_) if stop.load(Ordering::Relaxed) => return count,
+            Err(_) => {}
+        }
+    }
 }
 
 /// Round trips of one frame between two ports: (p50, p99).
