@@ -558,3 +558,30 @@ fn c_tool_uml_net_complaints_equal_ours() {
         assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
     }
 }
+
+#[test]
+fn obsolete_transports_get_a_clear_answer_in_their_framing() {
+    let ours = our_tool("uml_net");
+    let slip = Command::new(&ours)
+        .args(["4", "slip", "up", "10.99.19.1"])
+        .output()
+        .unwrap();
+    assert_eq!(slip.status.code(), Some(1));
+    let (frame, used) = TextFrame::parse(&slip.stdout).unwrap();
+    assert_eq!(used, slip.stdout.len());
+    assert!(
+        String::from_utf8_lossy(frame.text).contains("the slip transport is not supported"),
+        "{slip:?}"
+    );
+    // ethertap: a status byte (0, failure) before the framed text.
+    let ethertap = Command::new(&ours)
+        .args(["4", "ethertap", "tap0", "3", "10.99.19.1"])
+        .output()
+        .unwrap();
+    assert_eq!(ethertap.status.code(), Some(1));
+    assert_eq!(ethertap.stdout.first(), Some(&0));
+    let (frame, _) = TextFrame::parse(&ethertap.stdout[1..]).unwrap();
+    assert!(
+        String::from_utf8_lossy(frame.text).contains("the ethertap transport is not supported")
+    );
+}
