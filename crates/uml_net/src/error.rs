@@ -12,6 +12,12 @@ pub enum NetError {
     /// The policy (or ownership) forbids it; nothing was changed.
     #[error("denied: {0}")]
     Denied(String),
+    /// A transport the host kernel no longer has.
+    #[error(
+        "the {0} transport is not supported: host kernels lost ethertap in 2.6 and slip \
+         links are a relic; boot the guest with eth0=tuntap,,,GATE or plug it into uml_switch"
+    )]
+    Unsupported(&'static str),
     /// The named device is missing or not a tap.
     #[error("{0}")]
     Device(String),

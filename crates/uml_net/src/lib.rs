@@ -108,24 +108,20 @@ fn refuse_plainly(error: &RequestError, caller: &Caller) -> u8 {
 
 fn serve(request: Request, caller: &Caller, net_admin: Result<bool, PrivilegeError>) -> Outcome {
     let mut report = Report::default();
-    let net_admin = || match &net_admin {
+    // Checked after the policy, so that a denied request says so.
+    let net_admin = match net_admin {
         Ok(true) => Ok(()),
         Ok(false) => Err(NetError::NoNetAdmin),
-        Err(e) => Err(NetError::Device(e.to_string())),
+        Err(e) => Err(NetError::Privilege(e)),
     };
     let (framing, result) = match request {
-        Request::Obsolete { transport, framing } => (
-            framing,
-            Err(NetError::Device(format!(
-                "the {transport} transport is not supported: host kernels lost ethertap in 2.6 \
-                 and slip links are a relic; boot the guest with eth0=tuntap,,,GATE \
-                 or plug it into uml_switch"
-            ))),
-        ),
+        Request::Obsolete { transport, framing } => {
+            (framing, Err(NetError::Unsupported(transport)))
+        }
         Request::TapUp { gate } => {
             let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH));
             let made = tap::authorize(gate, &perms)
-                .and_then(|()| net_admin())
+                .and(net_admin)
                 .and_then(|()| tap::up(gate, &perms, &mut report));
             match made {
                 Ok(tap) => return Outcome::Tap { tap, report },
@@ -142,7 +138,7 @@ fn serve(request: Request, caller: &Caller, net_admin: Result<bool, PrivilegeErr
         } => {
             let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH));
             let result = route::authorize(change, &dev, addr, &perms)
-                .and_then(|checked| net_admin().map(|()| checked))
+                .and_then(|checked| net_admin.map(|()| checked))
                 .and_then(|checked| route::apply(&checked, &perms, &mut report));
             (Framing::Length, result)
         }

@@ -13,9 +13,9 @@
 //! does not understand voids the whole file (fail closed), naming the line.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::request::dotted_quad;
@@ -165,16 +165,27 @@ impl Policy {
     /// Reads the policy at `path`; a missing file is an empty policy (deny all).
     /// The file must belong to root and be writable by nobody else.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let meta = match fs::symlink_metadata(path) {
-            Ok(meta) => meta,
+        let read_err = |source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        // Opened once, without following a symlink, and judged by what was opened.
+        let mut file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(PolicyError::Read {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(PolicyError::Unsafe {
                     path: path.to_owned(),
-                    source,
+                    why: "a symbolic link".to_owned(),
                 });
             }
+            Err(source) => return Err(read_err(source)),
         };
+        let meta = file.metadata().map_err(read_err)?;
         let unsafe_because = |why: String| PolicyError::Unsafe {
             path: path.to_owned(),
             why,
@@ -194,10 +205,8 @@ impl Policy {
                 meta.mode() & 0o7777
             )));
         }
-        let text = fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read_err)?;
         Self::parse(&text, path)
     }
 
@@ -483,5 +492,16 @@ mod tests {
             mode(0o644);
             assert!(Policy::load(&path).is_ok());
         }
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        let err = Policy::load(&link).expect_err("a symlink").to_string();
+        assert!(err.ends_with("is ignored: a symbolic link"), "{err}");
+        let err = Policy::load(dir.path())
+            .expect_err("a directory")
+            .to_string();
+        assert!(
+            err.contains("not a regular file") || err.contains("owned by"),
+            "{err}"
+        );
     }
 }
