@@ -48,10 +48,11 @@ pub fn authorize(
         )));
     }
     if !perms.owns(device.owner, device.group) {
-        let owner = device.owner.map_or_else(
-            || "nobody in particular".to_owned(),
-            |uid| format!("uid {uid}"),
-        );
+        let owner = match (device.owner, device.group) {
+            (Some(uid), _) => format!("uid {uid}"),
+            (None, Some(gid)) => format!("group {gid}"),
+            (None, None) => "nobody in particular".to_owned(),
+        };
         return Err(NetError::Denied(format!(
             "'{dev}' belongs to {owner}, not to uid {}",
             perms.caller.uid
