@@ -92,14 +92,15 @@ pub fn create(request: &Request) -> Result<Created, TunError> {
 /// dropping persistence removes it again).
 pub fn delete(name: &str, clone: &Path, tun: bool) -> Result<bool, TunError> {
     let existed = Path::new("/sys/class/net").join(name).exists();
-    let kind = match device_kind(name) {
+    let existing = device_flags(name);
+    let kind = match existing.map(kind_of) {
         Some(Kind::Tun) => IFF_TUN,
         Some(Kind::Tap) => IFF_TAP,
         None if tun => IFF_TUN,
         None => IFF_TAP,
     };
     let mut flags = IFF_NO_PI | kind;
-    if device_flags(name).is_some_and(|f| f & u32::from(IFF_MULTI_QUEUE as u16) != 0) {
+    if existing.is_some_and(|f| f & u32::from(IFF_MULTI_QUEUE as u16) != 0) {
         flags |= IFF_MULTI_QUEUE;
     }
     let device = Tun::attach(clone, name, flags, false)?;
@@ -123,13 +124,12 @@ fn device_flags(name: &str) -> Option<u32> {
     u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
 }
 
-fn device_kind(name: &str) -> Option<Kind> {
-    let flags = device_flags(name)?;
-    Some(if flags & u32::from(IFF_TUN as u16) != 0 {
+fn kind_of(flags: u32) -> Kind {
+    if flags & u32::from(IFF_TUN as u16) != 0 {
         Kind::Tun
     } else {
         Kind::Tap
-    })
+    }
 }
 
 fn sysfs_id(name: &str, file: &str) -> Option<u32> {
@@ -181,7 +181,7 @@ pub fn list() -> Vec<Device> {
 pub fn device(name: &str) -> Option<Device> {
     let flags = device_flags(name)?;
     Some(Device {
-        kind: device_kind(name)?,
+        kind: kind_of(flags),
         persistent: flags & IFF_PERSIST != 0,
         owner: sysfs_id(name, "owner"),
         group: sysfs_id(name, "group"),
