@@ -42,6 +42,26 @@ impl NetNamespace {
         );
     }
 
+    /// What `ip -n NAME ARGS` prints (empty if it fails).
+    pub fn show(&self, args: &[&str]) -> String {
+        let out = ip_command()
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("running ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A device's sysfs attribute as seen inside the namespace, trimmed
+    /// (empty when the device or attribute does not exist).
+    pub fn sysfs(&self, device: &str, file: &str) -> String {
+        let out = self.run(
+            Path::new("cat"),
+            &[&format!("/sys/class/net/{device}/{file}")],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec`
     /// execs it, so the child's PID is the program's).
     pub fn command(&self, program: &Path) -> Command {

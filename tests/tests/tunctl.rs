@@ -2,19 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use uml_testbed::{NetNamespace, host_program, our_tool};
-
-/// A device's sysfs attribute as seen inside `ns` (empty when it does not exist).
-fn sysfs(ns: &NetNamespace, device: &str, file: &str) -> String {
-    let out = ns.run(
-        Path::new("cat"),
-        &[&format!("/sys/class/net/{device}/{file}")],
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -33,20 +23,17 @@ fn root_tunctl_output_and_devices_equal_the_c_tools() {
         &["-b", "-u", "nobody", "-t", "tapt"][..],
     ] {
         let c_out = ns.run(&c, args);
-        let c_state = ["owner", "group", "tun_flags"].map(|f| sysfs(&ns, "tapt", f));
+        let c_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
         assert!(c_out.status.success(), "{args:?}: {c_out:?}");
         assert!(ns.run(&c, &["-d", "tapt"]).status.success());
         let our_out = ns.run(&ours, args);
         assert_eq!(text(&our_out), text(&c_out), "{args:?}");
         assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
-        let our_state = ["owner", "group", "tun_flags"].map(|f| sysfs(&ns, "tapt", f));
+        let our_state = ["owner", "group", "tun_flags"].map(|f| ns.sysfs("tapt", f));
         assert_eq!(our_state, c_state, "{args:?}: owner, group, flags");
         let deleted = ns.run(&ours, &["-d", "tapt"]);
         assert_eq!(text(&deleted), "Set 'tapt' nonpersistent\n");
-        assert!(
-            sysfs(&ns, "tapt", "tun_flags").is_empty(),
-            "tapt survived -d"
-        );
+        assert!(ns.sysfs("tapt", "tun_flags").is_empty(), "tapt survived -d");
     }
     // A kernel-chosen name is printed as chosen.
     let brief = ns.run(&ours, &["-b", "-t", "tap%d"]);
@@ -90,9 +77,9 @@ fn root_tunctl_new_options_and_list() {
         ],
     );
     assert!(made.status.success(), "{made:?}");
-    assert_eq!(sysfs(&ns, "tunq", "mtu"), "9000");
+    assert_eq!(ns.sysfs("tunq", "mtu"), "9000");
     let flags =
-        u32::from_str_radix(sysfs(&ns, "tunq", "tun_flags").trim_start_matches("0x"), 16).unwrap();
+        u32::from_str_radix(ns.sysfs("tunq", "tun_flags").trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 0x0001, 0x0001, "not a TUN device");
     assert_eq!(flags & 0x0100, 0x0100, "not multi-queue");
     assert!(ns.run(&ours, &["-t", "tapl", "-g", "100"]).status.success());
@@ -121,10 +108,7 @@ fn root_tunctl_new_options_and_list() {
         "{tunq}"
     );
     assert!(ns.run(&ours, &["-d", "tunq"]).status.success());
-    assert!(
-        sysfs(&ns, "tunq", "tun_flags").is_empty(),
-        "tunq survived -d"
-    );
+    assert!(ns.sysfs("tunq", "tun_flags").is_empty(), "tunq survived -d");
 }
 
 #[test]

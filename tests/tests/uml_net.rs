@@ -187,7 +187,6 @@ impl Helper {
 
 /// Everything on the namespace's host side a request could change.
 fn host_state(ns: &NetNamespace) -> String {
-    let ip = host_program("ip", "iproute2");
     let mut state = String::new();
     for args in [
         &["-o", "link"][..],
@@ -195,8 +194,7 @@ fn host_state(ns: &NetNamespace) -> String {
         &["route"][..],
         &["neigh", "show", "proxy"][..],
     ] {
-        let out = ns.run(&ip, args);
-        state.push_str(&String::from_utf8_lossy(&out.stdout));
+        state.push_str(&ns.show(args));
     }
     let sysctls = ns.run(
         Path::new("sh"),
@@ -249,15 +247,9 @@ fn root_real_kernel_guest_gets_a_working_link_from_uml_net() {
         console.contains("* ip address add 10.99.11.1/32 dev tap0"),
         "{console}"
     );
-    let owner = ns.run(Path::new("cat"), &["/sys/class/net/tap0/owner"]);
-    assert_eq!(
-        String::from_utf8_lossy(&owner.stdout).trim(),
-        NOBODY.to_string()
-    );
+    assert_eq!(ns.sysfs("tap0", "owner"), NOBODY.to_string());
     // `add` made the host route, so the host reaches the guest.
-    let routes =
-        String::from_utf8_lossy(&ns.run(&host_program("ip", "iproute2"), &["route"]).stdout)
-            .into_owned();
+    let routes = ns.show(&["route"]);
     assert!(routes.contains("10.99.11.2 dev tap0"), "{routes}");
     let ping = ns.run(
         &host_program("busybox", "busybox-static"),
@@ -268,9 +260,7 @@ fn root_real_kernel_guest_gets_a_working_link_from_uml_net() {
     // The helper runs per address change; give the last one a moment.
     let mut routes = String::new();
     for _ in 0..50 {
-        routes =
-            String::from_utf8_lossy(&ns.run(&host_program("ip", "iproute2"), &["route"]).stdout)
-                .into_owned();
+        routes = ns.show(&["route"]);
         if uml.console().contains("may not use 10.99.12.5") {
             break;
         }
@@ -420,11 +410,7 @@ fn root_uml_net_denials_change_nothing_on_the_host() {
          * sysctl -w net.ipv4.conf.tapn.proxy_arp=1\n\
          * ip neigh add proxy 10.99.13.5 dev lan0\n"
     );
-    let proxies = String::from_utf8_lossy(
-        &ns.run(&host_program("ip", "iproute2"), &["neigh", "show", "proxy"])
-            .stdout,
-    )
-    .into_owned();
+    let proxies = ns.show(&["neigh", "show", "proxy"]);
     assert!(proxies.contains("10.99.13.5 dev lan0"), "{proxies}");
     let (code, text) = helper.route(
         &ns,
@@ -449,16 +435,9 @@ fn root_uml_net_makes_bare_taps_for_anyone_and_nothing_more_without_a_policy() {
     let fd = fd.expect("the tap's fd");
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
     assert!(fdinfo.contains(&format!("iff:\t{name}")), "{fdinfo}");
-    let owner = ns.run(Path::new("cat"), &[&format!("/sys/class/net/{name}/owner")]);
-    assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), "1000");
-    let link = ns.run(
-        &host_program("ip", "iproute2"),
-        &["-o", "addr", "show", "dev", &name],
-    );
-    assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("inet "),
-        "{link:?}"
-    );
+    assert_eq!(ns.sysfs(&name, "owner"), "1000");
+    let link = ns.show(&["-o", "addr", "show", "dev", &name]);
+    assert!(link.contains(&name) && !link.contains("inet "), "{link}");
     // The tap goes with its last fd.
     drop(fd);
     assert_eq!(host_state(&ns), before);
