@@ -1,5 +1,5 @@
 //! Wire formats shared by the User-Mode Linux utilities (mconsole, COW files,
-//! uml_switch framing and the uml_net helper's answers).
+//! uml_switch framing, Ethernet frames and the uml_net helper's answers).
 //!
 //! Every on-the-wire or on-disk structure has exactly one definition here, as a
 //! `#[repr(C)]` struct whose field types spell out their byte order
@@ -9,8 +9,11 @@
 //!
 //! The crate does no I/O of its own beyond the `std::io::Read`/`Write` traits.
 
+#![forbid(unsafe_code)]
+
 mod c_string;
 pub mod cow;
+pub mod ethernet;
 pub mod mconsole;
 pub mod net_helper;
 pub mod switch;
