@@ -7,15 +7,14 @@
 #![allow(unsafe_code)] // taking ownership of an fd received with SCM_RIGHTS
 
 use std::ffi::OsString;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use uml_host::fd::recv_with_fd;
 use uml_proto::net_helper::{TapAnswer, TextFrame};
 use uml_testbed::{NetNamespace, UmlBuilder, host_program, our_tool};
 
@@ -162,25 +161,8 @@ impl Helper {
             .unwrap();
         let out = self.run_as(ns, uid, args, Stdio::from(OwnedFd::from(theirs)));
         let mut buf = vec![0u8; 4096];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            ours.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .unwrap_or_else(|e| panic!("no answer datagram ({e}): {out:?}"));
-        let len = msg.bytes;
-        let fd = msg
-            .cmsgs()
-            .unwrap()
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            })
-            // SAFETY: the kernel just installed this fd in our table for us alone.
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let (len, fd) = recv_with_fd(&ours, &mut buf)
+            .unwrap_or_else(|e| panic!("no answer datagram ({e}): {out:?}"));
         (out.status.code(), buf[..len].to_vec(), fd)
     }
 }

@@ -1,18 +1,12 @@
 //! Persistent TUN/TAP devices: created for a user, deleted, listed.
 
 pub mod owner;
-pub mod tun;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-
-use crate::tun::{IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_TUN, Tun, TunError};
-
-/// `IFF_PERSIST` as `tun_flags` in sysfs shows it.
-const IFF_PERSIST: u32 = 0x0800;
-/// `IFF_VNET_HDR`.
-const IFF_VNET_HDR: u32 = 0x4000;
+use uml_host::devices::{self, Device, Kind};
+use uml_host::tun::{Tun, TunError, TunFlags};
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -61,9 +55,14 @@ impl Created {
 /// Creates a persistent device, in the Debian tool's order: attach, make
 /// persistent, then owner and group (the effective uid when neither is given).
 pub fn create(request: &Request) -> Result<Created, TunError> {
-    let mut flags = IFF_NO_PI | if request.tun { IFF_TUN } else { IFF_TAP };
+    let mut flags = TunFlags::NO_PI
+        | if request.tun {
+            TunFlags::TUN
+        } else {
+            TunFlags::TAP
+        };
     if request.multi_queue {
-        flags |= IFF_MULTI_QUEUE;
+        flags |= TunFlags::MULTI_QUEUE;
     }
     let device = Tun::attach(&request.clone, &request.name, flags, false)?;
     device.set_persist(true)?;
@@ -91,63 +90,30 @@ pub fn create(request: &Request) -> Result<Created, TunError> {
 /// like the C tool this succeeds for a missing name (attaching creates it and
 /// dropping persistence removes it again).
 pub fn delete(name: &str, clone: &Path, tun: bool) -> Result<bool, TunError> {
-    let existed = Path::new("/sys/class/net").join(name).exists();
-    let existing = device_flags(name);
-    let kind = match existing.map(kind_of) {
-        Some(Kind::Tun) => IFF_TUN,
-        Some(Kind::Tap) => IFF_TAP,
-        None if tun => IFF_TUN,
-        None => IFF_TAP,
+    let existed = devices::exists(name);
+    let existing = devices::flags(name);
+    let kind = match existing.map(Kind::of) {
+        Some(Kind::Tun) => TunFlags::TUN,
+        Some(Kind::Tap) => TunFlags::TAP,
+        None if tun => TunFlags::TUN,
+        None => TunFlags::TAP,
     };
-    let mut flags = IFF_NO_PI | kind;
-    if existing.is_some_and(|f| f & u32::from(IFF_MULTI_QUEUE as u16) != 0) {
-        flags |= IFF_MULTI_QUEUE;
+    let mut flags = TunFlags::NO_PI | kind;
+    if existing.is_some_and(|f| f.contains(TunFlags::MULTI_QUEUE)) {
+        flags |= TunFlags::MULTI_QUEUE;
     }
     let device = Tun::attach(clone, name, flags, false)?;
     device.set_persist(false)?;
     Ok(existed)
 }
 
-/// Layer 2 or layer 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Layer 3.
-    Tun,
-    /// Layer 2.
-    Tap,
-}
-
-fn device_flags(name: &str) -> Option<u32> {
-    let text =
-        std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("tun_flags")).ok()?;
-    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
-}
-
-fn kind_of(flags: u32) -> Kind {
-    if flags & u32::from(IFF_TUN as u16) != 0 {
-        Kind::Tun
-    } else {
-        Kind::Tap
-    }
-}
-
-fn sysfs_id(name: &str, file: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(file)).ok()?;
-    // -1 means "anyone".
-    text.trim()
-        .parse::<i64>()
-        .ok()
-        .and_then(|v| u32::try_from(v).ok())
-}
-
-/// One TUN/TAP device as sysfs shows it.
+/// One line of `--list`, and its JSON object.
 #[derive(Debug, Clone, Serialize)]
-pub struct Device {
+pub struct Listed {
     /// Its name.
     pub name: String,
-    /// TUN or TAP.
-    pub kind: Kind,
+    /// `tun` or `tap`.
+    pub kind: &'static str,
     /// Whether it outlives its file descriptors.
     pub persistent: bool,
     /// Who may attach (none: anyone with CAP_NET_ADMIN).
@@ -161,44 +127,32 @@ pub struct Device {
     /// A virtio-net header before each packet.
     pub vnet_hdr: bool,
     /// The raw flags.
-    pub flags: u32,
+    pub flags: i32,
+}
+
+impl From<&Device> for Listed {
+    fn from(device: &Device) -> Self {
+        let has = |flag| device.flags.contains(flag);
+        Self {
+            name: device.name.clone(),
+            kind: device.kind().name(),
+            persistent: device.persistent(),
+            owner: device.owner,
+            group: device.group,
+            multi_queue: has(TunFlags::MULTI_QUEUE),
+            no_pi: has(TunFlags::NO_PI),
+            vnet_hdr: has(TunFlags::VNET_HDR),
+            flags: device.flags.bits(),
+        }
+    }
 }
 
 /// Every TUN/TAP device of this network namespace, by name.
-pub fn list() -> Vec<Device> {
-    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names.iter().filter_map(|name| device(name)).collect()
+pub fn list() -> Vec<Listed> {
+    devices::list().iter().map(Listed::from).collect()
 }
 
-/// The TUN/TAP device `name` of this network namespace, if there is one.
-pub fn device(name: &str) -> Option<Device> {
-    let flags = device_flags(name)?;
-    Some(Device {
-        kind: kind_of(flags),
-        persistent: flags & IFF_PERSIST != 0,
-        owner: sysfs_id(name, "owner"),
-        group: sysfs_id(name, "group"),
-        multi_queue: flags & u32::from(IFF_MULTI_QUEUE as u16) != 0,
-        no_pi: flags & u32::from(IFF_NO_PI as u16) != 0,
-        vnet_hdr: flags & IFF_VNET_HDR != 0,
-        flags,
-        name: name.to_owned(),
-    })
-}
-
-/// The interface index sysfs gives `name`.
-pub fn sysfs_ifindex(name: &str) -> Option<u32> {
-    sysfs_id(name, "ifindex")
-}
-
-impl std::fmt::Display for Device {
+impl std::fmt::Display for Listed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let id = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let mut extras = Vec::new();
@@ -218,10 +172,7 @@ impl std::fmt::Display for Device {
             f,
             "{:<15} {:<4} {:>6} {:>6}  {}",
             self.name,
-            match self.kind {
-                Kind::Tun => "tun",
-                Kind::Tap => "tap",
-            },
+            self.kind,
             id(self.owner),
             id(self.group),
             extras.join(",")

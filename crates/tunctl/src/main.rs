@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tunctl::tun::CLONE_DEVICE;
 use tunctl::{Request, create, delete, list, owner};
+use uml_host::tun::CLONE_DEVICE;
 
 /// Create, delete and list persistent TUN/TAP devices.
 ///

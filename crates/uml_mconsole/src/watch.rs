@@ -15,7 +15,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::SockType;
 use serde::Serialize;
+use uml_host::socket_file::{BoundPath, SocketFile, SocketFileError};
 use uml_proto::mconsole::{MAX_DATA, Notification, NotifyKind};
 
 use crate::locate::UmlDirs;
@@ -160,8 +162,10 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<(), WatchError
         .map_err(sys("creating a signalfd"))?;
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(sys("creating an inotify instance"))?;
-    let notify = opts.notify.as_deref().map(bind_notify).transpose()?;
-    let _cleanup = notify.as_ref().map(|_| RemoveOnDrop(opts.notify.clone()));
+    let (notify, _notify_file) = match opts.notify.as_deref().map(bind_notify).transpose()? {
+        Some((sock, file)) => (Some(sock), Some(file)),
+        None => (None, None),
+    };
 
     let mut watched: HashMap<WatchDescriptor, Watched> = HashMap::new();
     let mut printer = Printer { out, opts };
@@ -282,45 +286,24 @@ fn watch_instance(
     }
 }
 
-/// Binds the notify socket, replacing a stale socket file but nothing else.
-fn bind_notify(path: &Path) -> Result<UnixDatagram, WatchError> {
-    let refuse = |reason: &str| WatchError::NotifyPath {
-        path: path.to_path_buf(),
-        reason: reason.to_owned(),
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(refuse("exists and is not a socket; not replacing it"));
+/// Binds the notify socket, replacing a stale socket file but nothing else;
+/// the file is removed when the returned guard is dropped, if still ours.
+fn bind_notify(path: &Path) -> Result<(UnixDatagram, SocketFile), WatchError> {
+    let bound = BoundPath::bind(path, SockType::Datagram).map_err(|e| {
+        let reason = match e {
+            SocketFileError::Live { .. } => "another process is listening on it".to_owned(),
+            SocketFileError::NotSocket { .. } => {
+                "exists and is not a socket; not replacing it".to_owned()
+            }
+            other => other.to_string(),
+        };
+        WatchError::NotifyPath {
+            path: path.to_path_buf(),
+            reason,
         }
-        let probe = UnixDatagram::unbound().map_err(|source| WatchError::Sys {
-            what: "creating a socket",
-            source,
-        })?;
-        if probe.connect(path).is_ok() {
-            return Err(refuse("another process is listening on it"));
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| refuse(&format!("removing the stale socket: {e}")))?;
-    }
-    let sock = UnixDatagram::bind(path).map_err(|e| refuse(&e.to_string()))?;
-    sock.set_nonblocking(true)
-        .map_err(|source| WatchError::Sys {
-            what: "configuring the notify socket",
-            source,
-        })?;
-    Ok(sock)
-}
-
-/// Removes the notify socket file we created when watching ends.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+    })?;
+    let (fd, file) = bound.into_parts();
+    Ok((UnixDatagram::from(fd), file))
 }
 
 struct Printer<'a, W: Write> {

@@ -5,6 +5,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use uml_host::publish::directory_of;
+
 /// The backing file as the header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingFile {
@@ -27,14 +29,6 @@ pub fn absolutize(path: &Path) -> io::Result<PathBuf> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path does not name a file"))?;
     Ok(directory_of(path).canonicalize()?.join(name))
-}
-
-/// The directory a path's last component lives in (`.` for a bare name).
-pub(crate) fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
 }
 
 impl BackingFile {

@@ -1,13 +1,14 @@
 //! Writing a new COW file without ever exposing a partial one.
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use uml_host::publish::{NewFile, PublishError, Replace};
 use uml_proto::cow::{CowHeader, CowHeaderError, CowLayout, LayoutError};
 
-use crate::backing::{BackingFile, directory_of};
+use crate::backing::BackingFile;
 
 /// Why a COW file was not created. Nothing is left behind in any of these cases.
 #[derive(Debug, thiserror::Error)]
@@ -112,39 +113,26 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
         path: cow.to_path_buf(),
         source,
     };
-    let dir = directory_of(&target);
-    let tmp = tempfile::Builder::new()
-        .prefix(".uml_mkcow-")
-        .permissions(Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(write_err)?;
+    let new = NewFile::beside(&target, ".uml_mkcow-", 0o644).map_err(write_err)?;
     (|| -> io::Result<()> {
         use std::io::Write;
-        let mut file: &File = tmp.as_file();
+        let mut file: &File = new.file();
         file.write_all(&bytes)?;
         // set_len leaves the bitmap and data area as a hole: zeros, no blocks.
-        file.set_len(len)?;
-        file.sync_all()
+        file.set_len(len)
     })()
     .map_err(write_err)?;
-    let persisted = if force {
-        tmp.persist(&target)
+    let replace = if force {
+        Replace::Existing
     } else {
-        tmp.persist_noclobber(&target)
+        Replace::Never
     };
-    match persisted {
-        Ok(_) => {}
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(MkcowError::Exists {
-                path: cow.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(write_err(e.error)),
-    }
-    // The rename is durable only once the directory is synced.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_err)?;
+    new.publish(replace).map_err(|e| match e {
+        PublishError::Exists(_) => MkcowError::Exists {
+            path: cow.to_path_buf(),
+        },
+        PublishError::Io(source) => write_err(source),
+    })?;
     Ok(header)
 }
 

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use tunctl::tun::TunError;
+use uml_host::tun::TunError;
 
 use crate::rtnl::RtnlError;
 

@@ -36,13 +36,13 @@ pub fn authorize(
 ) -> Result<RouteChange, NetError> {
     let ifindex = nix::net::if_::if_nametoindex(dev)
         .map_err(|_| NetError::Device(format!("no network device '{dev}'")))?;
-    let Some(device) = tunctl::device(dev) else {
+    let Some(device) = uml_host::devices::device(dev) else {
         return Err(NetError::Denied(format!(
             "'{dev}' is not a TUN/TAP device; uml_net only routes through guests' taps"
         )));
     };
     // sysfs must describe the same namespace's device the kernel resolved.
-    if tunctl::sysfs_ifindex(dev) != Some(ifindex) {
+    if uml_host::devices::ifindex(dev) != Some(ifindex) {
         return Err(NetError::Device(format!(
             "/sys/class/net does not match this network namespace for '{dev}'"
         )));

@@ -5,7 +5,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use tunctl::tun::{CLONE_DEVICE, IFF_NO_PI, IFF_TAP, Tun, TunError};
+use uml_host::tun::{CLONE_DEVICE, Tun, TunError, TunFlags};
 
 use crate::answer::Report;
 use crate::error::NetError;
@@ -40,22 +40,25 @@ pub fn up(
     perms: &Permissions,
     report: &mut Report,
 ) -> Result<Tap, NetError> {
-    let tun =
-        Tun::attach(Path::new(CLONE_DEVICE), "", IFF_TAP | IFF_NO_PI, false).map_err(|e| {
-            match &e {
-                TunError::Open { source, .. }
-                    if source.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    // Only a file-capability install runs as the caller here.
-                    NetError::Device(format!(
-                        "{e}: uml_net with file capabilities opens it as uid {}, so it must be \
+    let tun = Tun::attach(
+        Path::new(CLONE_DEVICE),
+        "",
+        TunFlags::TAP | TunFlags::NO_PI,
+        false,
+    )
+    .map_err(|e| {
+        match &e {
+            TunError::Open { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                // Only a file-capability install runs as the caller here.
+                NetError::Device(format!(
+                    "{e}: uml_net with file capabilities opens it as uid {}, so it must be \
                      mode 0666; or install uml_net setuid root",
-                        perms.caller.uid
-                    ))
-                }
-                _ => NetError::Tun(e),
+                    perms.caller.uid
+                ))
             }
-        })?;
+            _ => NetError::Tun(e),
+        }
+    })?;
     // Owned by the caller so that later `add`/`del` requests recognise it; not
     // persistent, so it goes away with the guest.
     tun.set_owner(perms.caller.uid)?;

@@ -10,10 +10,12 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, recvmmsg, sendmmsg};
 
+use crate::forward::MAX_FRAME;
+
 /// Frames taken per `recvmmsg`.
 pub const RX_BATCH: usize = 8;
 /// Buffer per frame: one byte more than the largest frame, to see truncation.
-const FRAME_BUF: usize = 65536;
+const FRAME_BUF: usize = MAX_FRAME + 1;
 /// Copies sent per `sendmmsg` at most.
 const TX_BATCH: usize = 256;
 

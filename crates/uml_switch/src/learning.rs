@@ -3,15 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use uml_proto::ethernet::MacAddr;
+
 use crate::ports::PortId;
-
-/// An Ethernet address.
-pub type Mac = [u8; 6];
-
-/// Whether an address is multicast or broadcast (the group bit of its first byte).
-pub fn is_group(mac: &Mac) -> bool {
-    mac[0] & 1 != 0
-}
 
 /// What learning a source address changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +30,7 @@ struct Entry {
 /// Source addresses and their ports, forgotten after `max_age` of silence.
 #[derive(Debug)]
 pub struct MacTable {
-    entries: HashMap<Mac, Entry>,
+    entries: HashMap<MacAddr, Entry>,
     max_age: Duration,
 }
 
@@ -50,7 +44,7 @@ impl MacTable {
     }
 
     /// Records that `mac` sent a frame from `port` at `now`.
-    pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> Learned {
         match self.entries.get_mut(&mac) {
             Some(entry) if entry.port == port => {
                 entry.last_seen = now;
@@ -77,8 +71,10 @@ impl MacTable {
         }
     }
 
-    /// The port `mac` was last seen on, if it has not expired.
-    pub fn lookup(&self, mac: &Mac) -> Option<PortId> {
+    /// The port `mac` was last seen on. Silent entries stay until the next
+    /// [`MacTable::expire`] (the switch runs it every 2 seconds), so an entry
+    /// may outlive its age by that much, as in the C switch.
+    pub fn lookup(&self, mac: &MacAddr) -> Option<PortId> {
         self.entries.get(mac).map(|e| e.port)
     }
 
@@ -111,8 +107,8 @@ impl MacTable {
 mod tests {
     use super::*;
 
-    const A: Mac = [2, 0, 0, 0, 0, 1];
-    const B: Mac = [2, 0, 0, 0, 0, 2];
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     #[test]
     fn learns_moves_and_forgets() {
@@ -137,12 +133,5 @@ mod tests {
         assert_eq!(table.expire(t0 + Duration::from_secs(101)), 1);
         assert_eq!(table.lookup(&A), None);
         assert_eq!(table.lookup(&B), Some(1));
-    }
-
-    #[test]
-    fn group_addresses() {
-        assert!(is_group(&[0xff; 6]));
-        assert!(is_group(&[0x01, 0, 0x5e, 0, 0, 1]));
-        assert!(!is_group(&A));
     }
 }

@@ -5,8 +5,17 @@
 //! transport's BESS mode (one SOCK_SEQPACKET connection per guest); a tap
 //! device can be one more port. All share one learning table.
 
+//!
+//! Modules: [`switch`] holds the state and start-up, [`control`] the control
+//! plane (requests, port lifetime), [`forward`] the forwarding decision,
+//! [`event_loop`] the epoll loop and data path, [`batch`] the batched
+//! `recvmmsg`/`sendmmsg` of the shared data socket.
+
 pub mod batch;
-pub mod endpoint;
+mod control;
+mod event_loop;
+pub mod forward;
 pub mod learning;
+mod log;
 pub mod ports;
 pub mod switch;

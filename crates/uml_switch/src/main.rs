@@ -61,15 +61,13 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::from(err.use_stderr()));
         }
     };
-    let (control, data_path) = match (args.unix.as_slice(), args.compat_v0) {
-        ([], false) => (PathBuf::from("/tmp/uml.ctl"), PathBuf::new()),
-        ([], true) => (
-            PathBuf::from("/tmp/uml.ctl"),
-            PathBuf::from("/tmp/uml.data"),
-        ),
-        ([ctl], false) => (ctl.clone(), PathBuf::new()),
-        ([ctl, data], true) => (ctl.clone(), data.clone()),
-        ([ctl], true) => (ctl.clone(), PathBuf::from("/tmp/uml.data")),
+    let default_data = || Some(PathBuf::from("/tmp/uml.data"));
+    let (control, compat_v0_data) = match (args.unix.as_slice(), args.compat_v0) {
+        ([], false) => (PathBuf::from("/tmp/uml.ctl"), None),
+        ([], true) => (PathBuf::from("/tmp/uml.ctl"), default_data()),
+        ([ctl], false) => (ctl.clone(), None),
+        ([ctl, data], true) => (ctl.clone(), Some(data.clone())),
+        ([ctl], true) => (ctl.clone(), default_data()),
         _ => {
             eprintln!("{program}: -unix takes one path (two with -compat-v0: CTL DATA)");
             return ExitCode::FAILURE;
@@ -78,8 +76,7 @@ fn main() -> ExitCode {
     let cfg = Config {
         program,
         control,
-        compat_v0: args.compat_v0,
-        data_path,
+        compat_v0_data,
         hub: args.hub,
         tap: args.tap,
         bess: args.bess,

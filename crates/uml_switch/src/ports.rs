@@ -1,5 +1,6 @@
 //! The switch's ports: daemon-protocol clients, BESS connections and a tap device.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -50,6 +51,70 @@ pub struct Port {
     pub link: Link,
 }
 
+/// Every open port, in the order they were made.
+#[derive(Debug, Default)]
+pub struct PortTable {
+    ports: HashMap<PortId, Port>,
+    /// Port ids in the order they were made, for flooding.
+    order: Vec<PortId>,
+    next: PortId,
+    /// Daemon ports by the address their frames come from.
+    by_key: HashMap<PeerAddr, PortId>,
+}
+
+impl PortTable {
+    /// An empty table; the first port is number 1.
+    pub fn new() -> Self {
+        Self {
+            next: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a port and returns its new number.
+    pub fn insert(&mut self, link: Link) -> PortId {
+        let id = self.next;
+        self.next += 1;
+        if let Link::Daemon { key, .. } = &link {
+            self.by_key.insert(*key, id);
+        }
+        self.ports.insert(id, Port { id, link });
+        self.order.push(id);
+        id
+    }
+
+    /// Removes a port; returns it so its descriptors can be unwatched.
+    pub fn remove(&mut self, id: PortId) -> Option<Port> {
+        let port = self.ports.remove(&id)?;
+        if let Link::Daemon { key, .. } = &port.link {
+            if self.by_key.get(key) == Some(&id) {
+                self.by_key.remove(key);
+            }
+        }
+        self.order.retain(|&p| p != id);
+        Some(port)
+    }
+
+    /// The port numbered `id`.
+    pub fn get(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(&id)
+    }
+
+    /// The daemon port whose frames come from `key`.
+    pub fn by_source(&self, key: &PeerAddr) -> Option<PortId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Every port but `except`, newest first (the order flooding uses).
+    pub fn others(&self, except: PortId) -> impl Iterator<Item = PortId> + '_ {
+        self.order
+            .iter()
+            .rev()
+            .copied()
+            .filter(move |&p| p != except)
+    }
+}
+
 /// The key frames from a daemon client are matched by: abstract names are
 /// compared whole, as opaque bytes (the kernel leaves heap garbage in them);
 /// path names up to their NUL.
@@ -64,7 +129,7 @@ pub fn peer_key(addr: &PeerAddr) -> PeerAddr {
 pub fn source_key(addr: &UnixAddr) -> Option<PeerAddr> {
     // An unbound sender has no name at all (length 0 from recvmmsg), which
     // nix's accessors do not expect: such a frame has no port anyway.
-    if (addr.len() as usize) <= size_of::<nix::libc::sa_family_t>() {
+    if usize::try_from(addr.len()).is_ok_and(|len| len <= size_of::<nix::libc::sa_family_t>()) {
         return None;
     }
     if let Some(name) = addr.as_abstract() {

@@ -16,7 +16,9 @@ use crate::MooError;
 use crate::backing::Backing;
 use crate::cow_file::CowFile;
 
-use super::{directory_of, sync_dir};
+use uml_host::publish::directory_of;
+
+use super::sync_dir;
 
 /// Where the marker for merging `cow` in place lives: beside it.
 pub fn marker_path(cow: &Path) -> PathBuf {

@@ -95,17 +95,7 @@ impl Inputs {
     }
 }
 
-/// The directory holding `path`'s last component.
-fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), MooError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(MooError::io("syncing directory", dir))
+    uml_host::publish::sync_dir(dir).map_err(MooError::io("syncing directory", dir))
 }

@@ -1,17 +1,19 @@
 //! `uml_moo COW NEW`: a complete image written beside NEW and renamed into place.
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use uml_host::publish::{NewFile, PublishError, Replace, directory_of};
 
 use crate::MooError;
 use crate::extents::{Copier, Holes, read_or_zeros, write_skipping_zeros};
 use crate::lock::Access;
 use crate::progress::Progress;
 
-use super::{Inputs, MergeOptions, Merged, directory_of, sync_dir};
+use super::{Inputs, MergeOptions, Merged};
 
 /// Writes the merged image of `cow` to `new`.
 ///
@@ -30,29 +32,21 @@ pub fn merge_to_new(
     inputs.override_if_forced(mtime_check, opts.force)?;
     let target = output_target(new, &inputs, overwrite)?;
     let dir = directory_of(&target);
-    let tmp = tempfile::Builder::new()
-        .prefix(".uml_moo-")
-        .permissions(Permissions::from_mode(0o644))
-        .tempfile_in(dir)
+    let out = NewFile::beside(&target, ".uml_moo-", 0o644)
         .map_err(MooError::io("creating a temporary file in", dir))?;
     let write_err = MooError::io("merging into", new);
-    let dirty_bytes = write_image(&inputs, tmp.as_file(), opts.progress).map_err(&write_err)?;
-    tmp.as_file().sync_all().map_err(&write_err)?;
-    let persisted = if overwrite {
-        tmp.persist(&target)
+    let dirty_bytes = write_image(&inputs, out.file(), opts.progress).map_err(&write_err)?;
+    let replace = if overwrite {
+        Replace::Existing
     } else {
-        tmp.persist_noclobber(&target)
+        Replace::Never
     };
-    match persisted {
-        Ok(_) => {}
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(MooError::Exists {
-                path: new.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(write_err(e.error)),
-    }
-    sync_dir(dir)?;
+    out.publish(replace).map_err(|e| match e {
+        PublishError::Exists(_) => MooError::Exists {
+            path: new.to_path_buf(),
+        },
+        PublishError::Io(source) => write_err(source),
+    })?;
     Ok(inputs.into_merged(dirty_bytes, false))
 }
 

@@ -1,0 +1,19 @@
+//! The host system interfaces the UML utilities share.
+//!
+//! Every `unsafe` block of the workspace lives in this crate, each with the
+//! reason it is sound; the tools above it are safe Rust. What is here:
+//!
+//! - [`tun`]: the TUN/TAP ioctls (create, persist, owner, group, MTU);
+//! - [`devices`]: TUN/TAP devices as sysfs shows them;
+//! - [`socket_file`]: binding a unix socket at a path, replacing only a stale
+//!   socket, and removing the file at exit only while it is still ours;
+//! - [`publish`]: writing a new file under a temporary name and renaming it
+//!   into place durably;
+//! - [`fd`]: taking ownership of descriptors the kernel hands over (accepted
+//!   connections, `SCM_RIGHTS`).
+
+pub mod devices;
+pub mod fd;
+pub mod publish;
+pub mod socket_file;
+pub mod tun;

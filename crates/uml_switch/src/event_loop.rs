@@ -1,0 +1,310 @@
+//! The event loop and the data path: one thread, one epoll set over the
+//! listeners, the shared data socket, every port and the signals.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{MsgFlags, send, sendto};
+use uml_proto::ethernet::EthernetHeader;
+
+use crate::batch::{Outgoing, RX_BATCH};
+use crate::forward::{Destination, decide, forwardable, learn_source};
+use crate::learning::Learned;
+use crate::log::log_line;
+use crate::ports::{Link, Port, PortId, source_key};
+use crate::switch::{Switch, SwitchError, sys};
+
+/// Frames read from one BESS or tap port before the other sockets get a turn.
+const READS_PER_TURN: usize = 64;
+/// `recvmmsg` calls (of up to [`RX_BATCH`] frames each) on the shared data
+/// socket before the other sockets get a turn.
+const RECEIVES_PER_TURN: usize = 64;
+/// How often the learning table is aged, as the C switch does.
+const AGE_EVERY: Duration = Duration::from_secs(2);
+
+/// What an epoll event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// The signalfd.
+    Signal,
+    /// The control listener.
+    Control,
+    /// The shared data socket.
+    Data,
+    /// The BESS listener.
+    Bess,
+    /// A terminal on standard input.
+    Stdin,
+    /// A control connection waiting for its request.
+    Pending(u32),
+    /// A port: its control connection (daemon) or its frames (BESS, tap).
+    Port(PortId),
+}
+
+/// Where the kind of a token sits in epoll's 64-bit word; the low half holds an id.
+const KIND_SHIFT: u32 = 32;
+
+impl From<Token> for u64 {
+    fn from(token: Token) -> u64 {
+        let (kind, id) = match token {
+            Token::Signal => (1, 0),
+            Token::Control => (2, 0),
+            Token::Data => (3, 0),
+            Token::Bess => (4, 0),
+            Token::Stdin => (5, 0),
+            Token::Pending(id) => (6, id),
+            Token::Port(id) => (7, id),
+        };
+        (kind << KIND_SHIFT) | u64::from(id)
+    }
+}
+
+impl Token {
+    /// The token an event carries back.
+    fn from_event(word: u64) -> Option<Self> {
+        let id = u32::try_from(word & u64::from(u32::MAX)).ok()?;
+        Some(match word >> KIND_SHIFT {
+            1 => Token::Signal,
+            2 => Token::Control,
+            3 => Token::Data,
+            4 => Token::Bess,
+            5 => Token::Stdin,
+            6 => Token::Pending(id),
+            7 => Token::Port(id),
+            _ => return None,
+        })
+    }
+}
+
+impl Switch {
+    /// Serves until SIGINT, SIGTERM, SIGHUP or the end of a terminal's input.
+    pub fn run(&mut self) -> Result<(), SwitchError> {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            // Wake at least as often as the table is aged.
+            let timeout = EpollTimeout::try_from(AGE_EVERY).unwrap_or(EpollTimeout::NONE);
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(sys("waiting for events")(e)),
+            };
+            for event in &events[..n] {
+                match Token::from_event(event.data()) {
+                    Some(Token::Pending(id)) => self.pending_ready(id),
+                    Some(Token::Port(id)) => self.port_ready(id),
+                    Some(Token::Signal) => {
+                        if let Ok(Some(info)) = self.signals.read_signal() {
+                            log_line(&format!(
+                                "Caught signal {}, cleaning up and exiting",
+                                info.ssi_signo
+                            ));
+                            return Ok(());
+                        }
+                    }
+                    Some(Token::Control) => self.accept_control(),
+                    Some(Token::Data) => self.data_ready(),
+                    Some(Token::Bess) => self.accept_bess(),
+                    Some(Token::Stdin) => {
+                        let mut byte = [0u8; 64];
+                        if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))
+                            || event.events().contains(EpollFlags::EPOLLHUP)
+                        {
+                            log_line("EOF on stdin, cleaning up and exiting");
+                            return Ok(());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(self.last_aged) >= AGE_EVERY {
+                self.table.expire(now);
+                self.last_aged = now;
+            }
+        }
+    }
+
+    /// A port's descriptor is readable: the end of a daemon port's control
+    /// connection, or frames from a BESS or tap port.
+    fn port_ready(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(id) else {
+            return;
+        };
+        if let Link::Daemon { control, .. } = &port.link {
+            // Nothing more is expected; a libvdeplug description may still
+            // trickle in and is ignored. Only the end of the connection matters.
+            let mut scratch = [0u8; 256];
+            match nix::unistd::read(control, &mut scratch) {
+                Ok(0) => self.close_port(id, "Disconnect"),
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => self.close_port(id, "Reading request"),
+            }
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..READS_PER_TURN {
+            let Some(port) = self.ports.get(id) else {
+                break;
+            };
+            match nix::unistd::read(port.link.fd(), &mut buf) {
+                Ok(0) => {
+                    self.close_port(id, "Disconnect");
+                    break;
+                }
+                Ok(n) => self.forward(id, &buf[..n]),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(_) => {
+                    self.close_port(id, "Disconnect");
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// Learns a frame's source and lists the ports it must go to in `self.targets`.
+    fn route(&mut self, from: PortId, header: &EthernetHeader) {
+        self.targets.clear();
+        match learn_source(&mut self.table, from, header, self.now) {
+            Some((mac, Learned::New)) => log_line(&format!(" Addr: {mac} New port {from}")),
+            Some((mac, Learned::Moved { from: old })) => {
+                log_line(&format!(" Addr: {mac} New port {from} old port {old}"));
+            }
+            Some((_, Learned::Known)) | None => {}
+        }
+        match decide(from, header, &self.table, self.cfg.hub) {
+            Destination::Nowhere => {}
+            Destination::Port(to) => self.targets.push(to),
+            Destination::Flood => self.targets.extend(self.ports.others(from)),
+        }
+    }
+
+    /// Learns a frame from a BESS or tap port and sends it where it belongs.
+    fn forward(&mut self, from: PortId, frame: &[u8]) {
+        if !forwardable(frame.len()) {
+            return;
+        }
+        let Some(header) = EthernetHeader::parse(frame) else {
+            return;
+        };
+        self.now = Instant::now();
+        self.route(from, header);
+        let mut dead = Vec::new();
+        for &to in &self.targets {
+            if let Some(port) = self.ports.get(to) {
+                if !deliver(&self.data.fd, port, frame) {
+                    dead.push(to);
+                }
+            }
+        }
+        for id in dead {
+            self.close_port(id, "Disconnect");
+        }
+    }
+
+    /// Takes up to a batch of frames from the shared data socket in one system
+    /// call, routes them, and sends those for daemon ports in one more.
+    fn data_ready(&mut self) {
+        let fd = self.data.fd.as_raw_fd();
+        for _ in 0..RECEIVES_PER_TURN {
+            let received = self.rx.receive(fd);
+            if received.is_empty() {
+                return;
+            }
+            self.now = Instant::now();
+            let mut dead = Vec::new();
+            for &(slot, len, addr) in &received {
+                // Frames from addresses that never registered are dropped, and
+                // so are runts and frames our buffer cut.
+                let Some(from) = source_key(&addr).and_then(|k| self.ports.by_source(&k)) else {
+                    continue;
+                };
+                if !forwardable(len) {
+                    continue;
+                }
+                let Some(header) = EthernetHeader::parse(self.rx.frame(slot, len)).copied() else {
+                    continue;
+                };
+                self.route(from, &header);
+                for &to in &self.targets {
+                    match self.ports.get(to) {
+                        Some(Port {
+                            link: Link::Daemon { addr, .. },
+                            ..
+                        }) => {
+                            self.tx.push(Outgoing {
+                                slot,
+                                len,
+                                addr: *addr,
+                            });
+                        }
+                        Some(port) if !deliver(&self.data.fd, port, self.rx.frame(slot, len)) => {
+                            dead.push(to);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // A copy whose port's queue is full is dropped for that port only.
+            self.rx.send(fd, &self.tx);
+            self.tx.clear();
+            for id in dead {
+                self.close_port(id, "Disconnect");
+            }
+            if received.len() < RX_BATCH {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one frame to a port without waiting; a full queue drops the frame for
+/// that port only. Returns false when the port is gone for good.
+fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
+    match &port.link {
+        Link::Daemon { addr, .. } => {
+            let _ = sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT);
+            true
+        }
+        Link::Bess(fd) => !matches!(
+            send(
+                fd.as_raw_fd(),
+                frame,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL
+            ),
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
+        ),
+        Link::Tap(file) => {
+            let _ = (&*file).write(frame);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_survive_the_round_trip_through_epoll() {
+        for token in [
+            Token::Signal,
+            Token::Control,
+            Token::Data,
+            Token::Bess,
+            Token::Stdin,
+            Token::Pending(0),
+            Token::Pending(u32::MAX),
+            Token::Port(1),
+            Token::Port(u32::MAX),
+        ] {
+            assert_eq!(Token::from_event(token.into()), Some(token));
+        }
+        assert_eq!(Token::from_event(0), None);
+        assert_eq!(Token::from_event(9 << KIND_SHIFT), None);
+    }
+}
