@@ -8,13 +8,17 @@
 //! The test bed is provisioned by `cargo xtask test`; a missing kernel, busybox or
 //! mke2fs is a test failure with a message naming the package, never a skip.
 
+pub mod cow;
 mod image;
 mod netns;
+pub mod switch_client;
 mod uml;
+mod wait;
 
 pub use image::RootImage;
 pub use netns::NetNamespace;
 pub use uml::{Uml, UmlBuilder};
+pub use wait::{try_wait_until, wait_until};
 
 use std::path::PathBuf;
 
@@ -95,4 +99,19 @@ pub fn run_in(
         .current_dir(dir)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
+}
+
+/// The PID of a child process the test started, for `kill`.
+pub fn pid_of(child: &std::process::Child) -> nix::unistd::Pid {
+    pid(child.id())
+}
+
+/// A process id as `kill` takes it.
+pub fn pid(raw: u32) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(raw).expect("Linux PIDs fit an i32"))
+}
+
+/// A file offset or length as an index into bytes read into memory.
+pub fn index(offset: u64) -> usize {
+    usize::try_from(offset).expect("the tests run on 64-bit hosts")
 }

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 use crate::host_program;
 use crate::image::RootImage;
+use crate::wait::try_wait_until;
 
 /// How long a guest gets to bring up its mconsole socket.
 const BOOT_DEADLINE: Duration = Duration::from_secs(60);
@@ -306,18 +307,13 @@ impl Uml {
         mut check: impl FnMut(&mut Self) -> Option<R>,
     ) -> R {
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = check(self) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "guest {}: no {what} within {timeout:?}; console:\n{}",
-                    self.umid,
-                    self.console()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        match try_wait_until(deadline, || check(self)) {
+            Some(value) => value,
+            None => panic!(
+                "guest {}: no {what} within {timeout:?}; console:\n{}",
+                self.umid,
+                self.console()
+            ),
         }
     }
 }

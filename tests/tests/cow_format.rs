@@ -10,19 +10,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, CowVersion, DirtyRuns, bit_is_set};
-use uml_testbed::{UmlBuilder, host_md5, host_program};
+use uml_testbed::cow::backing_bytes;
+use uml_testbed::{UmlBuilder, host_md5, host_program, index};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(90);
 
-/// Backing content where every sector differs from its neighbours.
-fn backing_bytes(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i / 512) as u8) ^ ((i % 512) as u8))
-        .collect()
-}
-
 fn mtime_u32(path: &Path) -> u32 {
-    fs::metadata(path).expect("stat backing file").mtime() as u32
+    u32::try_from(fs::metadata(path).expect("stat backing file").mtime())
+        .expect("an mtime a COW header can store")
 }
 
 #[test]
@@ -60,11 +55,11 @@ fn real_kernel_writes_a_cow_that_parses() {
         bytes.len() as u64,
         layout.created_file_len(header.size).unwrap()
     );
-    let bitmap_start = layout.bitmap_offset as usize;
-    let bitmap = &bytes[bitmap_start..bitmap_start + layout.bitmap_len as usize];
+    let bitmap_start = index(layout.bitmap_offset);
+    let bitmap = &bytes[bitmap_start..bitmap_start + index(layout.bitmap_len)];
     let runs: Vec<_> = DirtyRuns::new(bitmap, layout.sectors).collect();
     assert_eq!(runs, vec![200..208], "dirty runs of the kernel's COW");
-    let data = layout.sector_offset(200).unwrap() as usize;
+    let data = index(layout.sector_offset(200).unwrap());
     assert_eq!(&bytes[data..data + 4096], &pattern[..]);
 
     assert_eq!(
@@ -114,12 +109,12 @@ fn real_kernel_boots_on_a_cow_header_we_emit() {
 
     let bytes = fs::read(&cow).unwrap();
     assert_eq!(CowHeader::parse(&bytes).unwrap(), header);
-    let bitmap = &bytes[layout.bitmap_offset as usize..][..layout.bitmap_len as usize];
+    let bitmap = &bytes[index(layout.bitmap_offset)..][..index(layout.bitmap_len)];
     assert!(bit_is_set(bitmap, 3));
     // The guest's page cache writes back the whole 4 KiB page around sector 3.
     let runs: Vec<_> = DirtyRuns::new(bitmap, layout.sectors).collect();
     assert_eq!(runs, vec![0..8]);
-    let page = layout.sector_offset(0).unwrap() as usize;
+    let page = index(layout.sector_offset(0).unwrap());
     let mut expected = original[..4096].to_vec();
     expected[3 * 512..3 * 512 + 4].copy_from_slice(b"OURS");
     assert_eq!(&bytes[page..page + 4096], &expected[..]);

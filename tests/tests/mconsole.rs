@@ -10,8 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+use uml_testbed::{Uml, UmlBuilder, host_program, our_tool, pid_of};
 
 const BOOT: Duration = Duration::from_secs(60);
 /// A guest that stays up, printing a tick ten times a second.
@@ -209,7 +208,7 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     }
 
     // A frozen process: our client gives up with status 124 instead of hanging.
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    kill(uml_testbed::pid(pid), Signal::SIGSTOP).unwrap();
     let started = Instant::now();
     let timed_out = run_with_stdin(
         Command::new(our_tool("uml_mconsole"))
@@ -217,7 +216,7 @@ fn real_kernel_mconsole_drives_a_live_uml() {
             .current_dir(&dir),
         None,
     );
-    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    kill(uml_testbed::pid(pid), Signal::SIGCONT).unwrap();
     assert_eq!(timed_out.status.code(), Some(124), "{timed_out:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(String::from_utf8_lossy(&timed_out.stderr).contains(&umid));
@@ -346,7 +345,7 @@ fn real_kernel_mconsole_list_and_watch_follow_instances() {
     assert!(uml.wait_exit(BOOT).success());
     expect(&[format!("vanished {umid}")]);
 
-    kill(Pid::from_raw(watcher.id() as i32), Signal::SIGINT).unwrap();
+    kill(pid_of(&watcher), Signal::SIGINT).unwrap();
     assert!(watcher.wait().unwrap().success());
     assert!(
         !notify.exists(),

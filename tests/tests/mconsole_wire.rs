@@ -104,7 +104,11 @@ fn real_kernel_mconsole_replies_parse() {
 
     // config reports a negative errno in the u32 err field.
     let (_, config) = ask(&sock, &path, "config ubd5=/nonexistent/disk.img");
-    assert!((config.err as i32) < 0, "err {:#x}", config.err);
+    assert!(
+        i32::from_ne_bytes(config.err.to_ne_bytes()) < 0,
+        "err {:#x}",
+        config.err
+    );
     assert_eq!(config.err & 0xff, 254, "-ENOENT as the C client exits");
 
     let (_, halt) = ask(&sock, &path, "halt");

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, DirtyRuns};
-use uml_testbed::{UmlBuilder, host_md5, host_program, our_tool, run_in};
+use uml_testbed::{UmlBuilder, host_md5, host_program, index, our_tool, run_in};
 
 #[test]
 fn c_tool_uml_mkcow_output_equals_ours() {
@@ -104,7 +104,7 @@ fn real_kernel_boots_on_our_uml_mkcow_output() {
     let bytes = fs::read(dir.join("disk.cow")).unwrap();
     let header = CowHeader::parse(&bytes).unwrap();
     let layout = CowLayout::of(&header).unwrap();
-    let bitmap = &bytes[layout.bitmap_offset as usize..][..layout.bitmap_len as usize];
+    let bitmap = &bytes[index(layout.bitmap_offset)..][..index(layout.bitmap_len)];
     assert_eq!(
         DirtyRuns::new(bitmap, layout.sectors).collect::<Vec<_>>(),
         vec![16..32]

@@ -4,73 +4,19 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use uml_proto::cow::{CowHeader, CowLayout, CowVersion, set_bit};
-use uml_testbed::{UmlBuilder, host_program, our_tool, run_in};
+use uml_testbed::cow::{TestCow, backing_bytes};
+use uml_testbed::{UmlBuilder, host_program, index, our_tool, run_in};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(90);
 
 fn c_moo() -> PathBuf {
     host_program("uml_moo", "uml-utilities")
-}
-
-/// Backing content where every sector differs from its neighbours.
-fn backing_bytes(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i / 512) as u8).wrapping_mul(31) ^ ((i % 512) as u8))
-        .collect()
-}
-
-/// A hand-made COW file in `dir` over `backing`, with `dirty` sectors filled.
-/// Returns the image a merge must produce (the whole backing size).
-fn hand_made_cow(
-    dir: &Path,
-    name: &str,
-    backing: &Path,
-    version: CowVersion,
-    magic_big_endian: bool,
-    dirty: &[(u64, u8)],
-) -> Vec<u8> {
-    let meta = fs::metadata(backing).unwrap();
-    let sectorsize = 512;
-    let header = CowHeader {
-        version,
-        magic_big_endian,
-        mtime: meta.mtime() as u32,
-        size: meta.len(),
-        sectorsize,
-        alignment: if matches!(version, CowVersion::V1 | CowVersion::V2) {
-            sectorsize
-        } else {
-            4096
-        },
-        cow_format: 0,
-        backing_file: fs::canonicalize(backing)
-            .unwrap()
-            .into_os_string()
-            .into_encoded_bytes(),
-    };
-    let layout = CowLayout::of(&header).unwrap();
-    let file = fs::File::create(dir.join(name)).unwrap();
-    file.write_all_at(&header.to_bytes().unwrap(), 0).unwrap();
-    file.set_len(layout.created_file_len(header.size).unwrap())
-        .unwrap();
-    let mut bitmap = vec![0; layout.bitmap_len as usize];
-    let mut expected = fs::read(backing).unwrap();
-    for &(sector, byte) in dirty {
-        file.write_all_at(&[byte; 512], layout.sector_offset(sector).unwrap())
-            .unwrap();
-        assert!(set_bit(&mut bitmap, sector));
-        let start = (sector as usize * 512).min(expected.len());
-        let end = (start + 512).min(expected.len());
-        expected[start..end].fill(byte);
-    }
-    file.write_all_at(&bitmap, layout.bitmap_offset).unwrap();
-    expected
 }
 
 /// Copies a backing file keeping its mtime, so a COW's header still matches the copy.
@@ -90,9 +36,9 @@ fn c_tool_uml_moo_output_equals_ours_on_every_layout() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Zero sectors (which the C tool skips) next to data, runs across bitmap bytes.
-    let dirty: Vec<(u64, u8)> = [0, 1, 7, 8, 9, 100, 1000, 1001, 2047]
+    let dirty: Vec<(u64, u8)> = [0u64, 1, 7, 8, 9, 100, 1000, 1001, 2047]
         .iter()
-        .map(|&s| (s, if s == 9 { 0 } else { s as u8 | 1 }))
+        .map(|&s| (s, if s == 9 { 0 } else { s.to_le_bytes()[0] | 1 }))
         .collect();
     fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
     for (version, big_endian) in [
@@ -104,7 +50,14 @@ fn c_tool_uml_moo_output_equals_ours_on_every_layout() {
         (CowVersion::V3Broken, true),
     ] {
         let case = format!("{version:?}-{big_endian}");
-        let expected = hand_made_cow(d, "x.cow", &d.join("base.img"), version, big_endian, &dirty);
+        let expected = TestCow::build(
+            &d.join("x.cow"),
+            &d.join("base.img"),
+            version,
+            big_endian,
+            &dirty,
+        )
+        .expected;
         let c_out = run_in(&c_moo(), d, &["x.cow", "c.img"]);
         assert!(c_out.status.success(), "{case}: C uml_moo: {c_out:?}");
         let our_out = run_in(&our_tool("uml_moo"), d, &["x.cow", "ours.img"]);
@@ -147,14 +100,14 @@ fn c_tool_uml_moo_drops_a_partial_last_sector_that_we_keep() {
     let d = dir.path();
     let size = (64 << 10) + 300;
     fs::write(d.join("base.img"), backing_bytes(size)).unwrap();
-    let expected = hand_made_cow(
-        d,
-        "x.cow",
+    let expected = TestCow::build(
+        &d.join("x.cow"),
         &d.join("base.img"),
         CowVersion::V3,
         true,
         &[(3, 0x33), (128, 0x44)],
-    );
+    )
+    .expected;
     assert!(run_in(&c_moo(), d, &["x.cow", "c.img"]).status.success());
     assert!(
         run_in(&our_tool("uml_moo"), d, &["x.cow", "ours.img"])
@@ -178,7 +131,13 @@ fn c_tool_uml_moo_exit_codes_match_ours() {
     let d = dir.path();
     fs::write(d.join("base.img"), backing_bytes(8192)).unwrap();
     fs::write(d.join("junk.cow"), b"no magic here, nothing to see").unwrap();
-    hand_made_cow(d, "x.cow", &d.join("base.img"), CowVersion::V3, true, &[]);
+    TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[],
+    );
     fs::write(d.join("short.img"), backing_bytes(4096)).unwrap();
     for args in [
         &[][..],
@@ -390,7 +349,7 @@ fn uml_moo_in_place_killed_at_any_point_is_finished_by_a_rerun() {
     let layout = CowLayout::of(&header).unwrap();
     // Every other MiB dirty, plus a scattered 4 KiB page in each clean MiB.
     let file = fs::File::options().write(true).open(&cow).unwrap();
-    let mut bitmap = vec![0; layout.bitmap_len as usize];
+    let mut bitmap = vec![0; index(layout.bitmap_len)];
     let mut dirty = |start: usize, len: usize, byte: u8| {
         let data = vec![byte; len];
         file.write_all_at(&data, layout.data_offset + start as u64)
@@ -403,9 +362,9 @@ fn uml_moo_in_place_killed_at_any_point_is_finished_by_a_rerun() {
     for mib in 0..size >> 20 {
         let start = mib << 20;
         if mib % 2 == 0 {
-            dirty(start, 1 << 20, mib as u8 | 0x80);
+            dirty(start, 1 << 20, mib.to_le_bytes()[0] | 0x80);
         } else {
-            dirty(start + (mib % 7) * 4096 * 9, 4096, mib as u8);
+            dirty(start + (mib % 7) * 4096 * 9, 4096, mib.to_le_bytes()[0]);
         }
     }
     file.write_all_at(&bitmap, layout.bitmap_offset).unwrap();
@@ -444,9 +403,8 @@ fn root_full_disk_leaves_no_output_behind() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     fs::write(d.join("base.img"), backing_bytes(8 << 20)).unwrap();
-    hand_made_cow(
-        d,
-        "x.cow",
+    TestCow::build(
+        &d.join("x.cow"),
         &d.join("base.img"),
         CowVersion::V3,
         true,

@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::switch::{PeerAddr, RequestV3};
-use uml_testbed::{NetNamespace, Uml, UmlBuilder, host_program, our_tool};
+use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
+use uml_testbed::{
+    NetNamespace, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
+};
 use zerocopy::IntoBytes;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -77,15 +79,14 @@ impl SwitchProcess {
     }
 
     fn wait_for_line(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "switch never printed `{needle}`:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let printed = try_wait_until(Instant::now() + WAIT, || {
+            self.log().contains(needle).then_some(())
+        });
+        assert!(
+            printed.is_some(),
+            "switch never printed `{needle}`:\n{}",
+            self.log()
+        );
     }
 
     fn alive(&mut self) -> bool {
@@ -93,7 +94,7 @@ impl SwitchProcess {
     }
 
     fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        kill(pid_of(&self.child), signal).unwrap();
         self.child.wait().unwrap()
     }
 }
@@ -108,52 +109,34 @@ impl Drop for SwitchProcess {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A client speaking the kernel's v3 protocol: an abstract data socket bound
-/// with the full 110-byte length, as the kernel binds it.
+/// A client speaking the kernel's v3 protocol, with a MAC of its own.
 struct Client {
-    data: UnixDatagram,
-    _control: UnixStream,
-    switch: SocketAddr,
-    mac: [u8; 6],
+    port: SwitchClient,
+    mac: MacAddr,
 }
 
 impl Client {
     fn connect(ctl: &Path) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut name = [0u8; 107];
-        let label = format!("switch-test-{}-{n}", std::process::id());
-        name[..label.len()].copy_from_slice(label.as_bytes());
-        let data = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
-        data.set_read_timeout(Some(Duration::from_millis(500)))
+        let port =
+            SwitchClient::connect(ctl, &format!("switch-test-{}-{n}", std::process::id())).unwrap();
+        port.data
+            .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        let mut control = UnixStream::connect(ctl).unwrap();
-        let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name).unwrap())
-            .as_bytes()
-            .to_vec();
-        request.extend_from_slice(&[0, 0]); // the kernel's tail padding: 124 bytes
-        control.write_all(&request).unwrap();
-        let mut reply = [0u8; 110];
-        control.read_exact(&mut reply).unwrap();
-        let addr = PeerAddr::from_prefix(&reply).unwrap();
-        let switch = SocketAddr::from_abstract_name(addr.abstract_name().unwrap()).unwrap();
-        let mac = [2, 0, 0, 0, (n >> 8) as u8, n as u8];
+        let [_, _, hi, lo] = n.to_be_bytes();
         Self {
-            data,
-            _control: control,
-            switch,
-            mac,
+            port,
+            mac: MacAddr([2, 0, 0, 0, hi, lo]),
         }
     }
 
-    fn send(&self, dst: [u8; 6], payload: &[u8]) {
-        self.data
-            .send_to_addr(&frame(dst, self.mac, payload), &self.switch)
-            .unwrap();
+    fn send(&self, dst: MacAddr, payload: &[u8]) {
+        self.port.send(&frame(dst, self.mac, payload)).unwrap();
     }
 
     fn recv(&self) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 70000];
-        let n = self.data.recv(&mut buf).ok()?;
+        let n = self.port.data.recv(&mut buf).ok()?;
         buf.truncate(n);
         Some(buf)
     }
@@ -164,10 +147,11 @@ impl Client {
     }
 }
 
-const BROADCAST: [u8; 6] = [0xff; 6];
+const BROADCAST: MacAddr = MacAddr::BROADCAST;
 
-fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    [&dst[..], &src[..], &[0x88, 0xb5], payload].concat()
+/// A frame of the local experimental EtherType 0x88b5.
+fn frame(dst: MacAddr, src: MacAddr, payload: &[u8]) -> Vec<u8> {
+    [EthernetHeader::new(dst, src, 0x88b5).as_bytes(), payload].concat()
 }
 
 #[test]
@@ -188,17 +172,18 @@ fn uml_switch_learns_floods_and_never_echoes() {
     assert_eq!(a.drain(), vec![frame(a.mac, b.mac, b"to a")]);
     assert!(c.drain().is_empty() && b.drain().is_empty());
     // Unknown unicast floods, but not back out of the ingress port.
-    a.send([2, 9, 9, 9, 9, 9], b"who?");
+    a.send(MacAddr([2, 9, 9, 9, 9, 9]), b"who?");
     assert_eq!(b.drain().len(), 1);
     assert_eq!(c.drain().len(), 1);
     assert!(a.drain().is_empty());
     // A frame to the sender's own address is not sent back to it.
     a.send(a.mac, b"to myself");
     assert!(a.drain().is_empty() && b.drain().is_empty() && c.drain().is_empty());
-    assert!(switch.log().contains(&format!(
-        " Addr: 02:00:00:00:{:02x}:{:02x} New port",
-        a.mac[4], a.mac[5]
-    )));
+    assert!(
+        switch.log().contains(&format!(" Addr: {} New port", a.mac)),
+        "{}",
+        switch.log()
+    );
 }
 
 #[test]
@@ -230,12 +215,15 @@ fn uml_switch_forwards_big_frames_whole_and_drops_runts_and_strangers() {
         assert_eq!(got[0].len(), size, "{size}-byte frame was cut");
     }
     // Runts: a zero-length and a 2-byte datagram.
-    a.data.send_to_addr(b"", &a.switch).unwrap();
-    a.data.send_to_addr(b"xy", &a.switch).unwrap();
+    a.port.send(b"").unwrap();
+    a.port.send(b"xy").unwrap();
     // A sender that never registered: the C switch forwards these, we drop them.
     let stranger = UnixDatagram::unbound().unwrap();
     stranger
-        .send_to_addr(&frame(BROADCAST, [2, 7, 7, 7, 7, 7], b"spoof"), &a.switch)
+        .send_to_addr(
+            &frame(BROADCAST, MacAddr([2, 7, 7, 7, 7, 7]), b"spoof"),
+            &a.port.switch,
+        )
         .unwrap();
     assert!(b.drain().is_empty());
     assert!(switch.alive());
@@ -253,7 +241,7 @@ fn uml_switch_survives_hostile_control_requests() {
     v9[4] = 9;
     let mut bad_type = v3.as_bytes().to_vec();
     bad_type[8] = 5;
-    let garbage: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+    let garbage: Vec<u8> = (0..4000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
     for request in [&b""[..], b"x", &garbage, &[0u8; 124], &v2, &v9, &bad_type] {
         let mut conn = UnixStream::connect(&switch.ctl).unwrap();
         let _ = conn.write_all(request);
@@ -263,8 +251,14 @@ fn uml_switch_survives_hostile_control_requests() {
         }
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut reply = Vec::new();
-        // Refused: the switch closes the connection without a reply.
-        let _ = conn.read_to_end(&mut reply);
+        // Refused: the switch closes the connection without a reply. A read
+        // that times out means the connection was left open: that fails too.
+        match conn.read_to_end(&mut reply) {
+            Ok(_) => {}
+            // Closed with some of our bytes unread: the kernel resets instead.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the switch did not close the connection: {e}"),
+        }
         assert!(reply.is_empty(), "a bad request got a reply");
     }
     switch.wait_for_line("Version 2 is not supported");
@@ -272,9 +266,7 @@ fn uml_switch_survives_hostile_control_requests() {
     switch.wait_for_line("Bad request type : 5");
     assert!(switch.alive());
     // A libvdeplug-style request with a description after it keeps its port.
-    let mut name = [0u8; 107];
-    name[..8].copy_from_slice(b"vde-like");
-    let data = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    let (data, _, name) = bind_data_socket(&format!("vde-like-{}", std::process::id())).unwrap();
     data.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut conn = UnixStream::connect(&switch.ctl).unwrap();
     let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name).unwrap())
@@ -367,7 +359,7 @@ fn uml_switch_startup_leaves_live_switches_and_other_files_alone() {
         .unwrap();
     assert!(line.contains("attached"), "{line}");
     drop(Client::connect(&stale));
-    kill(Pid::from_raw(fourth.id() as i32), Signal::SIGTERM).unwrap();
+    kill(pid_of(&fourth), Signal::SIGTERM).unwrap();
     assert!(fourth.wait().unwrap().success());
 }
 
@@ -390,24 +382,19 @@ fn uml_switch_signals_remove_its_sockets_and_logs_reach_a_file() {
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + WAIT;
-        while !std::fs::read_to_string(&log).unwrap().contains("attached") {
-            assert!(Instant::now() < deadline, "nothing logged to a file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let logged = |text: &str| std::fs::read_to_string(&log).unwrap().contains(text);
+        wait_until(
+            Instant::now() + WAIT,
+            "the start-up line in the log file",
+            || logged("attached"),
+        );
         drop(Client::connect(&ctl));
-        let deadline = Instant::now() + WAIT;
-        while !std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("Disconnect")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "connection lines not flushed to the file"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        wait_until(
+            Instant::now() + WAIT,
+            "connection lines flushed to the log file",
+            || logged("Disconnect"),
+        );
+        kill(pid_of(&child), signal).unwrap();
         assert!(child.wait().unwrap().success(), "{signal:?}");
         assert!(
             !ctl.exists() && !bess.exists(),
@@ -466,18 +453,25 @@ fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
         None,
     )
     .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while nix::sys::socket::connect(
-        std::os::fd::AsRawFd::as_raw_fd(&bess),
-        &nix::sys::socket::UnixAddr::new(&bess_path).unwrap(),
-    )
-    .is_err()
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
+    wait_until(Instant::now() + WAIT, "the BESS listener", || {
+        nix::sys::socket::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&bess),
+            &nix::sys::socket::UnixAddr::new(&bess_path).unwrap(),
+        )
+        .is_ok()
+    });
+    // Both ports exist once the switch has logged them.
+    let (mut v0_port, mut bess_port) = (false, false);
+    while !(v0_port && bess_port) {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the switch's log ended"
+        );
+        v0_port |= line.contains("New connection");
+        bess_port |= line.contains("New BESS connection");
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let bess_mac = [2, 0, 0, 0, 0, 0x20];
+    let bess_mac = MacAddr([2, 0, 0, 0, 0, 0x20]);
     let sent = frame(BROADCAST, bess_mac, b"from bess");
     nix::sys::socket::send(
         std::os::fd::AsRawFd::as_raw_fd(&bess),
@@ -489,7 +483,7 @@ fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
     let n = v0.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], &sent[..]);
     // And back: the v0 client sends to the data socket file.
-    let back = frame(bess_mac, [2, 0, 0, 0, 0, 0x10], b"from v0");
+    let back = frame(bess_mac, MacAddr([2, 0, 0, 0, 0, 0x10]), b"from v0");
     v0.send_to(&back, &data_path).unwrap();
     let mut buf = [0u8; 2000];
     let n = nix::sys::socket::recv(
@@ -499,7 +493,7 @@ fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
     )
     .unwrap();
     assert_eq!(&buf[..n], &back[..]);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(pid_of(&child), Signal::SIGINT).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(!data_path.exists() && !bess_path.exists() && !ctl.exists());
 }
@@ -599,13 +593,19 @@ fn ping_through(hub: bool, a: Transport, b: Transport, observer: Transport) {
         console.contains("20 packets received, 0% packet loss"),
         "{console}"
     );
-    std::thread::sleep(Duration::from_millis(800));
-    let seen = watcher
-        .console()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("RX ")?.parse::<u64>().ok())
-        .max()
-        .unwrap();
+    // The watcher reports every 0.3 s: two more reports and the last one
+    // counts every frame of the ping.
+    let reports = |console: String| -> Vec<u64> {
+        console
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("RX ")?.parse::<u64>().ok())
+            .collect()
+    };
+    let before = reports(watcher.console()).len();
+    wait_until(Instant::now() + WAIT, "two more RX reports", || {
+        reports(watcher.console()).len() >= before + 2
+    });
+    let seen = reports(watcher.console()).into_iter().max().unwrap();
     if hub {
         assert!(seen >= 40, "the hub's third guest saw only {seen} frames");
     } else {
@@ -729,7 +729,7 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
     struct Stop(Child);
     impl Drop for Stop {
         fn drop(&mut self) {
-            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+            let _ = kill(pid_of(&self.0), Signal::SIGTERM);
             let _ = self.0.wait();
         }
     }

@@ -5,33 +5,27 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use uml_proto::switch::{ControlRequest, KERNEL_REQUEST_LEN, PeerAddr, ProtocolVersion};
-use uml_testbed::{Uml, UmlBuilder};
+use uml_testbed::{Uml, UmlBuilder, try_wait_until};
 use zerocopy::IntoBytes;
 
 fn accept_within(listener: &UnixListener, uml: &mut Uml, timeout: Duration) -> UnixStream {
     listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                conn.set_nonblocking(false).unwrap();
-                return conn;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                assert!(
-                    !uml.has_exited() && Instant::now() < deadline,
-                    "the kernel never connected; console:\n{}",
-                    uml.console()
-                );
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
+    let accepted = try_wait_until(Instant::now() + timeout, || match listener.accept() {
+        Ok((conn, _)) => Some(conn),
+        Err(e) if e.kind() == ErrorKind::WouldBlock && !uml.has_exited() => None,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => panic!(
+            "the kernel exited without connecting; console:\n{}",
+            uml.console()
+        ),
+        Err(e) => panic!("accept: {e}"),
+    });
+    let conn = accepted
+        .unwrap_or_else(|| panic!("the kernel never connected; console:\n{}", uml.console()));
+    conn.set_nonblocking(false).unwrap();
+    conn
 }
 
 #[test]
@@ -68,9 +62,9 @@ fn real_kernel_daemon_request_decodes_and_frames_come_from_its_address() {
         .addr
         .kernel_name()
         .expect("kernel-style abstract address");
-    assert_eq!(name.pid.get(), uml.pid() as i32);
+    assert_eq!(i64::from(name.pid.get()), i64::from(uml.pid()));
 
-    let ours = PeerAddr::kernel_style(std::process::id() as i32, 4242);
+    let ours = PeerAddr::kernel_style(i32::try_from(std::process::id()).unwrap(), 4242);
     let data = UnixDatagram::bind_addr(
         &SocketAddr::from_abstract_name(ours.abstract_name().unwrap()).unwrap(),
     )

@@ -68,7 +68,9 @@ impl CowFile {
             });
         }
         // The length fits in memory: it is no larger than the file just measured.
-        let mut bitmap = vec![0; layout.bitmap_len as usize];
+        let bitmap_len =
+            usize::try_from(layout.bitmap_len).map_err(|_| layout_err(LayoutError::Overflow))?;
+        let mut bitmap = vec![0; bitmap_len];
         file.read_exact_at(&mut bitmap, layout.bitmap_offset)
             .map_err(MooError::io("reading the bitmap of COW file", path))?;
         let cow = Self {
@@ -124,7 +126,7 @@ impl CowFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_images::{TestCow, write_backing};
+    use uml_testbed::cow::{TestCow, write_backing};
 
     #[test]
     fn a_fresh_cow_has_no_runs() {

@@ -69,6 +69,11 @@ fn to_off(pos: u64) -> io::Result<i64> {
     i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
+/// An offset `lseek` returned (never negative on success) as a position.
+fn from_off(off: i64) -> io::Result<u64> {
+    u64::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 impl Copier {
     /// A copier trying the fast paths first, advancing `progress` as bytes are handled.
     pub fn new(progress: Progress) -> Self {
@@ -110,14 +115,15 @@ impl Copier {
         if end - pos < SHORT {
             return Ok(Extent::Data(end));
         }
-        match lseek(src, to_off(pos)?, Whence::SeekData) {
-            Ok(data) if data as u64 > pos => {
-                self.remember(fd, pos..data as u64, false);
-                Ok(Extent::Hole((data as u64).min(end)))
+        match lseek(src, to_off(pos)?, Whence::SeekData).map(from_off) {
+            Ok(Ok(data)) if data > pos => {
+                self.remember(fd, pos..data, false);
+                Ok(Extent::Hole(data.min(end)))
             }
-            Ok(_) => {
-                let hole = match lseek(src, to_off(pos)?, Whence::SeekHole) {
-                    Ok(hole) => (hole as u64).max(pos + 1),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => {
+                let hole = match lseek(src, to_off(pos)?, Whence::SeekHole).map(from_off) {
+                    Ok(hole) => hole?.max(pos + 1),
                     Err(Errno::EINVAL | Errno::EOPNOTSUPP) => u64::MAX,
                     Err(e) => return Err(e.into()),
                 };
@@ -238,10 +244,10 @@ impl Copier {
                 Err(e) => return Err(e.into()),
             }
         }
-        let zeros = vec![0u8; FALLBACK_BUF.min(len as usize)];
+        let zeros = vec![0u8; usize::try_from(len).map_or(FALLBACK_BUF, |l| l.min(FALLBACK_BUF))];
         let mut done = 0;
         while done < len {
-            let n = (len - done).min(zeros.len() as u64) as usize;
+            let n = usize::try_from(len - done).map_or(zeros.len(), |l| l.min(zeros.len()));
             dst.write_all_at(&zeros[..n], off + done)?;
             done += n as u64;
         }
@@ -307,7 +313,7 @@ mod tests {
     }
 
     fn contents(file: &File) -> Vec<u8> {
-        let mut buf = vec![0; file.metadata().unwrap().len() as usize];
+        let mut buf = vec![0; usize::try_from(file.metadata().unwrap().len()).unwrap()];
         file.read_exact_at(&mut buf, 0).unwrap();
         buf
     }
@@ -399,7 +405,8 @@ mod tests {
                 .copy(&src, start, &dst, start + shift, len, Holes::Zero)
                 .unwrap();
             let (s, d) = (contents(&src), contents(&dst));
-            let (a, b, n) = (start as usize, (start + shift) as usize, len as usize);
+            let index = |v: u64| usize::try_from(v).unwrap();
+            let (a, b, n) = (index(start), index(start + shift), index(len));
             prop_assert_eq!(&s[a..a + n], &d[b..b + n]);
             prop_assert!(d[..b].iter().all(|&x| x == 0xee));
             prop_assert!(d[b + n..].iter().all(|&x| x == 0xee));

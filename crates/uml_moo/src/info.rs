@@ -194,7 +194,7 @@ impl fmt::Display for CowInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_images::{TestCow, write_backing};
+    use uml_testbed::cow::{TestCow, write_backing};
 
     #[test]
     fn counts_dirty_data_and_checks_the_backing_file() {

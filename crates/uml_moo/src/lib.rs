@@ -13,7 +13,5 @@ pub mod info;
 pub mod lock;
 pub mod merge;
 pub mod progress;
-#[cfg(test)]
-mod test_images;
 
 pub use error::MooError;

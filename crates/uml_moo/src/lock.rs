@@ -23,10 +23,15 @@ pub enum Access {
     Write,
 }
 
+/// A lock constant as `struct flock` stores it (a C short).
+fn short(value: libc::c_int) -> libc::c_short {
+    libc::c_short::try_from(value).expect("lock types and SEEK_SET are small constants")
+}
+
 fn whole_file(kind: libc::c_int) -> libc::flock {
     libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
+        l_type: short(kind),
+        l_whence: short(libc::SEEK_SET),
         l_start: 0,
         l_len: 0,
         l_pid: 0,
@@ -46,7 +51,7 @@ pub fn lock(file: &File, path: &Path, access: Access) -> Result<(), MooError> {
             let mut probe = whole_file(kind);
             let holder = match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
                 // An OFD lock reports pid -1: its owner is not a process.
-                Ok(_) if probe.l_type != libc::F_UNLCK as libc::c_short && probe.l_pid > 0 => {
+                Ok(_) if probe.l_type != short(libc::F_UNLCK) && probe.l_pid > 0 => {
                     format!(" by process {}", probe.l_pid)
                 }
                 _ => String::new(),

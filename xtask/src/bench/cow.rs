@@ -104,7 +104,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let size = size_mib << 20;
 
     eprintln!("bench cow: writing a {size_mib} MiB backing image");
-    let mut backing_data = vec![0u8; size as usize];
+    let mut backing_data = vec![0u8; index(size)];
     Rng(0x9e37_79b9_7f4a_7c15).fill(&mut backing_data);
     let dense = work.join("backing.img");
     write_synced(&dense, &backing_data, &[(0, size)])?;
@@ -142,13 +142,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         return Ok(());
     }
     eprintln!("bench cow: writing a sparse backing image");
-    let mut sparse_data = vec![0u8; size as usize];
+    let mut sparse_data = vec![0u8; index(size)];
     let data_ranges: Vec<(u64, u64)> = (0..size / SPARSE_STRIDE)
         .map(|i| (i * SPARSE_STRIDE, 1 << 20))
         .collect();
     let mut rng = Rng(42);
     for &(off, len) in &data_ranges {
-        rng.fill(&mut sparse_data[off as usize..(off + len) as usize]);
+        rng.fill(&mut sparse_data[index(off)..index(off + len)]);
     }
     let sparse = work.join("sparse.img");
     write_synced(&sparse, &sparse_data, &data_ranges)?;
@@ -178,7 +178,7 @@ fn write_synced(path: &Path, data: &[u8], ranges: &[(u64, u64)]) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(data.len() as u64)?;
     for &(off, len) in ranges {
-        file.write_all_at(&data[off as usize..(off + len) as usize], off)?;
+        file.write_all_at(&data[index(off)..index(off + len)], off)?;
     }
     file.sync_all()?;
     Ok(())
@@ -209,26 +209,26 @@ fn make_fixture(
     let slots = size / run_len;
     let mut chosen: Vec<u64> = (0..slots).collect();
     let mut rng = Rng(pct * 1000 + run_len);
-    let count = (slots * pct / 100) as usize;
+    let count = index(slots * pct / 100);
     // A partial Fisher-Yates shuffle picks `count` distinct slots.
     for i in 0..count {
-        let j = i + rng.below(slots - i as u64) as usize;
+        let j = i + index(rng.below(slots - i as u64));
         chosen.swap(i, j);
     }
     chosen.truncate(count);
     chosen.sort_unstable();
 
     let file = OpenOptions::new().write(true).open(&cow)?;
-    let mut bitmap = vec![0u8; bitmap_len as usize];
+    let mut bitmap = vec![0u8; index(bitmap_len)];
     let mut expected = backing_data.to_vec();
     let mut runs = Vec::with_capacity(count);
     for slot in chosen {
         let off = slot * run_len;
-        let range = off as usize..(off + run_len) as usize;
+        let range = index(off)..index(off + run_len);
         rng.fill(&mut expected[range.clone()]);
         file.write_all_at(&expected[range], data_offset + off)?;
         for sector in off / SECTOR..(off + run_len) / SECTOR {
-            bitmap[(sector / 8) as usize] |= 1 << (sector % 8);
+            bitmap[index(sector / 8)] |= 1 << (sector % 8);
         }
         runs.push((off, run_len));
     }
@@ -349,7 +349,7 @@ fn measure_in_place(tools: &Tools, f: &Fixture, backing_data: &[u8], reps: usize
     let mut data = Vec::new();
     for &(off, len) in &f.runs {
         listing.push_str(&format!("{off} {len}\n"));
-        data.extend_from_slice(&f.expected[off as usize..(off + len) as usize]);
+        data.extend_from_slice(&f.expected[index(off)..index(off + len)]);
     }
     fs::write(&runs_txt, listing)?;
     write_synced(&runs_bin, &data, &[(0, data.len() as u64)])?;
@@ -396,7 +396,7 @@ fn restore_runs(
 ) -> Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     for &(off, len) in runs {
-        file.write_all_at(&original[off as usize..(off + len) as usize], off)?;
+        file.write_all_at(&original[index(off)..index(off + len)], off)?;
     }
     file.sync_all()?;
     file.set_modified(mtime)?;
@@ -451,11 +451,16 @@ pub fn write_runs(args: &[String]) -> Result<()> {
             bail!("bad run line '{line}'");
         };
         let chunk = data
-            .get(at..at + len as usize)
+            .get(at..at + index(len))
             .context("DATA is shorter than RUNS")?;
         out.write_all_at(chunk, off)?;
-        at += len as usize;
+        at += index(len);
     }
     out.sync_all()?;
     Ok(())
+}
+
+/// A size or offset of the generated images as an index into them in memory.
+fn index(value: u64) -> usize {
+    usize::try_from(value).expect("the bench runs on 64-bit hosts")
 }

@@ -2,16 +2,18 @@
 //! the same load, plus the load generator's own ceiling without any switch.
 //!
 //! The load generator speaks the kernel's v3 protocol: N ports, each an
-//! abstract datagram socket bound with the full 110-byte address. One thread
-//! sends for every port (bursts of `sendmmsg`, port by port) and one receives
-//! for every port (epoll, then `recvmmsg`), so the harness takes as little of
-//! the machine's CPU from the switch as it can. Patterns: `pairs` (port i sends unicast to
+//! abstract datagram socket bound with the full 110-byte address (the test
+//! bed's `SwitchClient`, shared with the switch tests). One thread sends for
+//! every port (bursts of `sendmmsg`, port by port) and each port has a thread
+//! blocked in `recv`, which wakes as soon as a frame arrives, so the ports'
+//! short queues rarely overflow and the harness takes as little of the
+//! machine's CPU from the switch as it can. Patterns: `pairs` (port i sends unicast to
 //! port i^1, all ports at once) and `broadcast` (every port floods). Senders
 //! block when the switch's queue is full, so loss only happens where a switch
 //! drops frames. Delivered frames/s counts frames received by ports; switch CPU
 //! comes from /proc/PID/stat. Ping-pong bounces one frame between two ports.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
@@ -23,13 +25,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
-use uml_proto::switch::{PeerAddr, RequestV3, SOCKADDR_UN_LEN};
+use uml_proto::ethernet::{EthernetHeader, HEADER_LEN, MacAddr};
+use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
 use zerocopy::IntoBytes;
 
 use super::option;
 use crate::provision::find_program;
 
-const BROADCAST: [u8; 6] = [0xff; 6];
+const BROADCAST: MacAddr = MacAddr::BROADCAST;
 
 /// Which switch a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,57 +150,41 @@ struct Port {
     /// Where this port's frames go: the switch, or (direct) filled in later.
     to: Option<SocketAddr>,
     own: SocketAddr,
-    mac: [u8; 6],
+    mac: MacAddr,
 }
 
 fn connect(running: &Running, index: usize) -> Result<Port> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut name = [0u8; 107];
     let label = format!("bench-{}-{n}", std::process::id());
-    name[..label.len()].copy_from_slice(label.as_bytes());
-    let own = SocketAddr::from_abstract_name(name)?;
-    let data = UnixDatagram::bind_addr(&own)?;
+    let mac = MacAddr([2, 0xbe, 0, 0, 0, u8::try_from(index + 1)?]);
+    let (data, own, control, to) = if running.child.is_none() {
+        let (data, own, _) = bind_data_socket(&label)?;
+        (data, own, None, None)
+    } else {
+        let client = SwitchClient::connect(&running.ctl, &label)?;
+        (
+            client.data,
+            client.own,
+            Some(client.control),
+            Some(client.switch),
+        )
+    };
     data.set_read_timeout(Some(Duration::from_millis(200)))?;
     // A sender blocked on a full queue still sees the end of the run.
     data.set_write_timeout(Some(Duration::from_millis(200)))?;
-    let mac = [2, 0xbe, 0, 0, 0, index as u8 + 1];
-    if running.child.is_none() {
-        return Ok(Port {
-            data,
-            _control: None,
-            to: None,
-            own,
-            mac,
-        });
-    }
-    let mut control = UnixStream::connect(&running.ctl)?;
-    let mut request = RequestV3::new(PeerAddr::from_abstract_name(&name)?)
-        .as_bytes()
-        .to_vec();
-    request.extend_from_slice(&[0, 0]); // the kernel's tail padding: 124 bytes
-    control.write_all(&request)?;
-    let mut reply = [0u8; SOCKADDR_UN_LEN];
-    control.read_exact(&mut reply)?;
-    let switch = PeerAddr::from_prefix(&reply)?;
-    let to = match (switch.abstract_name(), switch.filesystem_path()) {
-        (Some(name), _) => SocketAddr::from_abstract_name(name)?,
-        (None, Some(path)) => SocketAddr::from_pathname(path)?,
-        (None, None) => bail!("the switch answered with an empty address"),
-    };
     Ok(Port {
         data,
-        _control: Some(control),
-        to: Some(to),
+        _control: control,
+        to,
         own,
         mac,
     })
 }
 
-fn frame(dst: [u8; 6], src: [u8; 6], size: usize) -> Vec<u8> {
-    let mut f = vec![0u8; size.max(14)];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+/// A frame of `size` bytes (at least a header) of the local experimental EtherType.
+fn frame(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
+    let mut f = EthernetHeader::new(dst, src, 0x88b5).as_bytes().to_vec();
+    f.resize(size.max(HEADER_LEN), 0);
     f
 }
 
@@ -253,12 +240,12 @@ fn run_load(
         }
     }
     let owns: Vec<SocketAddr> = all.iter().map(|p| p.own.clone()).collect();
-    let macs: Vec<[u8; 6]> = all.iter().map(|p| p.mac).collect();
+    let macs: Vec<MacAddr> = all.iter().map(|p| p.mac).collect();
     // Each port's frame and destinations: the switch, or (direct) the partner
     // or every other port.
     let mut plans = Vec::new();
     for (i, port) in all.iter().enumerate() {
-        let (targets, dst_mac): (Vec<&SocketAddr>, [u8; 6]) = match (direct, pattern) {
+        let (targets, dst_mac): (Vec<&SocketAddr>, MacAddr) = match (direct, pattern) {
             (false, Pattern::Pairs) => (port.to.iter().collect(), macs[i ^ 1]),
             (false, Pattern::Broadcast) => (port.to.iter().collect(), BROADCAST),
             (true, Pattern::Pairs) => (vec![&owns[i ^ 1]], macs[i ^ 1]),
@@ -409,8 +396,10 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
     if times.is_empty() {
         bail!("no ping-pong round trip completed");
     }
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    Ok((at(0.5), at(0.99)))
+    // The sample `permille` of the way through the sorted round trips, rounded down.
+    let last = times.len() - 1;
+    let at = |permille: usize| times[last * permille / 1000];
+    Ok((at(500), at(990)))
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {

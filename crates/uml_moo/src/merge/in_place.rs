@@ -59,14 +59,14 @@ pub fn merge_in_place(cow: &Path, opts: &MergeOptions) -> Result<Merged, MooErro
 
 /// Whether the backing file already has the COW's data in every dirty sector.
 fn holds_every_change(inputs: &Inputs) -> Result<bool, MooError> {
-    const BUF: u64 = 1 << 20;
+    const BUF: usize = 1 << 20;
     let Inputs { cow, backing, .. } = inputs;
-    let (mut ours, mut theirs) = (vec![0u8; BUF as usize], vec![0u8; BUF as usize]);
+    let (mut ours, mut theirs) = (vec![0u8; BUF], vec![0u8; BUF]);
     for run in cow.runs() {
         let range = cow.byte_range(run);
         let mut pos = range.start;
         while pos < range.end {
-            let n = (range.end - pos).min(BUF) as usize;
+            let n = usize::try_from(range.end - pos).map_or(BUF, |left| left.min(BUF));
             cow.file
                 .read_exact_at(&mut ours[..n], cow.layout.data_offset + pos)
                 .map_err(MooError::io("reading COW file", &cow.path))?;
@@ -86,9 +86,9 @@ fn holds_every_change(inputs: &Inputs) -> Result<bool, MooError> {
 mod tests {
     use super::*;
     use crate::merge::marker_path;
-    use crate::test_images::{TestCow, write_backing};
     use std::fs::File;
     use std::time::{Duration, SystemTime};
+    use uml_testbed::cow::{TestCow, write_backing};
 
     #[test]
     fn dirty_sectors_land_in_the_backing_file() {

@@ -143,14 +143,15 @@ impl ImageWriter<'_> {
         };
         let span = first.start..last.end;
         self.clean_until(span.start)?;
-        let len = (span.end - span.start) as usize;
+        let len = usize::try_from(span.end - span.start).map_err(io::Error::other)?;
         let cow = &self.inputs.cow;
         self.image.resize(len, 0);
         read_or_zeros(&self.inputs.backing.file, &mut self.image, span.start)?;
         // Run by run: reading the COW's holes between them would make the
         // kernel zero-fill page cache for nothing.
         for range in runs.drain(..) {
-            let part = (range.start - span.start) as usize..(range.end - span.start) as usize;
+            let offset = |at: u64| usize::try_from(at - span.start).map_err(io::Error::other);
+            let part = offset(range.start)?..offset(range.end)?;
             let from = cow.layout.data_offset + range.start;
             read_or_zeros(&cow.file, &mut self.image[part], from)?;
         }
@@ -217,8 +218,8 @@ fn refuse_unless(overwrite: bool, new: &Path, target: PathBuf) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_images::{TestCow, write_backing};
     use std::time::{Duration, SystemTime};
+    use uml_testbed::cow::{TestCow, write_backing};
 
     fn setup(len: usize, dirty: &[(u64, u8)]) -> (tempfile::TempDir, PathBuf, TestCow) {
         let dir = tempfile::tempdir().unwrap();
