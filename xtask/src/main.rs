@@ -2,8 +2,12 @@
 //!
 //! - `cargo xtask test`: provisions the real-kernel test bed, then runs the format
 //!   check, clippy with warnings denied, and every test of the workspace.
+//! - `cargo xtask provision`: only installs what the real-kernel tests need.
 //! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
-//! - `cargo xtask bench cow`: times `uml_moo` against the C tool (see BENCHMARKS.md).
+//! - `cargo xtask bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]`:
+//!   times `uml_moo` against the C tool and `cp` (see BENCHMARKS.md).
+//! - `cargo xtask bench switch [--secs S]`: the C switch, `vde_switch` and ours
+//!   under one load generator.
 
 mod bench;
 mod fuzz;
@@ -49,8 +53,9 @@ fn run_command() -> Result<()> {
                  test             provision the test bed, then fmt check, clippy -D warnings, all tests\n  \
                  provision        only install what the real-kernel tests need\n  \
                  fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)\n  \
-                 bench cow [--size-mib N] [--reps N]\n                   \
-                 time uml_moo against the C tool and cp (see BENCHMARKS.md)\n  \
+                 bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]\n                   \
+                 time uml_moo against the C tool and cp (see BENCHMARKS.md);\n                   \
+                 --only runs the cells whose name holds TEXT, --keep keeps the images\n  \
                  bench switch [--secs S]\n                   \
                  uml_switch against the C switch and vde_switch under one load generator"
             );

@@ -41,7 +41,8 @@ impl<'a> JsonReply<'a> {
             machine,
             command,
             ok: reply.is_ok(),
-            err: reply.err as i32,
+            // The kernel puts negative errnos in the unsigned field.
+            err: i32::from_ne_bytes(reply.err.to_ne_bytes()),
             output: String::from_utf8_lossy(&reply.text).into_owned(),
         }
     }
@@ -56,6 +57,11 @@ impl<'a> JsonReply<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A negative errno as the kernel stores it in the unsigned field.
+    fn errno(e: i32) -> u32 {
+        u32::from_ne_bytes(e.to_ne_bytes())
+    }
 
     fn reply(err: u32, last_err: u32, text: &str) -> Reply {
         Reply {
@@ -73,16 +79,13 @@ mod tests {
             b"ERR Unknown command\n"
         );
         assert_eq!(status(&reply(0, 0, "")), 0);
-        assert_eq!(
-            status(&reply((-16i32) as u32, (-16i32) as u32, "busy")),
-            240
-        );
-        assert_eq!(status(&reply((-2i32) as u32, (-2i32) as u32, "")), 254);
+        assert_eq!(status(&reply(errno(-16), errno(-16), "busy")), 240);
+        assert_eq!(status(&reply(errno(-2), errno(-2), "")), 254);
     }
 
     #[test]
     fn json_has_the_documented_fields() {
-        let line = JsonReply::new("vm1", "config ubd1", &reply((-16i32) as u32, 0, "busy")).line();
+        let line = JsonReply::new("vm1", "config ubd1", &reply(errno(-16), 0, "busy")).line();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["machine"], "vm1");
         assert_eq!(v["command"], "config ubd1");

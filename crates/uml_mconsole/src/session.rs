@@ -224,7 +224,7 @@ impl<W: Write> Session<W> {
 
 /// A PID we may signal: a real process that is neither us nor our process group.
 fn is_foreign(pid: i32) -> bool {
-    let ours = std::process::id() as i32;
+    let ours = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     let group = nix::unistd::getpgrp().as_raw();
     pid > 1 && pid != ours && pid != group
 }

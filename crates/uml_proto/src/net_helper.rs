@@ -139,8 +139,9 @@ impl TextFrame<'_> {
     pub fn encode(&self) -> Result<Vec<u8>, NetHelperError> {
         let head_len = size_of::<TextFrameHead>();
         checked_text(self.text, head_len)?;
-        // At most one page, so the length fits an i32.
-        let len = (self.text.len() + 1) as i32;
+        let len = i32::try_from(self.text.len() + 1).map_err(|_| NetHelperError::Malformed {
+            len: self.text.len(),
+        })?;
         let mut out = TextFrameHead { len: I32::new(len) }.as_bytes().to_vec();
         out.extend_from_slice(self.text);
         out.push(0);

@@ -368,7 +368,8 @@ impl CowHeader {
                 Some(alignment) => positive(alignment, CowHeaderError::BadAlignment)?,
                 None => sectorsize,
             },
-            cow_format: fields.cow_format as u32,
+            // The field is a C int; the value's bits are kept as they are.
+            cow_format: u32::from_ne_bytes(fields.cow_format.to_ne_bytes()),
             backing_file: path_field(fields.backing_file)?,
         };
         Ok(header)
@@ -399,7 +400,7 @@ impl CowHeader {
         }
         let sectorsize = storable(self.sectorsize, CowHeaderError::BadSectorSize)?;
         let alignment = storable(self.alignment, CowHeaderError::BadAlignment)?;
-        let cow_format = self.cow_format as i32;
+        let cow_format = i32::from_ne_bytes(self.cow_format.to_ne_bytes());
         let number = self.version.number();
         let (magic, version) = if self.magic_big_endian {
             (COW_MAGIC.to_be_bytes(), number.to_be_bytes())

@@ -219,7 +219,7 @@ mod tests {
     fn socket_notification_as_observed() {
         let path = b"/root/.uml/spec-b/mconsole\0";
         let mut d = Vec::new();
-        for v in [MAGIC, 2, 0, path.len() as u32] {
+        for v in [MAGIC, 2, 0, u32::try_from(path.len()).unwrap_or(u32::MAX)] {
             d.extend_from_slice(&v.to_ne_bytes());
         }
         d.extend_from_slice(path);

@@ -63,8 +63,7 @@ impl ReplyChunk<'_> {
         let mut wire = ReplyWire {
             err: U32::new(self.err),
             more: U32::new(u32::from(self.more)),
-            // `len` is at most 512, so the conversion cannot truncate.
-            len: U32::new(len as u32),
+            len: U32::new(u32::try_from(len).map_err(|_| ReplyError::ChunkTooLong { len })?),
             data: [0; MAX_DATA],
         };
         wire.data[..self.text.len()].copy_from_slice(self.text);
@@ -228,7 +227,7 @@ mod tests {
     #[test]
     fn negative_errno_survives_as_u32() {
         let bytes = ReplyChunk {
-            err: (-16i32) as u32,
+            err: u32::from_ne_bytes((-16i32).to_ne_bytes()),
             more: false,
             text: b"Device is currently open",
         }
