@@ -4,7 +4,6 @@
 //! all inside a network namespace of the test's own.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
-#![allow(unsafe_code)] // taking ownership of an fd received with SCM_RIGHTS
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -7,7 +7,7 @@
 
 use std::fs::{File, Permissions};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
@@ -23,6 +23,16 @@ pub enum PublishError {
     Io(#[from] io::Error),
 }
 
+impl PublishError {
+    /// This error as a caller's own: `exists()` when the target was there, else `io(error)`.
+    pub fn either<E>(self, exists: impl FnOnce() -> E, io: impl FnOnce(io::Error) -> E) -> E {
+        match self {
+            PublishError::Exists(_) => exists(),
+            PublishError::Io(e) => io(e),
+        }
+    }
+}
+
 /// Whether publishing may replace an existing target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replace {
@@ -32,11 +42,83 @@ pub enum Replace {
     Existing,
 }
 
+impl Replace {
+    /// [`Replace::Existing`] when `replace` is true, else [`Replace::Never`].
+    pub fn existing_if(replace: bool) -> Self {
+        if replace {
+            Replace::Existing
+        } else {
+            Replace::Never
+        }
+    }
+}
+
 /// The directory `path` is in (`.` for a bare name).
 pub fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
+    }
+}
+
+/// Why a new file may not be published at a path.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Something is there and replacing was not asked for.
+    #[error("exists")]
+    Exists,
+    /// It is one of the files the new one is made from (by device and inode),
+    /// the index of which is given.
+    #[error("is input {0}")]
+    SameAs(usize),
+    /// It is a directory, a device or anything but a regular file.
+    #[error("is not a regular file")]
+    NotRegular,
+    /// It could not be examined.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Checks what is at `path` before a new file is published there, and returns
+/// where the rename must go: `path` itself, or, for a symlink to a regular
+/// file, the file it names (written through, as the C tools' `open` does; a
+/// dangling symlink is itself replaced). An existing file is refused unless
+/// `replace`, and so is any file whose device and inode is among `inputs`
+/// (the files the new one is made from, under whatever name) or that is not a
+/// regular file.
+pub fn target_for(
+    path: &Path,
+    replace: bool,
+    inputs: &[(u64, u64)],
+) -> Result<PathBuf, TargetError> {
+    let link_meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(e.into()),
+    };
+    let is_link = link_meta.file_type().is_symlink();
+    let target = match std::fs::metadata(path) {
+        Ok(meta) => {
+            // Compared with the file just measured, not looked up again by name.
+            if let Some(index) = inputs.iter().position(|&id| id == (meta.dev(), meta.ino())) {
+                return Err(TargetError::SameAs(index));
+            }
+            if !meta.is_file() {
+                return Err(TargetError::NotRegular);
+            }
+            if is_link {
+                path.canonicalize()?
+            } else {
+                path.to_path_buf()
+            }
+        }
+        Err(_) if is_link => path.to_path_buf(),
+        Err(e) => return Err(e.into()),
+    };
+    if replace {
+        Ok(target)
+    } else {
+        Err(TargetError::Exists)
     }
 }
 
@@ -142,6 +224,42 @@ mod tests {
         write(&new, "partial");
         drop(new);
         assert_eq!(entries(dir.path()), 0);
+    }
+
+    #[test]
+    fn targets_are_checked_before_anything_is_written() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let free = d.join("free");
+        assert_eq!(target_for(&free, false, &[]).ok(), Some(free.clone()));
+        std::fs::write(d.join("file"), "x").expect("write");
+        assert!(matches!(
+            target_for(&d.join("file"), false, &[]),
+            Err(TargetError::Exists)
+        ));
+        symlink(d.join("file"), d.join("link")).expect("symlink");
+        let resolved = d.join("file").canonicalize().expect("canonical");
+        assert_eq!(target_for(&d.join("link"), true, &[]).ok(), Some(resolved));
+        symlink(d.join("nowhere"), d.join("dangling")).expect("symlink");
+        assert_eq!(
+            target_for(&d.join("dangling"), true, &[]).ok(),
+            Some(d.join("dangling"))
+        );
+        assert!(matches!(
+            target_for(&d.join("dangling"), false, &[]),
+            Err(TargetError::Exists)
+        ));
+        let meta = std::fs::metadata(d.join("file")).expect("stat");
+        let ids = [(0, 0), (meta.dev(), meta.ino())];
+        assert!(matches!(
+            target_for(&d.join("link"), true, &ids),
+            Err(TargetError::SameAs(1))
+        ));
+        assert!(matches!(
+            target_for(d, true, &[]),
+            Err(TargetError::NotRegular)
+        ));
     }
 
     #[test]

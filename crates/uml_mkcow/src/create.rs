@@ -1,11 +1,10 @@
 //! Writing a new COW file without ever exposing a partial one.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use uml_host::publish::{NewFile, PublishError, Replace};
+use uml_host::publish::{NewFile, Replace, TargetError, target_for};
 use uml_proto::cow::{CowHeader, CowHeaderError, CowLayout, LayoutError};
 
 use crate::backing::BackingFile;
@@ -122,66 +121,40 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
         file.set_len(len)
     })()
     .map_err(write_err)?;
-    let replace = if force {
-        Replace::Existing
-    } else {
-        Replace::Never
+    let exists = || MkcowError::Exists {
+        path: cow.to_path_buf(),
     };
-    new.publish(replace).map_err(|e| match e {
-        PublishError::Exists(_) => MkcowError::Exists {
-            path: cow.to_path_buf(),
-        },
-        PublishError::Io(source) => write_err(source),
-    })?;
+    new.publish(Replace::existing_if(force))
+        .map_err(|e| e.either(exists, write_err))?;
     Ok(header)
 }
 
 /// Checks an existing COW path; returns the path to write (a symlink is followed,
 /// as the C tool writes through it).
 fn existing_target(cow: &Path, backing: &BackingFile, force: bool) -> Result<PathBuf, MkcowError> {
-    let Ok(link_meta) = fs::symlink_metadata(cow) else {
-        return Ok(cow.to_path_buf());
-    };
-    let is_link = link_meta.file_type().is_symlink();
-    let meta = match fs::metadata(cow) {
-        Ok(meta) => meta,
-        // A dangling symlink: replace the link itself.
-        Err(_) if is_link => link_meta,
-        Err(source) => {
-            return Err(MkcowError::Write {
-                path: cow.to_path_buf(),
-                source,
-            });
-        }
-    };
-    // Compared with the file just measured, not looked up again by name.
-    if (meta.dev(), meta.ino()) == backing.identity {
-        return Err(MkcowError::SameFile {
+    target_for(cow, force, &[backing.identity]).map_err(|e| match e {
+        TargetError::Exists => MkcowError::Exists {
+            path: cow.to_path_buf(),
+        },
+        TargetError::SameAs(_) => MkcowError::SameFile {
             cow: cow.to_path_buf(),
             backing: backing.path.clone(),
-        });
-    }
-    if !meta.is_file() && !meta.file_type().is_symlink() {
-        return Err(MkcowError::NotRegular {
+        },
+        TargetError::NotRegular => MkcowError::NotRegular {
             path: cow.to_path_buf(),
-        });
-    }
-    if !force {
-        return Err(MkcowError::Exists {
-            path: cow.to_path_buf(),
-        });
-    }
-    if is_link && meta.is_file() {
-        return cow.canonicalize().map_err(|source| MkcowError::Write {
+        },
+        TargetError::Io(source) => MkcowError::Write {
             path: cow.to_path_buf(),
             source,
-        });
-    }
-    Ok(cow.to_path_buf())
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
     use uml_proto::cow::CowVersion;
 

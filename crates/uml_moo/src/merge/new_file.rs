@@ -1,12 +1,11 @@
 //! `uml_moo COW NEW`: a complete image written beside NEW and renamed into place.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use uml_host::publish::{NewFile, PublishError, Replace, directory_of};
+use uml_host::publish::{NewFile, Replace, TargetError, directory_of, target_for};
 
 use crate::MooError;
 use crate::extents::{Copier, Holes, read_or_zeros, write_skipping_zeros};
@@ -36,17 +35,11 @@ pub fn merge_to_new(
         .map_err(MooError::io("creating a temporary file in", dir))?;
     let write_err = MooError::io("merging into", new);
     let dirty_bytes = write_image(&inputs, out.file(), opts.progress).map_err(&write_err)?;
-    let replace = if overwrite {
-        Replace::Existing
-    } else {
-        Replace::Never
+    let exists = || MooError::Exists {
+        path: new.to_path_buf(),
     };
-    out.publish(replace).map_err(|e| match e {
-        PublishError::Exists(_) => MooError::Exists {
-            path: new.to_path_buf(),
-        },
-        PublishError::Io(source) => write_err(source),
-    })?;
+    out.publish(Replace::existing_if(overwrite))
+        .map_err(|e| e.either(exists, write_err))?;
     Ok(inputs.into_merged(dirty_bytes, false))
 }
 
@@ -165,54 +158,32 @@ impl ImageWriter<'_> {
 /// Checks an existing NEW; returns the path to rename onto (a symlink to a
 /// regular file is written through, as the C tool's `creat` does).
 fn output_target(new: &Path, inputs: &Inputs, overwrite: bool) -> Result<PathBuf, MooError> {
-    let Ok(link_meta) = fs::symlink_metadata(new) else {
-        return Ok(new.to_path_buf());
-    };
-    let is_link = link_meta.file_type().is_symlink();
-    let meta = match fs::metadata(new) {
-        Ok(meta) => meta,
-        // A dangling symlink: the link itself is replaced.
-        Err(_) if is_link => return refuse_unless(overwrite, new, new.to_path_buf()),
-        Err(e) => return Err(MooError::io("examining", new)(e)),
-    };
-    let identity = (meta.dev(), meta.ino());
-    for (role, input, id) in [
+    let roles = [
         ("COW file", &inputs.cow.path, inputs.cow.identity),
         (
             "backing file",
             &inputs.backing.path,
             inputs.backing.identity,
         ),
-    ] {
-        if identity == id {
-            return Err(MooError::SameFile {
+    ];
+    let identities = roles.map(|(_, _, id)| id);
+    target_for(new, overwrite, &identities).map_err(|e| match e {
+        TargetError::Exists => MooError::Exists {
+            path: new.to_path_buf(),
+        },
+        TargetError::SameAs(index) => {
+            let (role, input, _) = roles[index.min(roles.len() - 1)];
+            MooError::SameFile {
                 new: new.to_path_buf(),
                 role,
                 input: input.clone(),
-            });
+            }
         }
-    }
-    if !meta.is_file() {
-        return Err(MooError::NotRegular {
+        TargetError::NotRegular => MooError::NotRegular {
             path: new.to_path_buf(),
-        });
-    }
-    let target = if is_link {
-        new.canonicalize().map_err(MooError::io("resolving", new))?
-    } else {
-        new.to_path_buf()
-    };
-    refuse_unless(overwrite, new, target)
-}
-
-fn refuse_unless(overwrite: bool, new: &Path, target: PathBuf) -> Result<PathBuf, MooError> {
-    if overwrite {
-        Ok(target)
-    } else {
-        Err(MooError::Exists {
-            path: new.to_path_buf(),
-        })
-    }
+        },
+        TargetError::Io(e) => MooError::io("examining", new)(e),
+    })
 }
 
 #[cfg(test)]
