@@ -1,6 +1,7 @@
 //! `--list`: every instance directory under the uml dirs, and whether it is alive.
 
 use std::fmt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -82,6 +83,26 @@ pub fn list(dirs: &UmlDirs, client: &Client) -> Vec<Instance> {
         found.extend(here.iter().map(|d| examine(d, client)));
     }
     found
+}
+
+/// Prints every instance under `dirs`: a header and one line each, or one JSON object each.
+pub fn print(dirs: &UmlDirs, client: &Client, json: bool, out: &mut impl Write) -> io::Result<()> {
+    if !json {
+        writeln!(out, "{HEADER}")?;
+    }
+    for instance in list(dirs, client) {
+        if json {
+            // Strings, numbers and booleans always serialise.
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&instance).unwrap_or_default()
+            )?;
+        } else {
+            writeln!(out, "{instance}")?;
+        }
+    }
+    out.flush()
 }
 
 impl fmt::Display for Instance {

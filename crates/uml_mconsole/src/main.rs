@@ -1,16 +1,11 @@
 //! `uml_mconsole`: command-line front end.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use uml_mconsole::client::Client;
-use uml_mconsole::list::{self, HEADER};
-use uml_mconsole::locate::{Machine, UmlDirs};
-use uml_mconsole::session::Session;
-use uml_mconsole::watch::{WatchOptions, watch};
+use uml_mconsole::app::{Options, run};
 
 /// Control a running UML through its mconsole socket.
 ///
@@ -66,118 +61,22 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::from(err.use_stderr()));
         }
     };
-    ExitCode::from(run(args))
+    ExitCode::from(run(args.into_options()))
 }
 
-fn run(args: Args) -> u8 {
-    let dirs = UmlDirs::from_env(&args.uml_dir);
-    let timeout = (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout));
-    let client = match Client::new(timeout) {
-        Ok(client) => client,
-        Err(e) => return fail(&e.to_string()),
-    };
-    let list_word = args.machine.as_deref() == Some("list")
-        && args.command.is_empty()
-        && Machine::locate("list", &dirs).is_err();
-    if args.list || list_word {
-        return list_instances(&dirs, &client, args.json);
-    }
-    if args.watch {
-        let opts = WatchOptions {
-            dirs,
-            machines: args.machine.into_iter().chain(args.command).collect(),
-            notify: args.notify,
-            json: args.json,
-        };
-        return match watch(&opts, &mut std::io::stdout()) {
-            Ok(()) => 0,
-            Err(e) => fail(&e.to_string()),
-        };
-    }
-    let Some(name) = args.machine else {
-        eprintln!("Usage : uml_mconsole socket-name [command]");
-        return 1;
-    };
-    let machine = match Machine::locate(&name, &dirs) {
-        Ok(machine) => Some(machine),
-        Err(e) if !args.command.is_empty() => return fail(&e.to_string()),
-        Err(e) => {
-            eprintln!("uml_mconsole: {e}");
-            None
-        }
-    };
-    let mut session = Session::new(client, dirs, machine, args.json, std::io::stdout());
-    if !args.command.is_empty() {
-        let line = args.command.join(" ");
-        return session.run_line(line.trim_end()).status;
-    }
-    interactive(&mut session)
-}
-
-/// Reads command lines until EOF or `quit`; their statuses do not matter.
-fn interactive(session: &mut Session<std::io::Stdout>) -> u8 {
-    if std::io::stdin().is_terminal() {
-        return edit_lines(session);
-    }
-    // Readline, reading a pipe, echoes the prompt and each line, and at the
-    // end the prompt once more; the C client then ends the line.
-    let stdin = std::io::stdin().lock();
-    for line in stdin.lines() {
-        let Ok(line) = line else { break };
-        println!("{}{line}", session.prompt());
-        if session.run_line(&line).quit {
-            return 0;
+impl Args {
+    fn into_options(self) -> Options {
+        Options {
+            // 0 (or less) waits forever.
+            timeout: (self.timeout > 0.0 && self.timeout.is_finite())
+                .then(|| Duration::from_secs_f64(self.timeout)),
+            json: self.json,
+            uml_dirs: self.uml_dir,
+            list: self.list,
+            watch: self.watch,
+            notify: self.notify,
+            machine: self.machine,
+            command: self.command,
         }
     }
-    println!("{}", session.prompt());
-    0
-}
-
-/// The terminal prompt, with line editing and history.
-fn edit_lines(session: &mut Session<std::io::Stdout>) -> u8 {
-    use rustyline::error::ReadlineError;
-    let mut editor = match rustyline::DefaultEditor::new() {
-        Ok(editor) => editor,
-        Err(e) => return fail(&format!("setting up the terminal: {e}")),
-    };
-    loop {
-        match editor.readline(&session.prompt()) {
-            Ok(line) => {
-                if !line.is_empty() {
-                    let _ = editor.add_history_entry(line.as_str());
-                }
-                if session.run_line(&line).quit {
-                    return 0;
-                }
-            }
-            Err(ReadlineError::Interrupted) => {}
-            Err(ReadlineError::Eof) => {
-                println!();
-                return 0;
-            }
-            Err(e) => return fail(&format!("reading the terminal: {e}")),
-        }
-    }
-}
-
-fn list_instances(dirs: &UmlDirs, client: &Client, json: bool) -> u8 {
-    let instances = list::list(dirs, client);
-    let mut out = std::io::stdout().lock();
-    if !json {
-        let _ = writeln!(out, "{HEADER}");
-    }
-    for instance in &instances {
-        let line = if json {
-            serde_json::to_string(instance).unwrap_or_default()
-        } else {
-            instance.to_string()
-        };
-        let _ = writeln!(out, "{line}");
-    }
-    0
-}
-
-fn fail(message: &str) -> u8 {
-    eprintln!("uml_mconsole: {message}");
-    1
 }

@@ -79,6 +79,11 @@ impl<W: Write> Session<W> {
             .map_or_else(|| "([None]) ".to_owned(), Machine::prompt)
     }
 
+    /// The output, for callers that own the session.
+    pub fn into_output(self) -> W {
+        self.out
+    }
+
     /// Runs one command line; errors are reported on stderr and turned into a status.
     pub fn run_line(&mut self, line: &str) -> Outcome {
         // `NAME: command` sends one command to another machine.
@@ -216,7 +221,8 @@ impl<W: Write> Session<W> {
         Outcome::status(status)
     }
 
-    fn print(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` to the session's output at once.
+    pub fn print(&mut self, bytes: &[u8]) {
         // A closed stdout (a pipe to `head`) must not abort the other commands.
         let _ = self.out.write_all(bytes).and_then(|()| self.out.flush());
     }
