@@ -430,3 +430,65 @@ fn real_kernel_mconsole_prompt_on_a_terminal() {
     assert!(text.contains("OK Linux"), "{text}");
     assert!(text.contains("uml_mconsole client version 2"), "{text}");
 }
+
+#[test]
+fn real_kernel_c_tool_mconsole_search_path_keeps_the_defaults() {
+    let uml = booted(UmlBuilder::new(TICKING));
+    let umid = uml.umid().to_owned();
+    // A home whose ~/.uml is the guest's uml dir, and an unrelated UML_DIR.
+    let home = uml.workdir().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::symlink(uml.uml_dir(), home.join(".uml")).unwrap();
+    let elsewhere = uml.workdir().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let with_env = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env("HOME", &home)
+            .env("UML_DIR", &elsewhere)
+            .current_dir(uml.workdir())
+            .output()
+            .unwrap()
+    };
+    let c = with_env(
+        &host_program("uml_mconsole", "uml-utilities"),
+        &[&umid, "version"],
+    );
+    let our = with_env(&our_tool("uml_mconsole"), &[&umid, "version"]);
+    assert!(
+        String::from_utf8_lossy(&c.stdout).starts_with("OK Linux"),
+        "{c:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&our.stdout),
+        String::from_utf8_lossy(&c.stdout)
+    );
+    assert_eq!(our.status.code(), c.status.code());
+
+    // netkit boots its guests with uml_dir=~/.netkit/mconsole.
+    std::fs::remove_file(home.join(".uml")).unwrap();
+    std::fs::create_dir(home.join(".netkit")).unwrap();
+    let netkit = home.join(".netkit/mconsole");
+    std::os::unix::fs::symlink(uml.uml_dir(), &netkit).unwrap();
+    let our = with_env(&our_tool("uml_mconsole"), &[&umid, "version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&our.stdout),
+        String::from_utf8_lossy(&c.stdout)
+    );
+    // --list says where each machine was found.
+    let listed = with_env(&our_tool("uml_mconsole"), &["--list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&umid))
+        .unwrap_or_else(|| panic!("{umid} not listed: {listed}"));
+    assert!(line.contains(netkit.to_str().unwrap()), "{line}");
+    let json = with_env(&our_tool("uml_mconsole"), &["--list", "--json"]);
+    let json = String::from_utf8_lossy(&json.stdout).into_owned();
+    assert!(
+        json.lines()
+            .any(|l| l.contains(&format!("\"umid\":\"{umid}\""))
+                && l.contains(&format!("\"found_in\":\"{}\"", netkit.display()))),
+        "{json}"
+    );
+}

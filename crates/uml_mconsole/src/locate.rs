@@ -8,27 +8,43 @@ use std::path::{Path, PathBuf};
 pub struct UmlDirs(pub Vec<PathBuf>);
 
 impl UmlDirs {
-    /// The search path: `--uml-dir` options if given, else `$UML_DIR` (colon-separated),
-    /// else `~/.uml` and `/tmp/uml`, the C client's two places.
+    /// The search path: the `--uml-dir` options alone if given; else the
+    /// colon-separated `$UML_DIR` in front of `~/.uml` and `/tmp/uml` (the C
+    /// client's two, which an unrelated `UML_DIR` must not hide), then
+    /// `~/.netkit/mconsole`, where netkit boots its guests. Each directory once.
     pub fn new(cli: &[PathBuf], env_uml_dir: Option<OsString>, home: Option<OsString>) -> Self {
         if !cli.is_empty() {
             return Self(cli.to_vec());
         }
-        if let Some(list) = env_uml_dir.filter(|v| !v.is_empty()) {
-            return Self(std::env::split_paths(&list).collect());
-        }
-        let mut dirs = Vec::new();
-        if let Some(home) = home.filter(|h| !h.is_empty()) {
-            dirs.push(Path::new(&home).join(".uml"));
+        let mut dirs: Vec<PathBuf> = env_uml_dir
+            .map(|list| std::env::split_paths(&list).collect())
+            .unwrap_or_default();
+        let home = home.filter(|h| !h.is_empty()).map(PathBuf::from);
+        if let Some(home) = &home {
+            dirs.push(home.join(".uml"));
         }
         dirs.push(PathBuf::from("/tmp/uml"));
-        Self(dirs)
+        if let Some(home) = &home {
+            dirs.push(home.join(".netkit/mconsole"));
+        }
+        let mut unique: Vec<PathBuf> = Vec::new();
+        for dir in dirs {
+            if !dir.as_os_str().is_empty() && !unique.iter().any(|d| same_dir(d, &dir)) {
+                unique.push(dir);
+            }
+        }
+        Self(unique)
     }
 
     /// The search path of this process's environment.
     pub fn from_env(cli: &[PathBuf]) -> Self {
         Self::new(cli, std::env::var_os("UML_DIR"), std::env::var_os("HOME"))
     }
+}
+
+/// `~/.uml` and `~/.uml/` are one directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a.components().eq(b.components())
 }
 
 /// A machine to talk to.
@@ -40,6 +56,8 @@ pub struct Machine {
     pub socket: PathBuf,
     /// The instance directory holding `pid`, when the socket was found in one.
     pub instance_dir: Option<PathBuf>,
+    /// The uml dir it was found in (`None` when named by its socket path).
+    pub found_in: Option<PathBuf>,
 }
 
 /// The name matched nothing.
@@ -59,7 +77,7 @@ impl Machine {
     pub fn locate(name: &str, dirs: &UmlDirs) -> Result<Self, NotFound> {
         let mut tried = Vec::new();
         // A name with a slash is a path; as a umid it could only escape the uml dir.
-        if !name.contains('/') && !name.is_empty() {
+        if !name.contains('/') && !name.is_empty() && name != "." && name != ".." {
             for dir in &dirs.0 {
                 let instance = dir.join(name);
                 let socket = instance.join("mconsole");
@@ -68,6 +86,7 @@ impl Machine {
                         name: name.to_owned(),
                         socket,
                         instance_dir: Some(instance),
+                        found_in: Some(dir.clone()),
                     });
                 }
                 tried.push(socket);
@@ -85,6 +104,7 @@ impl Machine {
                 name: name.to_owned(),
                 socket: path,
                 instance_dir,
+                found_in: None,
             });
         }
         tried.push(path);
@@ -120,15 +140,32 @@ mod tests {
         let env = Some(OsString::from("/b:/c"));
         let home = Some(OsString::from("/home/u"));
         assert_eq!(UmlDirs::new(&cli, env.clone(), home.clone()).0, cli);
+        // UML_DIR comes first and never hides the defaults.
         assert_eq!(
             UmlDirs::new(&[], env, home.clone()).0,
-            [PathBuf::from("/b"), PathBuf::from("/c")]
+            [
+                "/b",
+                "/c",
+                "/home/u/.uml",
+                "/tmp/uml",
+                "/home/u/.netkit/mconsole"
+            ]
+            .map(PathBuf::from)
         );
         assert_eq!(
-            UmlDirs::new(&[], None, home).0,
-            [PathBuf::from("/home/u/.uml"), PathBuf::from("/tmp/uml")]
+            UmlDirs::new(&[], None, home.clone()).0,
+            ["/home/u/.uml", "/tmp/uml", "/home/u/.netkit/mconsole"].map(PathBuf::from)
+        );
+        // Named twice, searched once.
+        assert_eq!(
+            UmlDirs::new(&[], Some(OsString::from("/tmp/uml/:/home/u/.uml")), home).0,
+            ["/tmp/uml/", "/home/u/.uml", "/home/u/.netkit/mconsole"].map(PathBuf::from)
         );
         assert_eq!(UmlDirs::new(&[], None, None).0, [PathBuf::from("/tmp/uml")]);
+        assert_eq!(
+            UmlDirs::new(&[], Some(OsString::new()), None).0,
+            [PathBuf::from("/tmp/uml")]
+        );
     }
 
     #[test]
@@ -142,6 +179,7 @@ mod tests {
         let dirs = UmlDirs(vec![first.clone(), second.clone()]);
         let m = Machine::locate("vm1", &dirs).unwrap();
         assert_eq!(m.socket, second.join("vm1/mconsole"));
+        assert_eq!(m.found_in.as_deref(), Some(second.as_path()));
         assert_eq!(m.pid(), Some(4242));
         let by_path = second.join("vm1/mconsole");
         let m = Machine::locate(by_path.to_str().unwrap(), &dirs).unwrap();
@@ -158,6 +196,7 @@ mod tests {
             name: "a-very-long-machine-name".into(),
             socket: PathBuf::new(),
             instance_dir: None,
+            found_in: None,
         };
         assert_eq!(m.prompt(), "(a-very-long) ");
     }

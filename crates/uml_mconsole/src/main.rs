@@ -14,8 +14,8 @@ use uml_mconsole::app::{Options, run};
 /// bits), or 124 when the machine does not answer in time. With only MACHINE,
 /// commands are read line by line (with editing and history on a terminal).
 /// MACHINE is a umid, looked up as `DIR/MACHINE/mconsole` in each uml dir
-/// (`--uml-dir`, else `$UML_DIR`, else `~/.uml` and `/tmp/uml`), or a socket
-/// path. Options go before MACHINE: everything after it is the command.
+/// (`--uml-dir`, else `$UML_DIR`, `~/.uml`, `/tmp/uml` and `~/.netkit/mconsole`),
+/// or a socket path. Options go before MACHINE: everything after it is the command.
 /// Local commands: quit, help, switch NAME, log [-f FILE] TEXT,
 /// mconsole-version, int.
 #[derive(Parser)]
@@ -33,7 +33,7 @@ struct Args {
     /// Print one JSON object per reply (or per instance or event).
     #[arg(long)]
     json: bool,
-    /// Look for machines in DIR (repeatable; replaces $UML_DIR and the defaults).
+    /// Look for machines in DIR only (repeatable; instead of $UML_DIR and the defaults).
     #[arg(long = "uml-dir", value_name = "DIR")]
     uml_dir: Vec<PathBuf>,
     /// List every instance under the uml dirs: pid, liveness, kernel version.
