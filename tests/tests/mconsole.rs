@@ -492,3 +492,53 @@ fn real_kernel_c_tool_mconsole_search_path_keeps_the_defaults() {
         "{json}"
     );
 }
+
+#[test]
+fn c_tool_mconsole_error_lines_start_with_the_c_text() {
+    let dir = tempfile::tempdir().unwrap();
+    // A socket nobody holds any more, as a UML killed without cleaning up leaves.
+    let stale = dir.path().join("vm/mconsole");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixDatagram::bind(&stale).unwrap());
+    let stale = stale.to_str().unwrap();
+    let run = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let c_tool = host_program("uml_mconsole", "uml-utilities");
+    for args in [
+        vec![stale, "version"],
+        vec!["no-such-machine", "version"],
+        vec![stale, "log", "-f", "/nonexistent/file"],
+        vec![stale, "int"],
+    ] {
+        let c = run(&c_tool, &args);
+        let our = run(&our_tool("uml_mconsole"), &args);
+        assert_eq!(our.status.code(), c.status.code(), "status of {args:?}");
+        // The C client's error line starts ours; its "couldn't stat" warnings
+        // for the places that did not match are left out on purpose.
+        let c_err = String::from_utf8_lossy(&c.stderr);
+        let c_line = c_err
+            .lines()
+            .rev()
+            .find(|l| !l.starts_with("Warning: couldn't stat file"))
+            .unwrap_or("");
+        let our_err = String::from_utf8_lossy(&our.stderr);
+        // Every case but `int` (which prints on stdout) has an error line.
+        assert_eq!(c_line.is_empty(), args[1] == "int", "C said {c_err:?}");
+        assert!(
+            our_err.starts_with(c_line),
+            "{args:?}: C says {c_line:?}, we say {our_err:?}"
+        );
+        let c_out = String::from_utf8_lossy(&c.stdout);
+        let our_out = String::from_utf8_lossy(&our.stdout);
+        assert!(
+            our_out.starts_with(c_out.trim_end()),
+            "{args:?}: C prints {c_out:?}, we print {our_out:?}"
+        );
+    }
+}

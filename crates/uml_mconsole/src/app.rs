@@ -65,16 +65,19 @@ pub fn run(opts: Options) -> u8 {
         eprintln!("Usage : uml_mconsole socket-name [command]");
         return 1;
     };
-    let machine = match Machine::locate(&name, &dirs) {
-        Ok(machine) => Some(machine),
-        Err(e) if !opts.command.is_empty() => return fail(&e.to_string()),
-        Err(e) => {
-            eprintln!("uml_mconsole: {e}");
-            None
-        }
+    let (machine, missing) = match Machine::locate(&name, &dirs) {
+        Ok(machine) => (Some(machine), None),
+        Err(e) => (None, Some(e)),
     };
+    let one_shot = !opts.command.is_empty();
+    if let (Some(e), false) = (&missing, one_shot) {
+        eprintln!("uml_mconsole: {e}");
+    }
     let mut session = Session::new(client, dirs, machine, opts.json, std::io::stdout());
-    if !opts.command.is_empty() {
+    if let Some(e) = missing {
+        session.set_missing(e);
+    }
+    if one_shot {
         let line = opts.command.join(" ");
         return session.run_line(line.trim_end()).status;
     }

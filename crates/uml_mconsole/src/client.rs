@@ -23,15 +23,17 @@ pub enum ClientError {
     #[error("{0}")]
     Request(#[from] RequestError),
     /// The machine's socket exists but nobody reads it: the UML has died.
-    #[error("machine '{machine}' is not running: nobody listens on '{}' (a stale directory?)", socket.display())]
+    /// The text starts with the C client's line, which scripts match.
+    #[error("Sending command to '{}' : Connection refused (machine '{machine}' is not running: nobody listens on its socket; a stale directory?)", socket.display())]
     NotRunning {
         /// The name given.
         machine: String,
         /// Its socket.
         socket: PathBuf,
     },
-    /// Sending failed for another reason (permissions, say).
-    #[error("sending to '{}': {source}", socket.display())]
+    /// Sending failed for another reason (permissions, say); the text starts
+    /// with the C client's line.
+    #[error("Sending command to '{}' : {}", socket.display(), strerror(source))]
     Send {
         /// The machine's socket.
         socket: PathBuf,
@@ -76,6 +78,14 @@ pub enum ClientError {
         /// What the decoder refused.
         source: ReplyError,
     },
+}
+
+/// The C library's text for an error, as `perror` prints it.
+fn strerror(e: &io::Error) -> String {
+    e.raw_os_error().map_or_else(
+        || e.to_string(),
+        |code| nix::errno::Errno::from_raw(code).desc().to_owned(),
+    )
 }
 
 /// A bound datagram socket that talks to mconsole sockets.
