@@ -542,3 +542,189 @@ fn c_tool_mconsole_error_lines_start_with_the_c_text() {
         );
     }
 }
+
+/// The unprivileged user the attacker tests act as.
+const NOBODY: u32 = 65534;
+
+/// A directory other users can enter, as `/tmp/uml` is.
+fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Runs a program as `nobody` (no groups) and collects its output.
+fn as_nobody(program: &Path, args: &[&str]) -> Output {
+    Command::new(host_program("setpriv", "util-linux"))
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".to_owned(),
+        ])
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fake machine: a socket in `<uml_dir>/<umid>/` whose `pid` file names this
+/// test process, which owns the socket, as a UML's names the kernel.
+fn fake_machine(uml_dir: &Path, umid: &str) -> std::os::unix::net::UnixDatagram {
+    let instance = uml_dir.join(umid);
+    std::fs::create_dir_all(&instance).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(instance.join("mconsole")).unwrap();
+    std::fs::write(instance.join("pid"), format!("{}\n", std::process::id())).unwrap();
+    sock.set_read_timeout(Some(BOOT)).unwrap();
+    sock
+}
+
+fn reply_bytes(err: u32, more: bool, text: &[u8]) -> Vec<u8> {
+    uml_proto::mconsole::ReplyChunk { err, more, text }
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn root_mconsole_ignores_replies_forged_by_another_user() {
+    let dir = shared_tempdir();
+    let uml_dir = dir.path().join("uml");
+    let machine = fake_machine(&uml_dir, "vm1");
+    // The attacker's program must be runnable by nobody.
+    let forger = dir.path().join("uml_dgram");
+    std::fs::copy(env!("CARGO_BIN_EXE_uml_dgram"), &forger).unwrap();
+    let forged = hex(&reply_bytes(0, false, b"FORGED by nobody"));
+    for json in [false, true] {
+        let mut args = vec!["--uml-dir", uml_dir.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["vm1", "version"]);
+        let client = Command::new(our_tool("uml_mconsole"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 600];
+        let (_, from) = machine.recv_from(&mut buf).unwrap();
+        use std::os::linux::net::SocketAddrExt;
+        let name = from
+            .as_abstract_name()
+            .expect("the client binds an abstract name");
+        // The attacker knows the name (it is predictable) and gets in first.
+        let target = format!("@{}", String::from_utf8_lossy(name));
+        let attack = as_nobody(&forger, &[&target, &forged]);
+        // A client that took the forgery has already gone: then this fails.
+        let _ = machine.send_to_addr(&reply_bytes(0, false, b"genuine"), &from);
+        let out = client.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            !stdout.contains("FORGED"),
+            "a forged reply was taken: {stdout}"
+        );
+        if json {
+            let v: serde_like::Value = serde_like::parse(&stdout);
+            assert_eq!(v.output, "genuine", "{stdout}");
+        } else {
+            assert_eq!(stdout, "OK genuine\n");
+        }
+        // The kernel refuses the forged datagram outright.
+        assert_eq!(attack.status.code(), Some(3), "{attack:?}");
+    }
+}
+
+/// Just enough of the `--json` line to read its output field.
+mod serde_like {
+    pub struct Value {
+        pub output: String,
+    }
+
+    pub fn parse(line: &str) -> Value {
+        let start = line.find("\"output\":\"").expect("an output field") + 10;
+        let end = line[start..].find('"').expect("a closing quote") + start;
+        Value {
+            output: line[start..end].to_owned(),
+        }
+    }
+}
+
+#[test]
+fn mconsole_endless_reply_ends_with_an_error() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let uml_dir = dir.path().join("uml");
+    let machine = fake_machine(&uml_dir, "vm1");
+    let client = Command::new(our_tool("uml_mconsole"))
+        .args([
+            "--uml-dir",
+            uml_dir.to_str().unwrap(),
+            "vm1",
+            "proc",
+            "kcore",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 600];
+    let (_, from) = machine.recv_from(&mut buf).unwrap();
+    // A sender that never sets the last datagram; it stops at 256 MiB, or
+    // when the client is gone.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&sent);
+    let chunk = reply_bytes(0, true, &[b'x'; 511]);
+    let sender = std::thread::spawn(move || {
+        while counter.load(Ordering::Relaxed) < 256 << 20 {
+            if machine.send_to_addr(&chunk, &from).is_err() {
+                break;
+            }
+            counter.fetch_add(511, Ordering::Relaxed);
+        }
+    });
+    let out = client.wait_with_output().unwrap();
+    let sent_when_done = sent.load(Ordering::Relaxed);
+    sender.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exceeds"), "{stderr}");
+    // It stopped reading long before the sender gave up: its memory is bounded.
+    assert!(
+        sent_when_done < 64 << 20,
+        "{sent_when_done} bytes were sent"
+    );
+}
+
+#[test]
+fn mconsole_a_burst_of_reply_datagrams_is_queued_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let uml_dir = dir.path().join("uml");
+    let machine = fake_machine(&uml_dir, "vm1");
+    let client = Command::new(our_tool("uml_mconsole"))
+        .args(["--uml-dir", uml_dir.to_str().unwrap(), "vm1", "sysrq", "t"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 600];
+    let (_, from) = machine.recv_from(&mut buf).unwrap();
+    // As the kernel sends a console capture: without waiting, all at once.
+    machine.set_nonblocking(true).unwrap();
+    let count = 100;
+    for i in 0..count {
+        let line = format!("{i:03} {}\n", "x".repeat(500));
+        let sent = machine.send_to_addr(&reply_bytes(0, i + 1 < count, line.as_bytes()), &from);
+        // An unconnected receiver refuses the 11th with EAGAIN.
+        assert!(sent.is_ok(), "datagram {i} refused: {sent:?}");
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), count);
+    assert!(text.ends_with(&format!("{:03} {}\n\n", count - 1, "x".repeat(500))));
+}

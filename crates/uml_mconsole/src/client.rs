@@ -1,4 +1,5 @@
-//! Sending one request to a machine and collecting its whole reply, with a deadline.
+//! Sending one request to a machine and collecting its whole reply: only
+//! from the machine's own socket, up to a size limit, with a deadline.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
@@ -12,6 +13,10 @@ use uml_proto::mconsole::{
 };
 
 use crate::locate::Machine;
+
+/// The most reply text we keep: far above any kernel reply (`proc` of a large
+/// file, `sysrq t` on a busy guest), so only a runaway sender reaches it.
+pub const MAX_REPLY: usize = 16 << 20;
 
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,14 @@ pub enum ClientError {
         /// What did arrive.
         partial: Reply,
     },
+    /// The reply went on past [`MAX_REPLY`] bytes.
+    #[error("the reply of machine '{machine}' exceeds {limit} bytes; stopped reading it")]
+    TooLong {
+        /// The name given.
+        machine: String,
+        /// The limit.
+        limit: usize,
+    },
     /// Receiving failed.
     #[error("receiving from '{}': {source}", socket.display())]
     Receive {
@@ -93,6 +106,7 @@ fn strerror(e: &io::Error) -> String {
 pub struct Client {
     socket: UnixDatagram,
     timeout: Option<Duration>,
+    max_reply: usize,
 }
 
 /// Makes each client socket's abstract name unique within this process.
@@ -116,16 +130,30 @@ impl Client {
         socket
             .set_read_timeout(timeout)
             .map_err(ClientError::Socket)?;
-        Ok(Self { socket, timeout })
+        Ok(Self {
+            socket,
+            timeout,
+            max_reply: MAX_REPLY,
+        })
+    }
+
+    /// Keeps at most `limit` bytes of reply text.
+    pub fn with_max_reply(mut self, limit: usize) -> Self {
+        self.max_reply = limit;
+        self
     }
 
     /// Sends `command` and returns the reply joined from all its datagrams.
+    ///
+    /// The socket is connected to the machine's before sending: the kernel then
+    /// refuses datagrams to us from any other socket, so no other local user
+    /// can slip a forged `OK` into the reply. It also lifts the queue limit of
+    /// 10 datagrams, which applies only to senders that are not our peer.
     pub fn request(&self, machine: &Machine, command: &[u8]) -> Result<Reply, ClientError> {
         let request = Request::new(command)?;
-        self.discard_late_replies();
         let sock = &machine.socket;
-        if let Err(source) = self.socket.send_to(request.as_bytes(), sock) {
-            return Err(if source.kind() == io::ErrorKind::ConnectionRefused {
+        let refused = |source: io::Error| {
+            if source.kind() == io::ErrorKind::ConnectionRefused {
                 ClientError::NotRunning {
                     machine: machine.name.clone(),
                     socket: sock.clone(),
@@ -135,8 +163,13 @@ impl Client {
                     socket: sock.clone(),
                     source,
                 }
-            });
-        }
+            }
+        };
+        self.socket.connect(sock).map_err(refused)?;
+        // Whatever came before the connection (from anyone) is not the reply.
+        self.discard_late_replies();
+        self.socket.send(request.as_bytes()).map_err(refused)?;
+        let mut total = 0usize;
         let mut assembler = ReplyAssembler::new();
         let mut buf = [0u8; 12 + MAX_DATA];
         loop {
@@ -168,6 +201,13 @@ impl Client {
                     });
                 }
             };
+            total = total.saturating_add(chunk.text.len());
+            if total > self.max_reply {
+                return Err(ClientError::TooLong {
+                    machine: machine.name.clone(),
+                    limit: self.max_reply,
+                });
+            }
             if let Some(reply) = assembler.push(&chunk) {
                 return Ok(reply);
             }
