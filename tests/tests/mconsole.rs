@@ -728,3 +728,81 @@ fn mconsole_a_burst_of_reply_datagrams_is_queued_whole() {
     assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), count);
     assert!(text.ends_with(&format!("{:03} {}\n\n", count - 1, "x".repeat(500))));
 }
+
+#[test]
+fn root_mconsole_int_never_signals_a_process_a_planted_directory_names() {
+    let dir = shared_tempdir();
+    // A shared uml dir, writable by everyone, as /tmp/uml is.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    // An unrelated process of ours that SIGINT would end.
+    let mut victim = Command::new(host_program("sleep", "coreutils"))
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let victim_pid = victim.id();
+    // nobody plants vm1 with a pid file naming it.
+    let planted = as_nobody(
+        &host_program("sh", "dash"),
+        &[
+            "-c",
+            &format!(
+                "mkdir {0}/vm1 && echo {victim_pid} > {0}/vm1/pid && : > {0}/vm1/mconsole",
+                shared.display()
+            ),
+        ],
+    );
+    assert!(planted.status.success(), "{planted:?}");
+    // Our own instance directory whose pid file names it, beside a live socket
+    // that it does not hold.
+    let mine = dir.path().join("mine");
+    let _socket = fake_machine(&mine, "vm2");
+    std::fs::write(mine.join("vm2/pid"), format!("{victim_pid}\n")).unwrap();
+
+    let shared_s = shared.to_str().unwrap();
+    let run = |env_dir: &Path, args: &[&str]| {
+        Command::new(our_tool("uml_mconsole"))
+            .args(args)
+            .env("UML_DIR", env_dir)
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Found by searching (UML_DIR is searched like /tmp/uml), by its socket
+    // path, and our own directory with a pid that does not own the socket.
+    let planted_socket = format!("{shared_s}/vm1/mconsole");
+    let attempts = [
+        run(&shared, &["vm1", "int"]),
+        run(&shared, &[&planted_socket, "int"]),
+        run(&mine, &["vm2", "int"]),
+    ];
+    let still_running = victim.try_wait().unwrap().is_none();
+    let _ = kill(Pid::from_raw(victim_pid as i32), Signal::SIGKILL);
+    let _ = victim.wait();
+    assert!(
+        still_running,
+        "int signalled pid {victim_pid}: {attempts:?}"
+    );
+    for out in &attempts {
+        assert_ne!(out.status.code(), Some(0), "{out:?}");
+    }
+    // Refused with the C client's line first, then why (the planted
+    // directory is passed over when searched).
+    for out in &attempts {
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .starts_with("Cannot determine the PID of your UML session, not sending signal. ("),
+            "{out:?}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&attempts[0].stdout).contains("belongs to uid 65534"),
+        "{:?}",
+        attempts[0]
+    );
+}

@@ -1,6 +1,7 @@
 //! Finding a machine's mconsole socket from the name a user gives.
 
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The directories that hold one subdirectory per running UML (`<dir>/<umid>/`).
@@ -60,28 +61,79 @@ pub struct Machine {
     pub found_in: Option<PathBuf>,
 }
 
+/// An instance directory the search passed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The instance directory.
+    pub dir: PathBuf,
+    /// Why it was not used.
+    pub reason: String,
+}
+
 /// The name matched nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no machine '{name}': none of {} exists", tried.iter().map(|p| format!("'{}'", p.display())).collect::<Vec<_>>().join(", "))]
+#[error("no machine '{name}': none of {} exists{}", tried.iter().map(|p| format!("'{}'", p.display())).collect::<Vec<_>>().join(", "), skipped_text(skipped))]
 pub struct NotFound {
     /// The name looked up.
     pub name: String,
     /// Every path tried, in order.
     pub tried: Vec<PathBuf>,
+    /// Instance directories of that name that were not trusted.
+    pub skipped: Vec<Skipped>,
+}
+
+fn skipped_text(skipped: &[Skipped]) -> String {
+    skipped
+        .iter()
+        .map(|s| format!("; skipped '{}': {}", s.dir.display(), s.reason))
+        .collect()
+}
+
+/// Why an instance directory found by searching is not used: in a shared uml
+/// dir (`/tmp/uml` is searched by default) anyone can plant a directory under
+/// a machine's name, with a `pid` file naming any process. Only the caller's
+/// and root's own directories are trusted; a socket path given by the user is
+/// always used.
+pub fn untrusted_reason(instance: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(instance).ok()?;
+    if meta.file_type().is_symlink() {
+        return Some(
+            "it is a symbolic link, not a directory; name its socket path to use it".into(),
+        );
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = meta.uid();
+    let whose = if me == 0 {
+        "root".to_owned()
+    } else {
+        format!("you (uid {me}) or root")
+    };
+    (owner != me && owner != 0).then(|| {
+        format!("it belongs to uid {owner}, not to {whose}; name its socket path to use it")
+    })
 }
 
 impl Machine {
     /// Looks `name` up as the C client does: `<dir>/<name>/mconsole` for each
     /// uml dir in order, then `name` itself as a socket path. The first that
-    /// exists wins.
+    /// exists wins; instance directories that belong to another user are
+    /// passed over (see [`untrusted_reason`]).
     pub fn locate(name: &str, dirs: &UmlDirs) -> Result<Self, NotFound> {
         let mut tried = Vec::new();
+        let mut skipped = Vec::new();
         // A name with a slash is a path; as a umid it could only escape the uml dir.
         if !name.contains('/') && !name.is_empty() && name != "." && name != ".." {
             for dir in &dirs.0 {
                 let instance = dir.join(name);
                 let socket = instance.join("mconsole");
                 if socket.exists() {
+                    if let Some(reason) = untrusted_reason(&instance) {
+                        skipped.push(Skipped {
+                            dir: instance,
+                            reason,
+                        });
+                        continue;
+                    }
                     return Ok(Self {
                         name: name.to_owned(),
                         socket,
@@ -111,10 +163,12 @@ impl Machine {
         Err(NotFound {
             name: name.to_owned(),
             tried,
+            skipped,
         })
     }
 
-    /// The UML's host PID from its instance directory's `pid` file.
+    /// The PID in the instance directory's `pid` file, as the file says; see
+    /// [`crate::process`] for whether that process is the machine.
     pub fn pid(&self) -> Option<i32> {
         let dir = self.instance_dir.as_ref()?;
         std::fs::read_to_string(dir.join("pid"))

@@ -10,6 +10,7 @@ use crate::client::{Client, ClientError};
 use crate::command::{Action, LogSource, log_requests};
 use crate::locate::{Machine, NotFound, UmlDirs};
 use crate::output::{JsonReply, TIMEOUT_STATUS, human, status};
+use crate::process::NotProven;
 
 /// The C client's list of its own commands, printed after the kernel's help.
 const LOCAL_HELP: &str = "Additional local mconsole commands:
@@ -207,28 +208,39 @@ impl<W: Write> Session<W> {
         outcome
     }
 
+    /// SIGINT to the machine's process, only once it is proven to be the
+    /// machine: a `pid` file alone may name any process.
     fn interrupt(&mut self) -> Outcome {
-        if let (None, Some(missing)) = (&self.machine, &self.missing) {
-            let why = missing.to_string();
-            return self.refuse_int(&why);
-        }
-        let pid = self.machine.as_ref().and_then(Machine::pid);
-        match pid.filter(|&pid| is_foreign(pid)) {
-            Some(pid) => {
+        let Some(machine) = self.machine.clone() else {
+            if let Some(missing) = &self.missing {
+                let why = missing.to_string();
+                return self.refuse_int(&why);
+            }
+            self.local("int", NO_PID);
+            return Outcome::status(0);
+        };
+        match machine.process() {
+            Ok(process) if is_foreign(process.pid) => {
                 use nix::sys::signal::{Signal, kill};
-                match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT) {
+                match kill(nix::unistd::Pid::from_raw(process.pid), Signal::SIGINT) {
                     Ok(()) => Outcome::status(0),
-                    Err(e) => self.fail(&format!("sending SIGINT to {pid}: {e}"), 1),
+                    Err(e) => self.fail(&format!("sending SIGINT to {}: {e}", process.pid), 1),
                 }
             }
-            None => {
+            Ok(process) => {
+                let why = format!("pid {} is this client or its process group", process.pid);
+                self.refuse_int(&why)
+            }
+            // As the C client: no PID to be found is not an error.
+            Err(NotProven::NoPidFile { .. }) => {
                 self.local("int", NO_PID);
                 Outcome::status(0)
             }
+            Err(e) => self.refuse_int(&e.to_string()),
         }
     }
 
-    /// No PID to signal where one was expected: the C client's line, then why.
+    /// A PID was named but is not the machine's: the C client's line, then why.
     fn refuse_int(&mut self, why: &str) -> Outcome {
         self.local("int", &format!("{NO_PID} ({why})"));
         Outcome::status(1)
