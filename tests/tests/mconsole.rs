@@ -806,3 +806,130 @@ fn root_mconsole_int_never_signals_a_process_a_planted_directory_names() {
         attempts[0]
     );
 }
+
+/// Collects a child's stderr lines as they come.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn signal(uml: &Uml, sig: Signal) {
+    kill(Pid::from_raw(uml.pid() as i32), sig).unwrap();
+}
+
+/// How long the guests stay stopped: longer than the slow-reply notice.
+const STOPPED_FOR: Duration = Duration::from_secs(8);
+
+#[test]
+fn real_kernel_c_tool_mconsole_waits_for_a_stopped_guest() {
+    // One guest for the C client, one for ours: both get the same commands
+    // while frozen, and must answer them alike once thawed.
+    let mut theirs = UmlBuilder::new(TICKING).start();
+    let mut mine = UmlBuilder::new(TICKING).start();
+    for uml in [&mut theirs, &mut mine] {
+        uml.wait_for_console("GUEST-READY", BOOT);
+        uml.wait_for_mconsole();
+    }
+    let their_sock = theirs.mconsole_path();
+    let uml_dir = mine.uml_dir().to_str().unwrap().to_owned();
+    let umid = mine.umid().to_owned();
+    let notice = format!(
+        "machine {umid} (pid {}) has not answered for 5 s; waiting; Ctrl-C or --timeout to stop",
+        mine.pid()
+    );
+    for command in ["config con0", "halt"] {
+        signal(&theirs, Signal::SIGSTOP);
+        signal(&mine, Signal::SIGSTOP);
+        let stopped = Instant::now();
+        let words: Vec<&str> = command.split(' ').collect();
+        let c = Command::new(host_program("uml_mconsole", "uml-utilities"))
+            .arg(&their_sock)
+            .args(&words)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ours = Command::new(our_tool("uml_mconsole"))
+            .args(["--uml-dir", &uml_dir, &umid])
+            .args(&words)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let notices = stderr_lines(&mut ours);
+        // The notice says ours is still waiting after 5 s.
+        let first = notices.recv_timeout(BOOT).expect("a notice on stderr");
+        assert!(first.ends_with(&notice), "{first}");
+        std::thread::sleep(STOPPED_FOR.saturating_sub(stopped.elapsed()));
+        assert!(
+            ours.try_wait().unwrap().is_none(),
+            "ours gave up on `{command}`"
+        );
+        signal(&theirs, Signal::SIGCONT);
+        signal(&mine, Signal::SIGCONT);
+        let c = c.wait_with_output().unwrap();
+        let our = ours.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&our.stdout),
+            String::from_utf8_lossy(&c.stdout),
+            "stdout of `{command}`"
+        );
+        assert!(!our.stdout.is_empty(), "`{command}` printed nothing");
+        assert_eq!(our.status.code(), c.status.code(), "status of `{command}`");
+        assert_eq!(our.status.code(), Some(0), "status of `{command}`");
+        // One notice only.
+        assert!(
+            notices.try_recv().is_err(),
+            "`{command}`: more than one notice"
+        );
+    }
+    assert!(theirs.wait_exit(BOOT).success());
+    assert!(mine.wait_exit(BOOT).success());
+}
+
+#[test]
+fn real_kernel_mconsole_stops_waiting_when_the_guest_is_killed() {
+    let mut uml = booted(UmlBuilder::new(TICKING));
+    let uml_dir = uml.uml_dir().to_str().unwrap().to_owned();
+    let umid = uml.umid().to_owned();
+    let pid = uml.pid();
+    signal(&uml, Signal::SIGSTOP);
+    let mut ours = Command::new(our_tool("uml_mconsole"))
+        .args(["--uml-dir", &uml_dir, &umid, "version"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut ours);
+    // Waiting on a guest that cannot answer.
+    let notice = lines.recv_timeout(BOOT).expect("a notice on stderr");
+    assert!(notice.contains("has not answered"), "{notice}");
+    signal(&uml, Signal::SIGKILL);
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = ours.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "still waiting a second after the guest was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let error = lines.recv_timeout(BOOT).expect("an error on stderr");
+    assert!(
+        error.contains(&format!("machine '{umid}' (pid {pid}) is gone")),
+        "{error}"
+    );
+    assert!(uml.has_exited());
+}

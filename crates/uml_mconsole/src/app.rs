@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::client::{Client, Wait};
 use crate::list;
 use crate::locate::{Machine, UmlDirs};
 use crate::prompt;
@@ -14,7 +14,8 @@ use crate::watch::{WatchOptions, watch};
 /// The parsed command line.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// `--timeout SECS`: how long to wait for each reply datagram (`None`: forever).
+    /// `--timeout SECS`: give up on a reply after this long without a datagram.
+    /// `None` waits while the machine is alive (`Some(0)` is taken as `None`).
     pub timeout: Option<Duration>,
     /// `--json`.
     pub json: bool,
@@ -32,18 +33,22 @@ pub struct Options {
     pub command: Vec<String>,
 }
 
+/// How long `--list` waits for each instance's `version` when no `--timeout`
+/// is given: a listing must end even when a machine is stopped.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs what the options ask for and returns the exit status; errors are
 /// reported on standard error.
 pub fn run(opts: Options) -> u8 {
     let dirs = UmlDirs::from_env(&opts.uml_dirs);
-    let client = match Client::new(opts.timeout) {
-        Ok(client) => client,
-        Err(e) => return fail(&e.to_string()),
-    };
     let list_word = opts.machine.as_deref() == Some("list")
         && opts.command.is_empty()
         && Machine::locate("list", &dirs).is_err();
     if opts.list || list_word {
+        let client = match Client::new(Wait::Timeout(opts.timeout.unwrap_or(LIST_TIMEOUT))) {
+            Ok(client) => client,
+            Err(e) => return fail(&e.to_string()),
+        };
         return match list::print(&dirs, &client, opts.json, &mut std::io::stdout().lock()) {
             Ok(()) => 0,
             Err(e) => fail(&format!("writing the listing: {e}")),
@@ -64,6 +69,11 @@ pub fn run(opts: Options) -> u8 {
     let Some(name) = opts.machine else {
         eprintln!("Usage : uml_mconsole socket-name [command]");
         return 1;
+    };
+    let wait = opts.timeout.map_or(Wait::WhileAlive, Wait::Timeout);
+    let client = match Client::new(wait) {
+        Ok(client) => client,
+        Err(e) => return fail(&e.to_string()),
     };
     let (machine, missing) = match Machine::locate(&name, &dirs) {
         Ok(machine) => (Some(machine), None),

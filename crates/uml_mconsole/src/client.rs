@@ -1,24 +1,41 @@
 //! Sending one request to a machine and collecting its whole reply: only
-//! from the machine's own socket, up to a size limit, with a deadline.
+//! from the machine's own socket, up to a size limit, for as long as the
+//! machine lives (or until a `--timeout`).
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uml_proto::mconsole::{
     MAX_DATA, Reply, ReplyAssembler, ReplyDatagram, ReplyError, Request, RequestError,
 };
 
 use crate::locate::Machine;
+use crate::process::Process;
 
+/// How long a reply may take before a one-line notice says we are still waiting.
+pub const SLOW_NOTICE: Duration = Duration::from_secs(5);
 /// The most reply text we keep: far above any kernel reply (`proc` of a large
 /// file, `sysrq t` on a busy guest), so only a runaway sender reaches it.
 pub const MAX_REPLY: usize = 16 << 20;
+/// How often a wait looks at whether the machine is still alive.
+const LIVENESS_POLL: Duration = Duration::from_millis(100);
 
-/// Why a request got no reply.
+/// How long to wait for a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// As long as the machine's process lives (and its socket is held),
+    /// however slow it is: a loaded or stopped guest still answers.
+    WhileAlive,
+    /// At most this long for each reply datagram (`--timeout`), and never
+    /// past the machine's death.
+    Timeout(Duration),
+}
+
+/// Why a request got no (whole) reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Our own socket could not be made.
@@ -45,7 +62,7 @@ pub enum ClientError {
         /// The failure.
         source: io::Error,
     },
-    /// No reply datagram came in time.
+    /// No reply datagram came within `--timeout`.
     #[error("machine '{machine}' did not answer within {} s ('{}')", after.as_secs_f64(), socket.display())]
     Timeout {
         /// The name given.
@@ -55,9 +72,9 @@ pub enum ClientError {
         /// How long we waited for a datagram.
         after: Duration,
     },
-    /// Part of a reply came, then nothing more in time. The kernel drops reply
-    /// datagrams when the client's receive queue (10 datagrams by default) is
-    /// full, so a long burst (`sysrq`) can lose its final one.
+    /// Part of a reply came, then nothing more within `--timeout`. The kernel
+    /// drops reply datagrams when the client's receive queue is full, so a
+    /// long burst (`sysrq`) can lose its final one.
     #[error("the reply of machine '{machine}' stopped before its end: nothing more came within {} s", after.as_secs_f64())]
     Incomplete {
         /// The name given.
@@ -66,6 +83,16 @@ pub enum ClientError {
         after: Duration,
         /// What did arrive.
         partial: Reply,
+    },
+    /// The machine died (or let go of its socket) while we waited.
+    #[error("machine '{machine}'{} is gone: it {} before its reply was complete", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), if pid.is_some() { "exited" } else { "stopped listening" })]
+    Gone {
+        /// The name given.
+        machine: String,
+        /// Its process, when known.
+        pid: Option<i32>,
+        /// What had arrived of the reply, if anything.
+        partial: Option<Reply>,
     },
     /// The reply went on past [`MAX_REPLY`] bytes.
     #[error("the reply of machine '{machine}' exceeds {limit} bytes; stopped reading it")]
@@ -101,23 +128,37 @@ fn strerror(e: &io::Error) -> String {
     )
 }
 
+/// What is printed when a reply is slow.
+type Notice = Box<dyn Fn(&str)>;
+
 /// A bound datagram socket that talks to mconsole sockets.
-#[derive(Debug)]
 pub struct Client {
     socket: UnixDatagram,
-    timeout: Option<Duration>,
+    wait: Wait,
     max_reply: usize,
+    notice: Notice,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("wait", &self.wait)
+            .field("max_reply", &self.max_reply)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Makes each client socket's abstract name unique within this process.
 static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
 
 impl Client {
-    /// A client whose every wait for a reply datagram ends after `timeout` (`None`: never).
+    /// A client that waits for replies as `wait` says; slow replies are
+    /// announced once on standard error.
     ///
     /// The kernel answers only a bound sender, so the socket gets an abstract
     /// name (nothing to clean up on the filesystem), as the C client's does.
-    pub fn new(timeout: Option<Duration>) -> Result<Self, ClientError> {
+    pub fn new(wait: Wait) -> Result<Self, ClientError> {
         let name = format!(
             "uml_mconsole-{}-{}",
             std::process::id(),
@@ -125,16 +166,18 @@ impl Client {
         );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(ClientError::Socket)?;
         let socket = UnixDatagram::bind_addr(&addr).map_err(ClientError::Socket)?;
-        // The timeout applies to each receive: a long reply keeps arriving,
-        // a dead machine stops at once.
-        socket
-            .set_read_timeout(timeout)
-            .map_err(ClientError::Socket)?;
         Ok(Self {
             socket,
-            timeout,
+            wait,
             max_reply: MAX_REPLY,
+            notice: Box::new(|text| eprintln!("uml_mconsole: {text}")),
         })
+    }
+
+    /// Prints slow-reply notices with `notice` instead of on standard error.
+    pub fn with_notice(mut self, notice: impl Fn(&str) + 'static) -> Self {
+        self.notice = Box::new(notice);
+        self
     }
 
     /// Keeps at most `limit` bytes of reply text.
@@ -147,8 +190,7 @@ impl Client {
     ///
     /// The socket is connected to the machine's before sending: the kernel then
     /// refuses datagrams to us from any other socket, so no other local user
-    /// can slip a forged `OK` into the reply. It also lifts the queue limit of
-    /// 10 datagrams, which applies only to senders that are not our peer.
+    /// can slip a forged `OK` into the reply.
     pub fn request(&self, machine: &Machine, command: &[u8]) -> Result<Reply, ClientError> {
         let request = Request::new(command)?;
         let sock = &machine.socket;
@@ -166,24 +208,58 @@ impl Client {
             }
         };
         self.socket.connect(sock).map_err(refused)?;
-        // Whatever came before the connection (from anyone) is not the reply.
         self.discard_late_replies();
+        let alive = Liveness {
+            process: machine.claimed_process(),
+            socket: sock.clone(),
+        };
         self.socket.send(request.as_bytes()).map_err(refused)?;
-        let mut total = 0usize;
+
         let mut assembler = ReplyAssembler::new();
+        let mut total = 0usize;
         let mut buf = [0u8; 12 + MAX_DATA];
+        let mut last = Instant::now();
+        let mut noticed = false;
         loop {
-            let n = match self.receive(&mut buf, machine) {
-                Ok(n) => n,
-                Err(ClientError::Timeout { machine, after, .. }) if assembler.in_progress() => {
-                    return Err(ClientError::Incomplete {
-                        machine,
-                        after,
-                        partial: assembler.into_partial().unwrap_or_default(),
-                    });
+            let slice = match self.wait {
+                Wait::WhileAlive => LIVENESS_POLL,
+                Wait::Timeout(limit) => {
+                    let left = limit.saturating_sub(last.elapsed());
+                    if left.is_zero() {
+                        return Err(match assembler.into_partial() {
+                            Some(partial) => ClientError::Incomplete {
+                                machine: machine.name.clone(),
+                                after: limit,
+                                partial,
+                            },
+                            None => ClientError::Timeout {
+                                machine: machine.name.clone(),
+                                socket: sock.clone(),
+                                after: limit,
+                            },
+                        });
+                    }
+                    left.min(LIVENESS_POLL)
                 }
-                Err(e) => return Err(e),
             };
+            let n = match self.receive(&mut buf, slice, machine)? {
+                Some(n) => n,
+                None => {
+                    if !alive.check() {
+                        return Err(ClientError::Gone {
+                            machine: machine.name.clone(),
+                            pid: alive.process.map(|p| p.pid),
+                            partial: assembler.into_partial(),
+                        });
+                    }
+                    if self.wait == Wait::WhileAlive && !noticed && last.elapsed() >= SLOW_NOTICE {
+                        noticed = true;
+                        (self.notice)(&slow_notice(machine, alive.process.as_ref()));
+                    }
+                    continue;
+                }
+            };
+            last = Instant::now();
             let chunk = match ReplyDatagram::parse(&buf[..n]) {
                 Ok(ReplyDatagram::Chunk(chunk)) => chunk,
                 // Only a magic-less request draws raw text; report it as an error reply.
@@ -214,11 +290,21 @@ impl Client {
         }
     }
 
-    /// Waits for one datagram, at most the timeout.
-    fn receive(&self, buf: &mut [u8], machine: &Machine) -> Result<usize, ClientError> {
+    /// Waits at most `slice` for one datagram; `None` when none came.
+    fn receive(
+        &self,
+        buf: &mut [u8],
+        slice: Duration,
+        machine: &Machine,
+    ) -> Result<Option<usize>, ClientError> {
+        let failed = |source| ClientError::Receive {
+            socket: machine.socket.clone(),
+            source,
+        };
+        self.socket.set_read_timeout(Some(slice)).map_err(failed)?;
         loop {
             match self.socket.recv(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -226,23 +312,10 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(self.timed_out(machine));
+                    return Ok(None);
                 }
-                Err(source) => {
-                    return Err(ClientError::Receive {
-                        socket: machine.socket.clone(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(failed(source)),
             }
-        }
-    }
-
-    fn timed_out(&self, machine: &Machine) -> ClientError {
-        ClientError::Timeout {
-            machine: machine.name.clone(),
-            socket: machine.socket.clone(),
-            after: self.timeout.unwrap_or_default(),
         }
     }
 
@@ -254,6 +327,44 @@ impl Client {
             while self.socket.recv(&mut buf).is_ok() {}
             // Back to blocking reads, bounded by the read timeout.
             let _ = self.socket.set_nonblocking(false);
+        }
+    }
+}
+
+fn slow_notice(machine: &Machine, process: Option<&Process>) -> String {
+    let pid = process
+        .map(|p| format!(" (pid {})", p.pid))
+        .unwrap_or_default();
+    format!(
+        "machine {}{pid} has not answered for {} s; waiting; Ctrl-C or --timeout to stop",
+        machine.name,
+        SLOW_NOTICE.as_secs()
+    )
+}
+
+/// Whether the machine we wait for still lives.
+struct Liveness {
+    /// The process its `pid` file named when we sent the request.
+    process: Option<Process>,
+    socket: PathBuf,
+}
+
+impl Liveness {
+    /// Alive while its process runs and something still holds its socket.
+    /// A killed UML can leave helpers holding the socket, so the process
+    /// decides when it is known; the socket alone decides otherwise.
+    fn check(&self) -> bool {
+        if self.process.is_some_and(|p| !p.is_running()) {
+            return false;
+        }
+        let probe = UnixDatagram::unbound().and_then(|probe| probe.connect(&self.socket));
+        match probe {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => false,
+            // A rebooting UML re-creates its socket; its process says it lives.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.process.is_some(),
+            // Anything else (no permission to probe): we cannot tell, so it lives.
+            Err(_) => true,
         }
     }
 }

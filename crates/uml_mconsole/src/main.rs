@@ -11,11 +11,11 @@ use uml_mconsole::app::{Options, run};
 ///
 /// `uml_mconsole MACHINE COMMAND...` sends one command and prints the reply as
 /// `OK text` or `ERR text`; the exit status is the kernel's error code (low 8
-/// bits), or 124 when the machine does not answer in time. With only MACHINE,
-/// commands are read line by line (with editing and history on a terminal).
-/// MACHINE is a umid, looked up as `DIR/MACHINE/mconsole` in each uml dir
-/// (`--uml-dir`, else `$UML_DIR`, `~/.uml`, `/tmp/uml` and `~/.netkit/mconsole`),
-/// or a socket path. Options go before MACHINE: everything after it is the command.
+/// bits), 1 when the machine is gone, or 124 when `--timeout` runs out. With
+/// only MACHINE, commands are read line by line (with editing and history on a
+/// terminal). MACHINE is a umid, looked up as `DIR/MACHINE/mconsole` in each uml
+/// dir (`--uml-dir`, else `$UML_DIR`, `~/.uml`, `/tmp/uml` and
+/// `~/.netkit/mconsole`), or a socket path. Options go before MACHINE: everything after it is the command.
 /// Local commands: quit, help, switch NAME, log [-f FILE] TEXT,
 /// mconsole-version, int.
 #[derive(Parser)]
@@ -27,9 +27,10 @@ use uml_mconsole::app::{Options, run};
                       uml_mconsole [OPTIONS] --watch [--notify PATH] [UMID...]"
 )]
 struct Args {
-    /// Seconds to wait for each reply datagram (0 waits forever).
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    timeout: f64,
+    /// Give up when a reply datagram takes longer than SECS (exit 124). Without it,
+    /// wait as long as the machine's process is alive.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
     /// Print one JSON object per reply (or per instance or event).
     #[arg(long)]
     json: bool,
@@ -67,9 +68,11 @@ fn main() -> ExitCode {
 impl Args {
     fn into_options(self) -> Options {
         Options {
-            // 0 (or less) waits forever.
-            timeout: (self.timeout > 0.0 && self.timeout.is_finite())
-                .then(|| Duration::from_secs_f64(self.timeout)),
+            // 0 (or less) waits forever; a timeout does not end a live machine's wait otherwise.
+            timeout: self
+                .timeout
+                .filter(|secs| *secs > 0.0 && secs.is_finite())
+                .map(Duration::from_secs_f64),
             json: self.json,
             uml_dirs: self.uml_dir,
             list: self.list,

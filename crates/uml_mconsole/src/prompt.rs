@@ -69,13 +69,13 @@ fn edit_lines<W: Write>(session: &mut Session<W>) -> Result<(), PromptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Client;
+    use crate::client::{Client, Wait};
     use crate::locate::UmlDirs;
     use std::time::Duration;
 
     #[test]
     fn piped_lines_are_echoed_after_the_prompt_until_quit() {
-        let client = Client::new(Some(Duration::from_secs(1))).unwrap();
+        let client = Client::new(Wait::Timeout(Duration::from_secs(1))).unwrap();
         let mut session = Session::new(client, UmlDirs(Vec::new()), None, false, Vec::new());
         piped(
             &mut session,
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn at_eof_the_prompt_is_printed_once_more() {
-        let client = Client::new(Some(Duration::from_secs(1))).unwrap();
+        let client = Client::new(Wait::Timeout(Duration::from_secs(1))).unwrap();
         let mut session = Session::new(client, UmlDirs(Vec::new()), None, false, Vec::new());
         piped(&mut session, "mconsole-version\n".as_bytes());
         let out = String::from_utf8(session.into_output()).unwrap();

@@ -170,6 +170,16 @@ impl<W: Write> Session<W> {
                 }
                 self.fail(&e.to_string(), TIMEOUT_STATUS)
             }
+            Err(e @ ClientError::Gone { .. }) => {
+                if let ClientError::Gone {
+                    partial: Some(partial),
+                    ..
+                } = &e
+                {
+                    self.reply(&machine, command, partial);
+                }
+                self.fail(&e.to_string(), 1)
+            }
             // These start with the C client's own line, which scripts match.
             Err(e @ (ClientError::NotRunning { .. } | ClientError::Send { .. })) => {
                 self.fail_raw(&e.to_string(), 1)
