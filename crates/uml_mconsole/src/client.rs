@@ -1,19 +1,41 @@
-//! Sending one request to a machine and collecting its whole reply, with a deadline.
+//! Sending one request to a machine and collecting its whole reply: only
+//! from the machine's own socket, up to a size limit, for as long as the
+//! machine lives (or until a `--timeout`).
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uml_proto::mconsole::{
     MAX_DATA, Reply, ReplyAssembler, ReplyDatagram, ReplyError, Request, RequestError,
 };
 
 use crate::locate::Machine;
+use crate::process::Process;
 
-/// Why a request got no reply.
+/// How long a reply may take before a one-line notice says we are still waiting.
+pub const SLOW_NOTICE: Duration = Duration::from_secs(5);
+/// The most reply text we keep: far above any kernel reply (`proc` of a large
+/// file, `sysrq t` on a busy guest), so only a runaway sender reaches it.
+pub const MAX_REPLY: usize = 16 << 20;
+/// How often a wait looks at whether the machine is still alive.
+const LIVENESS_POLL: Duration = Duration::from_millis(100);
+
+/// How long to wait for a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// As long as the machine's process lives (and its socket is held),
+    /// however slow it is: a loaded or stopped guest still answers.
+    WhileAlive,
+    /// At most this long for each reply datagram (`--timeout`), and never
+    /// past the machine's death.
+    Timeout(Duration),
+}
+
+/// Why a request got no (whole) reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Our own socket could not be made.
@@ -23,22 +45,24 @@ pub enum ClientError {
     #[error("{0}")]
     Request(#[from] RequestError),
     /// The machine's socket exists but nobody reads it: the UML has died.
-    #[error("machine '{machine}' is not running: nobody listens on '{}' (a stale directory?)", socket.display())]
+    /// The text starts with the C client's line, which scripts match.
+    #[error("Sending command to '{}' : Connection refused (machine '{machine}' is not running: nobody listens on its socket; a stale directory?)", socket.display())]
     NotRunning {
         /// The name given.
         machine: String,
         /// Its socket.
         socket: PathBuf,
     },
-    /// Sending failed for another reason (permissions, say).
-    #[error("sending to '{}': {source}", socket.display())]
+    /// Sending failed for another reason (permissions, say); the text starts
+    /// with the C client's line.
+    #[error("Sending command to '{}' : {}", socket.display(), strerror(source))]
     Send {
         /// The machine's socket.
         socket: PathBuf,
         /// The failure.
         source: io::Error,
     },
-    /// No reply datagram came in time.
+    /// No reply datagram came within `--timeout`.
     #[error("machine '{machine}' did not answer within {} s ('{}')", after.as_secs_f64(), socket.display())]
     Timeout {
         /// The name given.
@@ -48,9 +72,9 @@ pub enum ClientError {
         /// How long we waited for a datagram.
         after: Duration,
     },
-    /// Part of a reply came, then nothing more in time. The kernel drops reply
-    /// datagrams when the client's receive queue (10 datagrams by default) is
-    /// full, so a long burst (`sysrq`) can lose its final one.
+    /// Part of a reply came, then nothing more within `--timeout`. The kernel
+    /// drops reply datagrams when the client's receive queue is full, so a
+    /// long burst (`sysrq`) can lose its final one.
     #[error("the reply of machine '{machine}' stopped before its end: nothing more came within {} s", after.as_secs_f64())]
     Incomplete {
         /// The name given.
@@ -59,6 +83,24 @@ pub enum ClientError {
         after: Duration,
         /// What did arrive.
         partial: Reply,
+    },
+    /// The machine died (or let go of its socket) while we waited.
+    #[error("machine '{machine}'{} is gone: it {} before its reply was complete", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), if pid.is_some() { "exited" } else { "stopped listening" })]
+    Gone {
+        /// The name given.
+        machine: String,
+        /// Its process, when known.
+        pid: Option<i32>,
+        /// What had arrived of the reply, if anything.
+        partial: Option<Reply>,
+    },
+    /// The reply went on past [`MAX_REPLY`] bytes.
+    #[error("the reply of machine '{machine}' exceeds {limit} bytes; stopped reading it")]
+    TooLong {
+        /// The name given.
+        machine: String,
+        /// The limit.
+        limit: usize,
     },
     /// Receiving failed.
     #[error("receiving from '{}': {source}", socket.display())]
@@ -78,22 +120,45 @@ pub enum ClientError {
     },
 }
 
+/// The C library's text for an error, as `perror` prints it.
+fn strerror(e: &io::Error) -> String {
+    e.raw_os_error().map_or_else(
+        || e.to_string(),
+        |code| nix::errno::Errno::from_raw(code).desc().to_owned(),
+    )
+}
+
+/// What is printed when a reply is slow.
+type Notice = Box<dyn Fn(&str)>;
+
 /// A bound datagram socket that talks to mconsole sockets.
-#[derive(Debug)]
 pub struct Client {
     socket: UnixDatagram,
-    timeout: Option<Duration>,
+    wait: Wait,
+    max_reply: usize,
+    notice: Notice,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("wait", &self.wait)
+            .field("max_reply", &self.max_reply)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Makes each client socket's abstract name unique within this process.
 static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
 
 impl Client {
-    /// A client whose every wait for a reply datagram ends after `timeout` (`None`: never).
+    /// A client that waits for replies as `wait` says; slow replies are
+    /// announced once on standard error.
     ///
     /// The kernel answers only a bound sender, so the socket gets an abstract
     /// name (nothing to clean up on the filesystem), as the C client's does.
-    pub fn new(timeout: Option<Duration>) -> Result<Self, ClientError> {
+    pub fn new(wait: Wait) -> Result<Self, ClientError> {
         let name = format!(
             "uml_mconsole-{}-{}",
             std::process::id(),
@@ -101,21 +166,36 @@ impl Client {
         );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(ClientError::Socket)?;
         let socket = UnixDatagram::bind_addr(&addr).map_err(ClientError::Socket)?;
-        // The timeout applies to each receive: a long reply keeps arriving,
-        // a dead machine stops at once.
-        socket
-            .set_read_timeout(timeout)
-            .map_err(ClientError::Socket)?;
-        Ok(Self { socket, timeout })
+        Ok(Self {
+            socket,
+            wait,
+            max_reply: MAX_REPLY,
+            notice: Box::new(|text| eprintln!("uml_mconsole: {text}")),
+        })
+    }
+
+    /// Prints slow-reply notices with `notice` instead of on standard error.
+    pub fn with_notice(mut self, notice: impl Fn(&str) + 'static) -> Self {
+        self.notice = Box::new(notice);
+        self
+    }
+
+    /// Keeps at most `limit` bytes of reply text.
+    pub fn with_max_reply(mut self, limit: usize) -> Self {
+        self.max_reply = limit;
+        self
     }
 
     /// Sends `command` and returns the reply joined from all its datagrams.
+    ///
+    /// The socket is connected to the machine's before sending: the kernel then
+    /// refuses datagrams to us from any other socket, so no other local user
+    /// can slip a forged `OK` into the reply.
     pub fn request(&self, machine: &Machine, command: &[u8]) -> Result<Reply, ClientError> {
         let request = Request::new(command)?;
-        self.discard_late_replies();
         let sock = &machine.socket;
-        if let Err(source) = self.socket.send_to(request.as_bytes(), sock) {
-            return Err(if source.kind() == io::ErrorKind::ConnectionRefused {
+        let refused = |source: io::Error| {
+            if source.kind() == io::ErrorKind::ConnectionRefused {
                 ClientError::NotRunning {
                     machine: machine.name.clone(),
                     socket: sock.clone(),
@@ -125,22 +205,61 @@ impl Client {
                     socket: sock.clone(),
                     source,
                 }
-            });
-        }
+            }
+        };
+        self.socket.connect(sock).map_err(refused)?;
+        self.discard_late_replies();
+        let alive = Liveness {
+            process: machine.claimed_process(),
+            socket: sock.clone(),
+        };
+        self.socket.send(request.as_bytes()).map_err(refused)?;
+
         let mut assembler = ReplyAssembler::new();
+        let mut total = 0usize;
         let mut buf = [0u8; 12 + MAX_DATA];
+        let mut last = Instant::now();
+        let mut noticed = false;
         loop {
-            let n = match self.receive(&mut buf, machine) {
-                Ok(n) => n,
-                Err(ClientError::Timeout { machine, after, .. }) if assembler.in_progress() => {
-                    return Err(ClientError::Incomplete {
-                        machine,
-                        after,
-                        partial: assembler.into_partial().unwrap_or_default(),
-                    });
+            let slice = match self.wait {
+                Wait::WhileAlive => LIVENESS_POLL,
+                Wait::Timeout(limit) => {
+                    let left = limit.saturating_sub(last.elapsed());
+                    if left.is_zero() {
+                        return Err(match assembler.into_partial() {
+                            Some(partial) => ClientError::Incomplete {
+                                machine: machine.name.clone(),
+                                after: limit,
+                                partial,
+                            },
+                            None => ClientError::Timeout {
+                                machine: machine.name.clone(),
+                                socket: sock.clone(),
+                                after: limit,
+                            },
+                        });
+                    }
+                    left.min(LIVENESS_POLL)
                 }
-                Err(e) => return Err(e),
             };
+            let n = match self.receive(&mut buf, slice, machine)? {
+                Some(n) => n,
+                None => {
+                    if !alive.check() {
+                        return Err(ClientError::Gone {
+                            machine: machine.name.clone(),
+                            pid: alive.process.map(|p| p.pid),
+                            partial: assembler.into_partial(),
+                        });
+                    }
+                    if self.wait == Wait::WhileAlive && !noticed && last.elapsed() >= SLOW_NOTICE {
+                        noticed = true;
+                        (self.notice)(&slow_notice(machine, alive.process.as_ref()));
+                    }
+                    continue;
+                }
+            };
+            last = Instant::now();
             let chunk = match ReplyDatagram::parse(&buf[..n]) {
                 Ok(ReplyDatagram::Chunk(chunk)) => chunk,
                 // Only a magic-less request draws raw text; report it as an error reply.
@@ -158,17 +277,34 @@ impl Client {
                     });
                 }
             };
+            total = total.saturating_add(chunk.text.len());
+            if total > self.max_reply {
+                return Err(ClientError::TooLong {
+                    machine: machine.name.clone(),
+                    limit: self.max_reply,
+                });
+            }
             if let Some(reply) = assembler.push(&chunk) {
                 return Ok(reply);
             }
         }
     }
 
-    /// Waits for one datagram, at most the timeout.
-    fn receive(&self, buf: &mut [u8], machine: &Machine) -> Result<usize, ClientError> {
+    /// Waits at most `slice` for one datagram; `None` when none came.
+    fn receive(
+        &self,
+        buf: &mut [u8],
+        slice: Duration,
+        machine: &Machine,
+    ) -> Result<Option<usize>, ClientError> {
+        let failed = |source| ClientError::Receive {
+            socket: machine.socket.clone(),
+            source,
+        };
+        self.socket.set_read_timeout(Some(slice)).map_err(failed)?;
         loop {
             match self.socket.recv(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -176,23 +312,10 @@ impl Client {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(self.timed_out(machine));
+                    return Ok(None);
                 }
-                Err(source) => {
-                    return Err(ClientError::Receive {
-                        socket: machine.socket.clone(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(failed(source)),
             }
-        }
-    }
-
-    fn timed_out(&self, machine: &Machine) -> ClientError {
-        ClientError::Timeout {
-            machine: machine.name.clone(),
-            socket: machine.socket.clone(),
-            after: self.timeout.unwrap_or_default(),
         }
     }
 
@@ -204,6 +327,44 @@ impl Client {
             while self.socket.recv(&mut buf).is_ok() {}
             // Back to blocking reads, bounded by the read timeout.
             let _ = self.socket.set_nonblocking(false);
+        }
+    }
+}
+
+fn slow_notice(machine: &Machine, process: Option<&Process>) -> String {
+    let pid = process
+        .map(|p| format!(" (pid {})", p.pid))
+        .unwrap_or_default();
+    format!(
+        "machine {}{pid} has not answered for {} s; waiting; Ctrl-C or --timeout to stop",
+        machine.name,
+        SLOW_NOTICE.as_secs()
+    )
+}
+
+/// Whether the machine we wait for still lives.
+struct Liveness {
+    /// The process its `pid` file named when we sent the request.
+    process: Option<Process>,
+    socket: PathBuf,
+}
+
+impl Liveness {
+    /// Alive while its process runs and something still holds its socket.
+    /// A killed UML can leave helpers holding the socket, so the process
+    /// decides when it is known; the socket alone decides otherwise.
+    fn check(&self) -> bool {
+        if self.process.is_some_and(|p| !p.is_running()) {
+            return false;
+        }
+        let probe = UnixDatagram::unbound().and_then(|probe| probe.connect(&self.socket));
+        match probe {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => false,
+            // A rebooting UML re-creates its socket; its process says it lives.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.process.is_some(),
+            // Anything else (no permission to probe): we cannot tell, so it lives.
+            Err(_) => true,
         }
     }
 }

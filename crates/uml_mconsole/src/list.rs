@@ -1,6 +1,7 @@
 //! `--list`: every instance directory under the uml dirs, and whether it is alive.
 
 use std::fmt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -18,6 +19,8 @@ pub struct Instance {
     pub umid: String,
     /// The instance directory.
     pub dir: PathBuf,
+    /// The uml dir it was found in (`~/.uml`, `/tmp/uml`, `~/.netkit/mconsole`...).
+    pub found_in: PathBuf,
     /// The PID in its `pid` file.
     pub pid: Option<i32>,
     /// Whether a process with that PID exists.
@@ -35,8 +38,8 @@ pub fn process_exists(pid: i32) -> bool {
     pid > 0 && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(Errno::EPERM))
 }
 
-/// Examines one instance directory, asking its socket for `version`.
-pub fn examine(dir: &Path, client: &Client) -> Instance {
+/// Examines one instance directory of `found_in`, asking its socket for `version`.
+pub fn examine(dir: &Path, found_in: &Path, client: &Client) -> Instance {
     let umid = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -45,6 +48,7 @@ pub fn examine(dir: &Path, client: &Client) -> Instance {
         name: umid.clone(),
         socket: dir.join("mconsole"),
         instance_dir: Some(dir.to_path_buf()),
+        found_in: Some(found_in.to_path_buf()),
     };
     let pid = machine.pid();
     let alive = pid.is_some_and(process_exists);
@@ -58,6 +62,7 @@ pub fn examine(dir: &Path, client: &Client) -> Instance {
     Instance {
         umid,
         dir: dir.to_path_buf(),
+        found_in: found_in.to_path_buf(),
         pid,
         alive,
         answers: version.is_some(),
@@ -79,9 +84,29 @@ pub fn list(dirs: &UmlDirs, client: &Client) -> Vec<Instance> {
             .map(|e| e.path())
             .collect();
         here.sort();
-        found.extend(here.iter().map(|d| examine(d, client)));
+        found.extend(here.iter().map(|d| examine(d, dir, client)));
     }
     found
+}
+
+/// Prints every instance under `dirs`: a header and one line each, or one JSON object each.
+pub fn print(dirs: &UmlDirs, client: &Client, json: bool, out: &mut impl Write) -> io::Result<()> {
+    if !json {
+        writeln!(out, "{HEADER}")?;
+    }
+    for instance in list(dirs, client) {
+        if json {
+            // Strings, numbers and booleans always serialise.
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&instance).unwrap_or_default()
+            )?;
+        } else {
+            writeln!(out, "{instance}")?;
+        }
+    }
+    out.flush()
 }
 
 impl fmt::Display for Instance {
@@ -94,14 +119,16 @@ impl fmt::Display for Instance {
         };
         write!(
             f,
-            "{:<16} {:>8}  {:<13}  {}",
+            "{:<16} {:>8}  {:<13}  {:<24}  {}",
             self.umid,
             pid,
             state,
+            self.found_in.display(),
             self.version.as_deref().unwrap_or("-")
         )
     }
 }
 
 /// The header line of the human listing.
-pub const HEADER: &str = "UMID                  PID  STATE          VERSION";
+pub const HEADER: &str =
+    "UMID                  PID  STATE          FOUND IN                  VERSION";

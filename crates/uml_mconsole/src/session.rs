@@ -8,8 +8,9 @@ use uml_proto::mconsole::Reply;
 
 use crate::client::{Client, ClientError};
 use crate::command::{Action, LogSource, log_requests};
-use crate::locate::{Machine, UmlDirs};
+use crate::locate::{Machine, NotFound, UmlDirs};
 use crate::output::{JsonReply, TIMEOUT_STATUS, human, status};
+use crate::process::NotProven;
 
 /// The C client's list of its own commands, printed after the kernel's help.
 const LOCAL_HELP: &str = "Additional local mconsole commands:
@@ -43,10 +44,18 @@ pub struct Session<W: Write> {
     client: Client,
     dirs: UmlDirs,
     machine: Option<Machine>,
+    /// Why there is no machine, when a name matched nothing.
+    missing: Option<NotFound>,
     json: bool,
     out: W,
     cwd: PathBuf,
 }
+
+/// The C client's line for a command sent to no machine (its socket name is
+/// empty), which scripts may match.
+const NO_MACHINE: &str = "Sending command to '' : Invalid argument";
+/// The C client's line when `int` finds no PID to signal.
+const NO_PID: &str = "Cannot determine the PID of your UML session, not sending signal.";
 
 impl<W: Write> Session<W> {
     /// A session printing to `out`; `machine` may be `None` when the name given matched nothing.
@@ -61,10 +70,16 @@ impl<W: Write> Session<W> {
             client,
             dirs,
             machine,
+            missing: None,
             json,
             out,
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         }
+    }
+
+    /// Records why the name given matched nothing, for the errors of commands sent to it.
+    pub fn set_missing(&mut self, not_found: NotFound) {
+        self.missing = Some(not_found);
     }
 
     /// The current machine.
@@ -77,6 +92,11 @@ impl<W: Write> Session<W> {
         self.machine
             .as_ref()
             .map_or_else(|| "([None]) ".to_owned(), Machine::prompt)
+    }
+
+    /// The output, for callers that own the session.
+    pub fn into_output(self) -> W {
+        self.out
     }
 
     /// Runs one command line; errors are reported on stderr and turned into a status.
@@ -108,10 +128,17 @@ impl<W: Write> Session<W> {
             Action::Switch(name) => match Machine::locate(&name, &self.dirs) {
                 Ok(machine) => {
                     self.machine = Some(machine);
+                    self.missing = None;
                     self.local("switch", &format!("Switched to '{name}'"));
                     Outcome::status(0)
                 }
-                Err(e) => self.fail(&e.to_string(), 1),
+                // The C client's last warning for a name it cannot find, then why.
+                Err(e) => self.fail_raw(
+                    &format!(
+                        "Warning: couldn't stat file: {name} - No such file or directory ({e})"
+                    ),
+                    1,
+                ),
             },
             Action::Log(source) => self.log(source),
             Action::MconsoleVersion => {
@@ -124,7 +151,11 @@ impl<W: Write> Session<W> {
 
     fn remote(&mut self, command: &str) -> Outcome {
         let Some(machine) = self.machine.clone() else {
-            return self.fail("no machine to send to (use `switch NAME`)", 1);
+            let why = self.missing.as_ref().map_or_else(
+                || "no machine to send to (use `switch NAME`)".to_owned(),
+                ToString::to_string,
+            );
+            return self.fail_raw(&format!("{NO_MACHINE} ({why})"), 1);
         };
         match self.client.request(&machine, command.as_bytes()) {
             Ok(reply) => {
@@ -139,6 +170,20 @@ impl<W: Write> Session<W> {
                 }
                 self.fail(&e.to_string(), TIMEOUT_STATUS)
             }
+            Err(e @ ClientError::Gone { .. }) => {
+                if let ClientError::Gone {
+                    partial: Some(partial),
+                    ..
+                } = &e
+                {
+                    self.reply(&machine, command, partial);
+                }
+                self.fail(&e.to_string(), 1)
+            }
+            // These start with the C client's own line, which scripts match.
+            Err(e @ (ClientError::NotRunning { .. } | ClientError::Send { .. })) => {
+                self.fail_raw(&e.to_string(), 1)
+            }
             Err(e) => self.fail(&e.to_string(), 1),
         }
     }
@@ -148,7 +193,17 @@ impl<W: Write> Session<W> {
             LogSource::Text(text) => text.into_bytes(),
             LogSource::File(path) => match std::fs::read(&path) {
                 Ok(bytes) => bytes,
-                Err(e) => return self.fail(&format!("log -f '{}': {e}", path.display()), 1),
+                // The C client's perror line first.
+                Err(e) => {
+                    let text = e.raw_os_error().map_or_else(
+                        || e.to_string(),
+                        |c| nix::errno::Errno::from_raw(c).desc().to_owned(),
+                    );
+                    return self.fail_raw(
+                        &format!("opening file: {text} (log -f '{}')", path.display()),
+                        1,
+                    );
+                }
             },
         };
         let mut outcome = Outcome::status(0);
@@ -163,24 +218,42 @@ impl<W: Write> Session<W> {
         outcome
     }
 
+    /// SIGINT to the machine's process, only once it is proven to be the
+    /// machine: a `pid` file alone may name any process.
     fn interrupt(&mut self) -> Outcome {
-        let pid = self.machine.as_ref().and_then(Machine::pid);
-        match pid.filter(|&pid| is_foreign(pid)) {
-            Some(pid) => {
+        let Some(machine) = self.machine.clone() else {
+            if let Some(missing) = &self.missing {
+                let why = missing.to_string();
+                return self.refuse_int(&why);
+            }
+            self.local("int", NO_PID);
+            return Outcome::status(0);
+        };
+        match machine.process() {
+            Ok(process) if is_foreign(process.pid) => {
                 use nix::sys::signal::{Signal, kill};
-                match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT) {
+                match kill(nix::unistd::Pid::from_raw(process.pid), Signal::SIGINT) {
                     Ok(()) => Outcome::status(0),
-                    Err(e) => self.fail(&format!("sending SIGINT to {pid}: {e}"), 1),
+                    Err(e) => self.fail(&format!("sending SIGINT to {}: {e}", process.pid), 1),
                 }
             }
-            None => {
-                self.local(
-                    "int",
-                    "Cannot determine the PID of your UML session, not sending signal.",
-                );
+            Ok(process) => {
+                let why = format!("pid {} is this client or its process group", process.pid);
+                self.refuse_int(&why)
+            }
+            // As the C client: no PID to be found is not an error.
+            Err(NotProven::NoPidFile { .. }) => {
+                self.local("int", NO_PID);
                 Outcome::status(0)
             }
+            Err(e) => self.refuse_int(&e.to_string()),
         }
+    }
+
+    /// A PID was named but is not the machine's: the C client's line, then why.
+    fn refuse_int(&mut self, why: &str) -> Outcome {
+        self.local("int", &format!("{NO_PID} ({why})"));
+        Outcome::status(1)
     }
 
     fn reply(&mut self, machine: &Machine, command: &str, reply: &Reply) {
@@ -211,12 +284,18 @@ impl<W: Write> Session<W> {
     }
 
     fn fail(&mut self, message: &str, status: u8) -> Outcome {
+        self.fail_raw(&format!("uml_mconsole: {message}"), status)
+    }
+
+    /// An error line printed as it is (one that starts with a C client's text).
+    fn fail_raw(&mut self, line: &str, status: u8) -> Outcome {
         let _ = self.out.flush();
-        eprintln!("uml_mconsole: {message}");
+        eprintln!("{line}");
         Outcome::status(status)
     }
 
-    fn print(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` to the session's output at once.
+    pub fn print(&mut self, bytes: &[u8]) {
         // A closed stdout (a pipe to `head`) must not abort the other commands.
         let _ = self.out.write_all(bytes).and_then(|()| self.out.flush());
     }
