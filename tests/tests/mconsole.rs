@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use uml_testbed::{Uml, UmlBuilder, host_program, our_tool, pid_of};
+use uml_testbed::{Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until};
 
 const BOOT: Duration = Duration::from_secs(60);
 /// A guest that stays up, printing a tick ten times a second.
@@ -152,8 +152,9 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     assert!(stdout(&run(&["version"])).starts_with("OK Linux"));
     assert_eq!(run(&["stop"]).status.code(), Some(1));
     assert_eq!(stdout(&run(&["go"])), "OK \n");
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(console_ticks(&uml) > frozen + 3, "the guest did not resume");
+    wait_until(Instant::now() + BOOT, "the guest to resume ticking", || {
+        console_ticks(&uml) > frozen + 3
+    });
 
     // Hot-plug a disk named relative to our working directory, then remove it.
     std::fs::write(dir.join("extra.img"), vec![0u8; 1 << 20]).unwrap();
@@ -191,18 +192,18 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     assert!(from_file.status.success(), "{from_file:?}");
     assert_eq!(stdout(&from_file), "OK \n");
     wait_until(
-        || uml.console().contains("second line"),
+        Instant::now() + BOOT,
         "the logged file in the console",
+        || uml.console().contains("second line"),
     );
 
     // cad and reboot restart the kernel in the same process.
     let pid = uml.pid();
     for command in ["cad", "reboot"] {
         assert_eq!(stdout(&run(&[command])), "OK \n", "{command}");
-        wait_until(
-            || run(&["version"]).status.success(),
-            "the UML to come back",
-        );
+        wait_until(Instant::now() + BOOT, "the UML to come back", || {
+            run(&["version"]).status.success()
+        });
         assert!(!uml.has_exited(), "{command} ended the process");
         assert_eq!(uml.pid(), pid);
     }
@@ -241,14 +242,6 @@ fn real_kernel_mconsole_drives_a_live_uml() {
     assert_eq!(gone.status.code(), Some(1), "{gone:?}");
 }
 
-fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + BOOT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn real_kernel_mconsole_list_and_watch_follow_instances() {
     let builder = UmlBuilder::new(
@@ -280,7 +273,9 @@ fn real_kernel_mconsole_list_and_watch_follow_instances() {
             }
         }
     });
-    wait_until(|| notify.exists(), "the notify socket");
+    wait_until(Instant::now() + BOOT, "the notify socket", || {
+        notify.exists()
+    });
 
     let mut uml = builder
         .arg(format!("mconsole=notify:{}", notify.display()))
@@ -913,17 +908,10 @@ fn real_kernel_mconsole_stops_waiting_when_the_guest_is_killed() {
     let notice = lines.recv_timeout(BOOT).expect("a notice on stderr");
     assert!(notice.contains("has not answered"), "{notice}");
     signal(&uml, Signal::SIGKILL);
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(status) = ours.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(1),
-            "still waiting a second after the guest was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = try_wait_until(Instant::now() + Duration::from_secs(1), || {
+        ours.try_wait().unwrap()
+    })
+    .expect("still waiting a second after the guest was killed");
     assert_eq!(status.code(), Some(1));
     let error = lines.recv_timeout(BOOT).expect("an error on stderr");
     assert!(
