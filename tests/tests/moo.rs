@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -318,6 +318,22 @@ fn real_kernel_holding_a_cow_keeps_uml_moo_away() {
     }
     assert!(!dir.join("out.img").exists());
     assert!(fs::read(&backing).unwrap() == before);
+    // Nor may uml_mkcow -f replace it: the guest would go on writing to the
+    // unlinked file and lose everything.
+    let inode = fs::metadata(&cow).unwrap().ino();
+    let out = run_in(
+        &our_tool("uml_mkcow"),
+        &dir,
+        &["-f", "data.cow", backing.to_str().unwrap()],
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(msg.contains("in use") && msg.contains(&pid), "{msg}");
+    assert_eq!(
+        fs::metadata(&cow).unwrap().ino(),
+        inode,
+        "the COW was replaced"
+    );
     // Merging into a new file only reads the backing file, which other UMLs share.
     let other = dir.join("other.cow");
     assert!(
@@ -435,4 +451,114 @@ fn root_full_disk_leaves_no_output_behind() {
         stderr.contains("small/out.img") && stderr.contains("No space left"),
         "{stderr}"
     );
+}
+
+/// A symlink planted where `uml_moo -d` puts its restart marker is replaced,
+/// never written through: its target keeps its bytes, the merge completes.
+#[test]
+fn uml_moo_in_place_never_writes_through_a_planted_marker_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
+    let expected = TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(3, 0x33), (700, 0x77)],
+    )
+    .expected;
+    fs::write(d.join("victim"), "precious").unwrap();
+    symlink(d.join("victim"), d.join("x.cow.uml_moo-in-progress")).unwrap();
+    let out = run_in(&our_tool("uml_moo"), d, &["-q", "-d", "x.cow"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read_to_string(d.join("victim")).unwrap(), "precious");
+    assert!(fs::read(d.join("base.img")).unwrap() == expected);
+    assert!(
+        fs::symlink_metadata(d.join("x.cow.uml_moo-in-progress")).is_err(),
+        "the marker (or the planted link) is still there"
+    );
+}
+
+/// A marker cut short (no complete record) is not reported as a merge in progress.
+#[test]
+fn uml_moo_info_reports_only_a_complete_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(64 << 10)).unwrap();
+    TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(1, 1)],
+    );
+    fs::write(d.join("x.cow.uml_moo-in-progress"), "uml_moo in-place me").unwrap();
+    let out = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("merge in progress"),
+        "{out:?}"
+    );
+}
+
+/// The COW named as its own backing file gets a message that says so, not a
+/// report of a lock held by nobody.
+#[test]
+fn uml_moo_refuses_a_cow_as_its_own_backing_file_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(64 << 10)).unwrap();
+    TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(1, 1)],
+    );
+    let before = fs::read(d.join("x.cow")).unwrap();
+    for args in [
+        &["-d", "-b", "x.cow", "x.cow"][..],
+        &["-b", "x.cow", "x.cow", "new.img"][..],
+    ] {
+        let out = run_in(&our_tool("uml_moo"), d, args);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(msg.contains("its own backing file"), "{args:?}: {msg}");
+        assert!(!msg.contains("in use"), "{args:?}: {msg}");
+    }
+    assert!(fs::read(d.join("x.cow")).unwrap() == before);
+    assert!(!d.join("new.img").exists());
+}
+
+/// A COW whose header claims a 4 TiB image has a 1 GiB bitmap, all of it a
+/// hole: --info must not need the memory the claim implies.
+#[test]
+fn uml_moo_info_on_a_huge_sparse_cow_needs_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let backing = d.join("huge.img");
+    let size = 4u64 << 40;
+    fs::File::create(&backing).unwrap().set_len(size).unwrap();
+    let header = CowHeader::new_v3(&backing, 0, size);
+    let layout = CowLayout::of(&header).unwrap();
+    assert!(layout.bitmap_len >= 1 << 30, "the bitmap is not 1 GiB");
+    let cow = d.join("huge.cow");
+    let file = fs::File::create(&cow).unwrap();
+    file.write_all_at(&header.to_bytes().unwrap(), 0).unwrap();
+    file.set_len(layout.created_file_len(size).unwrap())
+        .unwrap();
+    // 256 MiB of address space: far less than the bitmap the header implies.
+    let out = Command::new(host_program("prlimit", "util-linux"))
+        .args(["--as=268435456", "--"])
+        .arg(our_tool("uml_moo"))
+        .args(["--info", "--json"])
+        .arg(&cow)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text: String = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect();
+    assert!(text.contains("\"dirty_sectors\":0,"), "{text}");
 }

@@ -9,11 +9,13 @@
 //!   socket, and removing the file at exit only while it is still ours;
 //! - [`publish`]: writing a new file under a temporary name and renaming it
 //!   into place durably;
+//! - [`file_lock`]: whole-file locks that conflict with a running UML's;
 //! - [`fd`]: taking ownership of descriptors the kernel hands over (accepted
 //!   connections, `SCM_RIGHTS`).
 
 pub mod devices;
 pub mod fd;
+pub mod file_lock;
 pub mod publish;
 pub mod socket_file;
 pub mod tun;

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use uml_host::file_lock::{self, Access, LockError};
 use uml_host::publish::{NewFile, Replace, TargetError, target_for};
 use uml_proto::cow::{CowHeader, CowHeaderError, CowLayout, LayoutError};
 
@@ -66,6 +67,17 @@ pub enum MkcowError {
         /// The COW path.
         path: PathBuf,
     },
+    /// The COW to be replaced is a running UML's disk: it would go on writing
+    /// to the replaced file and its data would be lost.
+    #[error(
+        "COW file '{path}' is in use{holder} (a running UML locks its disk files); stop it first"
+    )]
+    Locked {
+        /// The COW path.
+        path: PathBuf,
+        /// ` by process N` when the kernel names the holder.
+        holder: String,
+    },
     /// Writing the new file failed.
     #[error("writing COW file '{path}': {source}")]
     Write {
@@ -108,6 +120,8 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
         })?;
 
     let target = existing_target(cow, &info, force)?;
+    // Held (locked against UMLs) until the replacement is in place.
+    let _replaced = lock_replaced(&target, cow)?;
     let write_err = |source| MkcowError::Write {
         path: cow.to_path_buf(),
         source,
@@ -127,6 +141,29 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
     new.publish(Replace::existing_if(force))
         .map_err(|e| e.either(exists, write_err))?;
     Ok(header)
+}
+
+/// Locks the file about to be replaced, if any, against writers; refuses one a
+/// running UML writes to (it holds a write lock on its COW files). A read lock
+/// is what a read-only descriptor can take, and all this needs: a UML that only
+/// reads the file loses nothing when it is replaced.
+fn lock_replaced(target: &Path, cow: &Path) -> Result<Option<File>, MkcowError> {
+    let file = match File::open(target) {
+        Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => file,
+        // Nothing there (or a dangling link): nothing anyone could be using.
+        _ => return Ok(None),
+    };
+    match file_lock::lock(&file, Access::Read) {
+        Ok(()) => Ok(Some(file)),
+        Err(LockError::Held { holder }) => Err(MkcowError::Locked {
+            path: cow.to_path_buf(),
+            holder: file_lock::by_holder(holder),
+        }),
+        Err(LockError::Io(source)) => Err(MkcowError::Write {
+            path: cow.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Checks an existing COW path; returns the path to write (a symlink is followed,

@@ -2,12 +2,13 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use uml_proto::cow::{CowHeader, CowLayout, DirtyRuns, LayoutError};
+use uml_proto::cow::{CowHeader, CowLayout, LayoutError};
 
 use crate::MooError;
+use crate::dirty_map::DirtyMap;
 
 /// A COW file whose every dirty sector is known to have its data inside the file.
 #[derive(Debug)]
@@ -20,8 +21,8 @@ pub struct CowFile {
     pub header: CowHeader,
     /// Where bitmap and data sit.
     pub layout: CowLayout,
-    /// The bitmap bytes the header assigns.
-    pub bitmap: Vec<u8>,
+    /// The dirty bitmap, as far as the file holds data.
+    pub dirty: DirtyMap,
     /// The file's length in bytes.
     pub len: u64,
     /// Device and inode, to recognise the file under any other name.
@@ -67,18 +68,19 @@ impl CowFile {
                 len,
             });
         }
-        // The length fits in memory: it is no larger than the file just measured.
-        let bitmap_len =
-            usize::try_from(layout.bitmap_len).map_err(|_| layout_err(LayoutError::Overflow))?;
-        let mut bitmap = vec![0; bitmap_len];
-        file.read_exact_at(&mut bitmap, layout.bitmap_offset)
-            .map_err(MooError::io("reading the bitmap of COW file", path))?;
+        let dirty = DirtyMap::read(
+            &file,
+            layout.bitmap_offset,
+            layout.bitmap_len,
+            layout.sectors,
+        )
+        .map_err(MooError::io("reading the bitmap of COW file", path))?;
         let cow = Self {
             path: path.to_path_buf(),
             file,
             header,
             layout,
-            bitmap,
+            dirty,
             len,
             identity: (meta.dev(), meta.ino()),
         };
@@ -100,8 +102,8 @@ impl CowFile {
     }
 
     /// The runs of dirty sectors, in order.
-    pub fn runs(&self) -> DirtyRuns<'_> {
-        DirtyRuns::new(&self.bitmap, self.layout.sectors)
+    pub fn runs(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.dirty.runs()
     }
 
     /// The image bytes a run of sectors covers; the last sector may be partial.

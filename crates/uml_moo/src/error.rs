@@ -116,6 +116,14 @@ pub enum MooError {
         /// The input's path.
         input: PathBuf,
     },
+    /// The COW file was named as its own backing file (`-b COW`).
+    #[error(
+        "'{path}' is given as its own backing file; a COW file records changes to another image (see --info for the one its header names)"
+    )]
+    OwnBacking {
+        /// The COW path.
+        path: PathBuf,
+    },
     /// Another process holds a conflicting lock: a running UML uses the file.
     #[error("'{path}' is in use{holder} (a running UML locks its disk files); stop it first")]
     Locked {

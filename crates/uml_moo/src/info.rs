@@ -11,7 +11,7 @@ use uml_proto::cow::CowVersion;
 use crate::MooError;
 use crate::backing::{Backing, backing_path};
 use crate::cow_file::CowFile;
-use crate::merge::marker_path;
+use crate::merge::{marker_is_present, marker_path};
 
 /// Everything `--info` reports about one COW file.
 #[derive(Debug, Serialize)]
@@ -120,7 +120,7 @@ pub fn inspect(cow: &Path, backing: Option<&Path>) -> Result<CowInfo, MooError> 
         dirty_bytes,
         dirty_runs: cow.runs().count() as u64,
         backing,
-        merge_in_progress: marker_path(&cow.path).exists(),
+        merge_in_progress: marker_is_present(&cow.path),
     })
 }
 

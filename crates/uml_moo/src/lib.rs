@@ -7,6 +7,7 @@
 
 pub mod backing;
 pub mod cow_file;
+pub mod dirty_map;
 mod error;
 pub mod extents;
 pub mod info;

@@ -8,17 +8,18 @@
 //! merge, which is idempotent because the COW file is never modified.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::libc;
 
 use crate::MooError;
 use crate::backing::Backing;
 use crate::cow_file::CowFile;
 
-use uml_host::publish::directory_of;
-
-use super::sync_dir;
+use uml_host::publish::{NewFile, Replace, directory_of};
 
 /// Where the marker for merging `cow` in place lives: beside it.
 pub fn marker_path(cow: &Path) -> PathBuf {
@@ -30,8 +31,7 @@ pub fn marker_path(cow: &Path) -> PathBuf {
 /// The marker's content for this pair of files.
 fn content(cow: &CowFile, backing: &Backing) -> String {
     format!(
-        "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n\
-         cow {} {}\nbacking {} {}\nsize {}\nmtime {}\n",
+        "{FIRST_LINE}cow {} {}\nbacking {} {}\nsize {}\nmtime {}\n",
         cow.identity.0,
         cow.identity.1,
         backing.identity.0,
@@ -41,23 +41,47 @@ fn content(cow: &CowFile, backing: &Backing) -> String {
     )
 }
 
+/// The first line of every marker; also what tells a complete marker.
+const FIRST_LINE: &str =
+    "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n";
+
+/// The marker's text, read without following a symlink planted at its path.
+fn read(cow: &Path) -> Option<String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(marker_path(cow))
+        .ok()?;
+    let mut text = String::new();
+    // Bigger than any marker: whatever else is there is not one.
+    (&mut file).take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Whether a complete marker lies beside `cow`, whatever files it names.
+pub fn is_present(cow: &Path) -> bool {
+    read(cow).is_some_and(|text| text.starts_with(FIRST_LINE) && text.contains("\nmtime "))
+}
+
 /// Whether an interrupted merge of exactly these files left its marker.
 pub(super) fn is_pending(cow: &CowFile, backing: &Backing) -> bool {
-    fs::read_to_string(marker_path(&cow.path)).is_ok_and(|found| found == content(cow, backing))
+    read(&cow.path).is_some_and(|found| found == content(cow, backing))
 }
 
 /// Writes the marker durably before the first write to the backing file.
 ///
-/// A plain write is enough: if it is cut short the content does not match and
-/// no resume is offered, but then no backing write has happened either.
+/// It is written under a temporary name and renamed into place, so it is
+/// either whole or absent, and a symlink planted at its path is replaced,
+/// never followed.
 pub(super) fn write(cow: &CowFile, backing: &Backing) -> Result<(), MooError> {
     let path = marker_path(&cow.path);
     let err = MooError::io("writing restart marker", &path);
-    let mut file = File::create(&path).map_err(&err)?;
-    file.write_all(content(cow, backing).as_bytes())
+    let new = NewFile::beside(&path, ".uml_moo-marker-", 0o644).map_err(&err)?;
+    new.file()
+        .write_all(content(cow, backing).as_bytes())
         .map_err(&err)?;
-    file.sync_all().map_err(&err)?;
-    sync_dir(directory_of(&path))
+    new.publish(Replace::Existing)
+        .map_err(|e| e.either(|| err(io::ErrorKind::AlreadyExists.into()), &err))
 }
 
 /// Removes the marker once the merge is durable.

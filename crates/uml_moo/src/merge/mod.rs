@@ -5,7 +5,7 @@ mod marker;
 mod new_file;
 
 pub use in_place::merge_in_place;
-pub use marker::marker_path;
+pub use marker::{is_present as marker_is_present, marker_path};
 pub use new_file::merge_to_new;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +57,9 @@ impl Inputs {
         lock(&cow.file, &cow.path, Access::Read)?;
         let path = backing_path(&cow.header, opts.backing.as_deref());
         let backing = Backing::open(&path, backing_access == Access::Write)?;
+        if backing.identity == cow.identity {
+            return Err(MooError::OwnBacking { path: cow.path });
+        }
         lock(&backing.file, &backing.path, backing_access)?;
         let mut inputs = Self {
             cow,
@@ -93,9 +96,4 @@ impl Inputs {
             already_merged: false,
         }
     }
-}
-
-/// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), MooError> {
-    uml_host::publish::sync_dir(dir).map_err(MooError::io("syncing directory", dir))
 }
