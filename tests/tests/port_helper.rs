@@ -1,0 +1,237 @@
+//! port-helper as a UML kernel runs it: for a `port:` console (through an
+//! `in.telnetd` that the test puts first in the kernel's PATH) and for an
+//! `xterm` console (through a terminal-emulator stand-in named by `xterm=`),
+//! with the C `/usr/lib/uml/port-helper` as the reference for both.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+
+const BOOT: Duration = Duration::from_secs(60);
+const C_HELPER: &str = "/usr/lib/uml/port-helper";
+
+/// The guest's init starts a shell on console 1 (it blocks in open() until
+/// the kernel has the terminal), then waits for it.
+const SHELL_ON_TTY1: &str = "echo CONSOLE-WAITING\n\
+    setsid sh -c 'exec sh </dev/tty1 >/dev/tty1 2>&1'\necho SHELL-ENDED";
+
+/// A command whose output differs from its echo, and that output.
+const COMMAND: &str = "echo MARK-$((6*7)); exit\n";
+const OUTPUT: &str = "MARK-42";
+
+fn c_helper() -> PathBuf {
+    let path = PathBuf::from(C_HELPER);
+    assert!(
+        path.is_file(),
+        "{C_HELPER} missing: install uml-utilities (cargo xtask test does)"
+    );
+    path
+}
+
+/// A directory of executable stand-ins that goes first in the kernel's PATH.
+struct StandIns {
+    dir: tempfile::TempDir,
+}
+
+impl StandIns {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("port-helper-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn add(&self, name: &str, script: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn path(&self) -> OsString {
+        let mut path = OsString::from(self.dir.path());
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        path
+    }
+}
+
+/// The kernel runs `in.telnetd -L HELPER`; Debian's telnetds spell the option
+/// differently, so ours hands the connection to busybox's, in inetd mode.
+fn telnetd(stand_ins: &StandIns) {
+    let busybox = host_program("busybox", "busybox-static");
+    stand_ins.add(
+        "in.telnetd",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = -L ] || exit 1\nexec {} telnetd -i -f /dev/null -l \"$2\"\n",
+            busybox.display()
+        ),
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads from `stream` until `needle` shows up; panics with what came otherwise.
+fn read_until(stream: &mut impl Read, needle: &str, uml: &Uml) -> String {
+    let deadline = Instant::now() + BOOT;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the terminal; got {:?}; console:\n{}",
+            String::from_utf8_lossy(&seen),
+            uml.console()
+        );
+        match stream.read(&mut buf) {
+            Ok(0) => panic!(
+                "the terminal closed before {needle:?}; got {:?}; console:\n{}",
+                String::from_utf8_lossy(&seen),
+                uml.console()
+            ),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Boots a guest with `con1=port:PORT` and the given helper, runs a command
+/// on that console over TCP, and returns the console log once the guest is done.
+fn port_console(helper: &Path) -> String {
+    let stand_ins = StandIns::new();
+    telnetd(&stand_ins);
+    let port = free_port();
+    let mut uml = UmlBuilder::new(SHELL_ON_TTY1)
+        .arg(format!("con1=port:{port}"))
+        .env("PATH", stand_ins.path())
+        .env("UML_PORT_HELPER", helper)
+        .start();
+    uml.wait_for_console("CONSOLE-WAITING", BOOT);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    client.write_all(COMMAND.as_bytes()).unwrap();
+    read_until(&mut client, OUTPUT, &uml);
+    uml.wait_for_console("SHELL-ENDED", BOOT);
+    assert!(uml.wait_exit(BOOT).success());
+    uml.console()
+}
+
+#[test]
+fn real_kernel_port_console_through_our_port_helper() {
+    let console = port_console(&our_tool("port-helper"));
+    assert!(!console.contains("port-helper:"), "{console}");
+}
+
+#[test]
+fn real_kernel_c_tool_port_console_through_the_c_port_helper() {
+    port_console(&c_helper());
+}
+
+/// Boots a guest with `con1=xterm` and `xterm=` naming a stand-in terminal:
+/// `script` on a pty, fed from a FIFO the test writes, logging what the
+/// terminal shows to a file the test reads. The kernel runs the fixed
+/// /usr/lib/uml/port-helper inside it; with `ours` our binary is
+/// bind-mounted there in a private mount namespace (the host keeps the C tool).
+fn xterm_console(ours: bool) {
+    let stand_ins = StandIns::new();
+    let dir = stand_ins.dir.path();
+    let input = dir.join("keyboard");
+    let screen = dir.join("screen");
+    let made = std::process::Command::new(host_program("mkfifo", "coreutils"))
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Held open for reading and writing, so neither side's open() blocks.
+    let mut keyboard = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&input)
+        .unwrap();
+    let terminal = stand_ins.add(
+        "fake-xterm",
+        &format!(
+            "#!/bin/sh
+[ \"$1\" = -T ] && [ \"$3\" = -e ] || exit 1
+shift 3
+\
+             exec {} -q -f -E never -c \"$*\" {} <{} >/dev/null 2>&1\n",
+            host_program("script", "bsdutils").display(),
+            screen.display(),
+            input.display()
+        ),
+    );
+    let mut builder = UmlBuilder::new(SHELL_ON_TTY1)
+        .arg("con1=xterm")
+        .arg(format!("xterm={},-T,-e", terminal.display()))
+        .env("DISPLAY", ":0");
+    let bind;
+    if ours {
+        bind = our_tool("port-helper");
+        builder = builder.launcher(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /usr/lib/uml/port-helper && exec \"$@\"",
+            bind.to_str().unwrap(),
+        ]);
+    } else {
+        c_helper();
+    }
+    let mut uml = builder.start();
+    uml.wait_for_console("CONSOLE-WAITING", BOOT);
+    keyboard.write_all(COMMAND.as_bytes()).unwrap();
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let shown = std::fs::read_to_string(&screen).unwrap_or_default();
+        if shown.contains(OUTPUT) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window never showed {OUTPUT}; it shows {shown:?}; console:\n{}",
+            uml.console()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    uml.wait_for_console("SHELL-ENDED", BOOT);
+    assert!(uml.wait_exit(BOOT).success());
+    let console = uml.console();
+    assert!(!console.contains("xterm_open"), "{console}");
+}
+
+#[test]
+fn real_kernel_xterm_console_through_our_port_helper() {
+    xterm_console(true);
+}
+
+#[test]
+fn real_kernel_c_tool_xterm_console_through_the_c_port_helper() {
+    xterm_console(false);
+}
