@@ -4,14 +4,20 @@
 //! with the C `/usr/lib/uml/port-helper` as the reference for both.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
+#![allow(unsafe_code)] // taking ownership of an fd received with SCM_RIGHTS
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IoSliceMut, IsTerminal, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use uml_proto::port_helper::HelperPid;
 use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
 
 const BOOT: Duration = Duration::from_secs(60);
@@ -160,7 +166,7 @@ fn xterm_console(ours: bool) {
     let dir = stand_ins.dir.path();
     let input = dir.join("keyboard");
     let screen = dir.join("screen");
-    let made = std::process::Command::new(host_program("mkfifo", "coreutils"))
+    let made = Command::new(host_program("mkfifo", "coreutils"))
         .arg(&input)
         .status()
         .unwrap();
@@ -234,4 +240,94 @@ fn real_kernel_xterm_console_through_our_port_helper() {
 #[test]
 fn real_kernel_c_tool_xterm_console_through_the_c_port_helper() {
     xterm_console(false);
+}
+
+/// Runs `helper` as telnetd would (stdin a pty from `script`, fd 3 a datagram
+/// socket) and returns the PID payload and the terminal it sent, and `script`.
+fn hand_over(helper: &Path) -> (i32, OwnedFd, std::process::Child) {
+    let (ours, theirs) = UnixDatagram::pair().unwrap();
+    ours.set_read_timeout(Some(BOOT)).unwrap();
+    // script puts the helper on a new pty; fd 3 passes through to it.
+    let script = Command::new("sh")
+        .args([
+            "-c",
+            "exec \"$1\" -q -c \"$0\" /dev/null 3<&2 2>/dev/null </dev/null >/dev/null",
+        ])
+        .arg(helper)
+        .arg(host_program("script", "bsdutils"))
+        .stderr(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    let mut payload = [0u8; 16];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut payload)];
+    let msg = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("no datagram from the helper");
+    let len = msg.bytes;
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        // SAFETY: the kernel just installed this fd in our table for us alone.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .expect("no fd with the datagram");
+    (HelperPid::pid_of(&payload[..len]), fd, script)
+}
+
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.starts_with(" Z"))
+    })
+}
+
+#[test]
+fn c_tool_port_helper_hands_over_its_terminal_as_ours_does() {
+    for helper in [our_tool("port-helper"), c_helper()] {
+        let (pid, terminal, mut script) = hand_over(&helper);
+        assert!(
+            terminal.is_terminal(),
+            "{}: sent no terminal",
+            helper.display()
+        );
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", terminal.as_raw_fd())).unwrap();
+        assert!(link.starts_with("/dev/pts"), "{}", link.display());
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            exe,
+            std::fs::canonicalize(&helper).unwrap(),
+            "the payload is the helper's PID"
+        );
+        // The window closes: script, holding the pty's master, goes away.
+        drop(terminal);
+        script.kill().unwrap();
+        script.wait().unwrap();
+        if helper.as_path() == Path::new(C_HELPER) {
+            // The C tool sleeps until the kernel kills it.
+            assert!(is_running(pid));
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        } else {
+            let deadline = Instant::now() + BOOT;
+            while is_running(pid) {
+                assert!(
+                    Instant::now() < deadline,
+                    "our port-helper outlived its terminal"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
