@@ -125,6 +125,16 @@ fn read_until(stream: &mut impl Read, needle: &str, uml: &Uml) -> String {
 /// Boots a guest with `con1=port:PORT` and the given helper, runs a command
 /// on that console over TCP, and returns the console log once the guest is done.
 fn port_console(helper: &Path) -> String {
+    port_session(helper, |client, uml| {
+        client.write_all(COMMAND.as_bytes()).unwrap();
+        read_until(client, OUTPUT, uml);
+    })
+}
+
+/// Boots a guest whose console 1 is on a TCP port served through `helper`,
+/// lets `session` drive the connection, and returns the console log once the
+/// guest's shell has ended and the guest is down.
+fn port_session(helper: &Path, session: impl FnOnce(&mut TcpStream, &Uml)) -> String {
     let stand_ins = StandIns::new();
     telnetd(&stand_ins);
     let port = free_port();
@@ -138,8 +148,7 @@ fn port_console(helper: &Path) -> String {
     client
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    client.write_all(COMMAND.as_bytes()).unwrap();
-    read_until(&mut client, OUTPUT, &uml);
+    session(&mut client, &uml);
     uml.wait_for_console("SHELL-ENDED", BOOT);
     assert!(uml.wait_exit(BOOT).success());
     uml.console()
@@ -154,6 +163,39 @@ fn real_kernel_port_console_through_our_port_helper() {
 #[test]
 fn real_kernel_c_tool_port_console_through_the_c_port_helper() {
     port_console(&c_helper());
+}
+
+/// Resizes the telnet client's window once the guest's shell runs (telnet
+/// NAWS, which telnetd turns into the pty's size) and waits for the guest's
+/// terminal to report the new size. The kernel learns of resizes through a
+/// watcher that must make the pty its controlling terminal, which the helper
+/// allows by giving the pty up (TIOCNOTTY).
+fn follows_resizes(helper: &Path) {
+    port_session(helper, |client, uml| {
+        read_until(client, "/ # ", uml);
+        // IAC SB NAWS, width 100, height 40, IAC SE
+        client
+            .write_all(&[255, 250, 31, 0, 100, 0, 40, 255, 240])
+            .unwrap();
+        client
+            .write_all(
+                b"n=0; until [ \"$(stty size 2>/dev/null)\" = '40 100' ] || [ $n -ge 100 ]; \
+                  do usleep 100000; n=$((n+1)); done; echo SIZE-$(stty size 2>&1 | tr ' ' x); exit\n",
+            )
+            .unwrap();
+        read_until(client, "SIZE-40x100", uml);
+    });
+}
+
+#[test]
+fn real_kernel_c_tool_port_console_follows_window_resizes() {
+    follows_resizes(&c_helper());
+}
+
+#[test]
+#[ignore = "needs TIOCNOTTY, which has no safe wrapper yet (see crates/port_helper/README.md)"]
+fn real_kernel_port_console_follows_window_resizes() {
+    follows_resizes(&our_tool("port-helper"));
 }
 
 /// Boots a guest with `con1=xterm` and `xterm=` naming a stand-in terminal:
