@@ -6,9 +6,10 @@
 //! `in.telnetd -L port-helper` on it with fd 3 one end of a datagram socket
 //! pair; telnetd starts us as its login program on the session's pty. For a
 //! window, the kernel runs `TERMINAL -T TITLE -e port-helper -uml-socket PATH`
-//! and listens on a datagram socket at PATH. Either way we send our stdin, the
-//! terminal, to the kernel (`SCM_RIGHTS`, our PID as payload), then stay until
-//! the terminal hangs up: the kernel kills us when it closes the channel.
+//! and listens on a datagram socket at PATH. Either way we give up the
+//! terminal as our controlling terminal, send it (our stdin) to the kernel
+//! (`SCM_RIGHTS`, our PID as payload), then stay until the terminal hangs up:
+//! the kernel kills us when it closes the channel.
 
 use std::io::{self, IoSlice, IsTerminal};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -74,6 +75,14 @@ pub fn run(destination: &Destination) -> Result<(), PortHelperError> {
     // Both channels need a terminal (the kernel reads its settings).
     if !stdin.is_terminal() {
         return Err(PortHelperError::NothingToPass);
+    }
+    // telnetd and terminal emulators make the pty our session's controlling
+    // terminal; the kernel's window-size watcher can only take it over once
+    // we let go. The console works without, so a failure is only reported.
+    if let Err(e) = uml_host::tty::give_up_controlling_terminal(&stdin) {
+        eprintln!(
+            "port-helper: cannot give up the terminal ({e}); window resizes will not reach the UML"
+        );
     }
     match destination {
         Destination::InheritedFd => send_terminal(KERNEL_FD).map_err(|e| match e {

@@ -10,10 +10,12 @@
 //! - [`publish`]: writing a new file under a temporary name and renaming it
 //!   into place durably;
 //! - [`fd`]: taking ownership of descriptors the kernel hands over (accepted
-//!   connections, `SCM_RIGHTS`).
+//!   connections, `SCM_RIGHTS`);
+//! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`).
 
 pub mod devices;
 pub mod fd;
 pub mod publish;
 pub mod socket_file;
+pub mod tty;
 pub mod tun;
