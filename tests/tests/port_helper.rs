@@ -4,21 +4,22 @@
 //! with the C `/usr/lib/uml/port-helper` as the reference for both.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
-#![allow(unsafe_code)] // taking ownership of an fd received with SCM_RIGHTS
 
 use std::ffi::OsString;
-use std::io::{IoSliceMut, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use uml_host::fd::recv_with_fd;
 use uml_proto::port_helper::HelperPid;
-use uml_testbed::{Uml, UmlBuilder, host_program, our_tool};
+use uml_testbed::{
+    Uml, UmlBuilder, bind_mount_launcher, host_program, our_tool, try_wait_until, wait_until,
+};
 
 const BOOT: Duration = Duration::from_secs(60);
 const C_HELPER: &str = "/usr/lib/uml/port-helper";
@@ -193,7 +194,6 @@ fn real_kernel_c_tool_port_console_follows_window_resizes() {
 }
 
 #[test]
-#[ignore = "needs TIOCNOTTY, which has no safe wrapper yet (see crates/port_helper/README.md)"]
 fn real_kernel_port_console_follows_window_resizes() {
     follows_resizes(&our_tool("port-helper"));
 }
@@ -236,37 +236,27 @@ shift 3
         .arg("con1=xterm")
         .arg(format!("xterm={},-T,-e", terminal.display()))
         .env("DISPLAY", ":0");
-    let bind;
     if ours {
-        bind = our_tool("port-helper");
-        builder = builder.launcher(&[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount --bind \"$0\" /usr/lib/uml/port-helper && exec \"$@\"",
-            bind.to_str().unwrap(),
-        ]);
+        let launcher = bind_mount_launcher(&our_tool("port-helper"), C_HELPER);
+        let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+        builder = builder.launcher(&launcher);
     } else {
         c_helper();
     }
     let mut uml = builder.start();
     uml.wait_for_console("CONSOLE-WAITING", BOOT);
     keyboard.write_all(COMMAND.as_bytes()).unwrap();
-    let deadline = Instant::now() + BOOT;
-    loop {
-        let shown = std::fs::read_to_string(&screen).unwrap_or_default();
-        if shown.contains(OUTPUT) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the window never showed {OUTPUT}; it shows {shown:?}; console:\n{}",
+    let shown = || std::fs::read_to_string(&screen).unwrap_or_default();
+    if try_wait_until(Instant::now() + BOOT, || {
+        shown().contains(OUTPUT).then_some(())
+    })
+    .is_none()
+    {
+        panic!(
+            "the window never showed {OUTPUT}; it shows {:?}; console:\n{}",
+            shown(),
             uml.console()
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
     uml.wait_for_console("SHELL-ENDED", BOOT);
     assert!(uml.wait_exit(BOOT).success());
@@ -275,7 +265,7 @@ shift 3
 }
 
 #[test]
-fn real_kernel_xterm_console_through_our_port_helper() {
+fn root_real_kernel_xterm_console_through_our_port_helper() {
     xterm_console(true);
 }
 
@@ -288,7 +278,6 @@ fn real_kernel_c_tool_xterm_console_through_the_c_port_helper() {
 /// socket) and returns the PID payload and the terminal it sent, and `script`.
 fn hand_over(helper: &Path) -> (i32, OwnedFd, std::process::Child) {
     let (ours, theirs) = UnixDatagram::pair().unwrap();
-    ours.set_read_timeout(Some(BOOT)).unwrap();
     // script puts the helper on a new pty; fd 3 passes through to it.
     let script = Command::new("sh")
         .args([
@@ -301,26 +290,11 @@ fn hand_over(helper: &Path) -> (i32, OwnedFd, std::process::Child) {
         .spawn()
         .unwrap();
     let mut payload = [0u8; 16];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut payload)];
-    let msg = recvmsg::<()>(
-        ours.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
+    let (len, fd) = try_wait_until(Instant::now() + BOOT, || {
+        recv_with_fd(&ours, &mut payload).ok()
+    })
     .expect("no datagram from the helper");
-    let len = msg.bytes;
-    let fd = msg
-        .cmsgs()
-        .unwrap()
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        // SAFETY: the kernel just installed this fd in our table for us alone.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .expect("no fd with the datagram");
+    let fd = fd.expect("no fd with the datagram");
     (HelperPid::pid_of(&payload[..len]), fd, script)
 }
 
@@ -362,14 +336,11 @@ fn c_tool_port_helper_hands_over_its_terminal_as_ours_does() {
             )
             .unwrap();
         } else {
-            let deadline = Instant::now() + BOOT;
-            while is_running(pid) {
-                assert!(
-                    Instant::now() < deadline,
-                    "our port-helper outlived its terminal"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(
+                Instant::now() + BOOT,
+                "our port-helper to leave with its terminal",
+                || !is_running(pid),
+            );
         }
     }
 }

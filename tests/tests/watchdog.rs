@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use uml_proto::mconsole::{Notification, NotifyKind, WatchdogHangWire};
-use uml_testbed::{Uml, UmlBuilder, our_tool};
+use uml_testbed::{Uml, UmlBuilder, bind_mount_launcher, our_tool, try_wait_until, wait_until};
 use zerocopy::IntoBytes;
 
 /// Our hang timeout in these tests, in seconds.
@@ -33,17 +33,8 @@ const HANG: &str =
 fn with_our_watchdog(script: &str) -> (UmlBuilder, PathBuf) {
     let builder = UmlBuilder::new(script);
     let log = builder.workdir().join("watchdog.log");
-    let ours = our_tool("uml_watchdog");
-    let launcher = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "mount --bind \"$0\" /usr/bin/uml_watchdog && exec \"$@\"",
-        ours.to_str().unwrap(),
-    ];
+    let launcher = bind_mount_launcher(&our_tool("uml_watchdog"), "/usr/bin/uml_watchdog");
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
     let builder = builder
         .launcher(&launcher)
         .env("UML_WATCHDOG_TIMEOUT", TIMEOUT.to_string())
@@ -58,18 +49,15 @@ fn read_log(log: &Path) -> String {
 /// Waits (a bounded time) until the tool's log contains `needle`: the tool
 /// may still be finishing when the guest is already gone.
 fn wait_for_log(log: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + MARGIN;
-    loop {
-        let text = read_log(log);
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the watchdog never logged {needle:?}; log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    try_wait_until(Instant::now() + MARGIN, || {
+        Some(read_log(log)).filter(|text| text.contains(needle))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the watchdog never logged {needle:?}; log:\n{}",
+            read_log(log)
+        )
+    })
 }
 
 /// Waits until the guest has opened the watchdog; returns when it saw that.
@@ -97,7 +85,7 @@ fn ended_after_hang(uml: &mut Uml, opened: Instant, timeout: u64) -> Duration {
 }
 
 #[test]
-fn real_kernel_watchdog_spares_a_guest_that_keeps_pinging() {
+fn root_real_kernel_watchdog_spares_a_guest_that_keeps_pinging() {
     // Pings every half second for four timeouts, then closes the device.
     let (builder, log) = with_our_watchdog(&format!(
         "exec 3>/dev/watchdog || echo OPEN-FAILED\necho WATCHDOG-OPEN\n\
@@ -127,7 +115,7 @@ fn real_kernel_watchdog_spares_a_guest_that_keeps_pinging() {
 }
 
 #[test]
-fn real_kernel_watchdog_ends_a_silent_guest_with_sigint() {
+fn root_real_kernel_watchdog_ends_a_silent_guest_with_sigint() {
     let (builder, log) = with_our_watchdog(HANG);
     let mut uml = builder.start();
     let pid = uml.pid();
@@ -172,19 +160,14 @@ fn watch_notifications(
             }
         }
     });
-    let deadline = Instant::now() + BOOT;
-    while !notify.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no notify socket from the watcher"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Instant::now() + BOOT, "the watcher's notify socket", || {
+        notify.exists()
+    });
     (watcher, rx)
 }
 
 #[test]
-fn real_kernel_watchdog_reports_a_hang_to_mconsole_watch() {
+fn root_real_kernel_watchdog_reports_a_hang_to_mconsole_watch() {
     let (builder, log) = with_our_watchdog(HANG);
     let notify = builder.workdir().join("notify.sock");
     let (mut watcher, lines) = watch_notifications(&builder.uml_dir(), &notify);
