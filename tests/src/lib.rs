@@ -115,3 +115,21 @@ pub fn pid(raw: u32) -> nix::unistd::Pid {
 pub fn index(offset: u64) -> usize {
     usize::try_from(offset).expect("the tests run on 64-bit hosts")
 }
+
+/// The words of a [`UmlBuilder::launcher`] that shows the kernel `file` at
+/// `fixed_path` (where the kernel runs a helper from, say), bind-mounted in a
+/// private mount namespace: the host's file stays as it was. Needs root.
+pub fn bind_mount_launcher(file: &std::path::Path, fixed_path: &str) -> Vec<String> {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &format!("mount --bind \"$0\" {fixed_path} && exec \"$@\""),
+        &file.to_string_lossy(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 /// Debian packages that make up the test bed.
 const PACKAGES: &[&str] = &[
     "user-mode-linux",
+    "bsdutils",
+    "util-linux",
     "uml-utilities",
     "busybox-static",
     "e2fsprogs",
@@ -66,6 +68,25 @@ const NEEDS: &[Need] = &[
         program: "setcap",
         package: "libcap2-bin",
     },
+    // The C references of the port-helper and watchdog tests, at the fixed
+    // paths the kernel runs them from.
+    Need {
+        program: "/usr/lib/uml/port-helper",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "/usr/bin/uml_watchdog",
+        package: "uml-utilities",
+    },
+    // The tests' stand-ins: a terminal window (script) and mount namespaces.
+    Need {
+        program: "script",
+        package: "bsdutils",
+    },
+    Need {
+        program: "unshare",
+        package: "util-linux",
+    },
 ];
 
 /// Installs the test bed's packages if anything is missing (as root, with apt-get),
@@ -115,7 +136,8 @@ fn missing_packages() -> Vec<&'static str> {
     missing
 }
 
-/// Looks a program up in PATH and the sbin directories (root's PATH may lack them).
+/// Looks a program up in PATH and the sbin directories (root's PATH may lack
+/// them); an absolute name is taken as it is.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

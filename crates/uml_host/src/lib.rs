@@ -11,11 +11,13 @@
 //!   into place durably;
 //! - [`file_lock`]: whole-file locks that conflict with a running UML's;
 //! - [`fd`]: taking ownership of descriptors the kernel hands over (accepted
-//!   connections, `SCM_RIGHTS`).
+//!   connections, `SCM_RIGHTS`);
+//! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`).
 
 pub mod devices;
 pub mod fd;
 pub mod file_lock;
 pub mod publish;
 pub mod socket_file;
+pub mod tty;
 pub mod tun;

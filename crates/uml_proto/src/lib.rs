@@ -1,5 +1,6 @@
 //! Wire formats shared by the User-Mode Linux utilities (mconsole, COW files,
-//! uml_switch framing, Ethernet frames and the uml_net helper's answers).
+//! uml_switch framing, Ethernet frames, the uml_net helper's answers and
+//! port-helper's fd message).
 //!
 //! Every on-the-wire or on-disk structure has exactly one definition here, as a
 //! `#[repr(C)]` struct whose field types spell out their byte order
@@ -16,4 +17,5 @@ pub mod cow;
 pub mod ethernet;
 pub mod mconsole;
 pub mod net_helper;
+pub mod port_helper;
 pub mod switch;
