@@ -85,7 +85,8 @@ impl Helper {
         let d = self.dir.path().display();
         let mut script = format!(
             "set -e; mount -t tmpfs none {d}/overlay; mkdir {d}/overlay/u {d}/overlay/w; \
-             mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/overlay/u,workdir={d}/overlay/w /etc; "
+             mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/overlay/u,workdir={d}/overlay/w /etc; \
+             rm -f /etc/uml-utilities/uml_net.conf; "
         );
         if self.dir.path().join("policy").exists() {
             script.push_str(&format!(
@@ -116,19 +117,24 @@ impl Helper {
         .to_vec()
     }
 
-    /// Runs `uml_net ARGS` as `uid` inside `ns`, with fd 1 = `stdout`.
-    fn run_as(&self, ns: &NetNamespace, uid: u32, args: &[&str], stdout: Stdio) -> Output {
+    /// Runs `uml_net ARGS` as `who` inside `ns`, with fd 1 = `stdout`.
+    fn run_as(
+        &self,
+        ns: &NetNamespace,
+        who: impl Into<Who>,
+        args: &[&str],
+        stdout: Stdio,
+    ) -> Output {
         let launcher = self.launcher();
         let mut cmd = Command::new(&launcher[0]);
         cmd.args(&launcher[1..])
             .arg(host_program("ip", "iproute2"))
-            .args(["netns", "exec", ns.name()])
-            .arg(host_program("setpriv", "util-linux"))
-            .args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".to_owned(),
-            ])
+            .args(["netns", "exec", ns.name()]);
+        cmd.arg(host_program("setpriv", "util-linux"))
+            .args(who.into().setpriv_args())
+            // setpriv holds every capability through its own exec: a shell
+            // run by it holds none, so the kernel checks the helper's mode.
+            .args(["sh", "-c", "exec \"$0\" \"$@\""])
             .arg(self.binary())
             .args(args)
             .stdout(stdout)
@@ -136,9 +142,14 @@ impl Helper {
         cmd.output().unwrap()
     }
 
-    /// `add`/`del` as `uid`: exit status and the framed text.
-    fn route(&self, ns: &NetNamespace, uid: u32, args: &[&str]) -> (Option<i32>, String) {
-        let out = self.run_as(ns, uid, args, Stdio::piped());
+    /// `add`/`del` as `who`: exit status and the framed text.
+    fn route(
+        &self,
+        ns: &NetNamespace,
+        who: impl Into<Who>,
+        args: &[&str],
+    ) -> (Option<i32>, String) {
+        let out = self.run_as(ns, who, args, Stdio::piped());
         let text = match TextFrame::parse(&out.stdout) {
             Ok((frame, used)) => {
                 assert_eq!(used, out.stdout.len(), "one frame only: {out:?}");
@@ -149,18 +160,18 @@ impl Helper {
         (out.status.code(), text)
     }
 
-    /// `tuntap up [GATE]` as `uid`, fd 1 a datagram socket as the kernel
+    /// `tuntap up [GATE]` as `who`, fd 1 a datagram socket as the kernel
     /// makes it: exit status, the datagram, and the fd that came with it.
     fn tap_up(
         &self,
         ns: &NetNamespace,
-        uid: u32,
+        who: impl Into<Who>,
         args: &[&str],
     ) -> (Option<i32>, Vec<u8>, Option<OwnedFd>) {
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         ours.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let out = self.run_as(ns, uid, args, Stdio::from(OwnedFd::from(theirs)));
+        let out = self.run_as(ns, who, args, Stdio::from(OwnedFd::from(theirs)));
         let mut buf = vec![0u8; 4096];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -185,6 +196,47 @@ impl Helper {
     }
 }
 
+/// Who runs the helper: real uid and gid, and supplementary groups.
+#[derive(Clone, Debug)]
+struct Who {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+impl From<u32> for Who {
+    /// `uid` with the same number as gid and no supplementary groups.
+    fn from(uid: u32) -> Self {
+        Self {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl From<&Who> for Who {
+    fn from(who: &Who) -> Self {
+        who.clone()
+    }
+}
+
+impl Who {
+    fn setpriv_args(&self) -> Vec<String> {
+        let groups = if self.groups.is_empty() {
+            "--clear-groups".to_owned()
+        } else {
+            let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            format!("--groups={}", list.join(","))
+        };
+        vec![
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            groups,
+        ]
+    }
+}
+
 /// Everything on the namespace's host side a request could change.
 fn host_state(ns: &NetNamespace) -> String {
     let mut state = String::new();
@@ -205,6 +257,12 @@ fn host_state(ns: &NetNamespace) -> String {
     );
     state.push_str(&String::from_utf8_lossy(&sysctls.stdout));
     state
+}
+
+/// A `/proc/sys/net/` switch inside `ns`, trimmed.
+fn sysctl(ns: &NetNamespace, path: &str) -> String {
+    let out = ns.run(Path::new("cat"), &[&format!("/proc/sys/net/{path}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn make_tap(ns: &NetNamespace, name: &str, owner: u32) {
@@ -563,4 +621,138 @@ fn obsolete_transports_get_a_clear_answer_in_their_framing() {
     assert!(
         String::from_utf8_lossy(frame.text).contains("the ethertap transport is not supported")
     );
+}
+
+/// The host's IPv6 state a router advertisement could change: routes other
+/// than the kernel's own link-local ones, and global addresses.
+fn ipv6_state(ns: &NetNamespace) -> String {
+    let routes: String = ns
+        .show(&["-6", "route", "show", "table", "all"])
+        .lines()
+        .filter(|l| {
+            !l.starts_with("fe80::")
+                && !l.starts_with("local fe80::")
+                && !l.starts_with("multicast")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    routes + &ns.show(&["-6", "-o", "addr", "show", "scope", "global"])
+}
+
+/// The Internet checksum of `data`.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x0a, 0x63, 0x15, 0x02];
+
+/// An Ethernet frame carrying a router advertisement from fe80::99:2 to all
+/// nodes: default router for 1800 s, and prefix 2001:db8:99::/64 on-link and
+/// for autoconfiguration.
+fn router_advertisement() -> Vec<u8> {
+    let src: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99, 0, 2];
+    let dst: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    // Type, code, checksum, hop limit, flags, router lifetime, reachable, retransmit.
+    let mut icmp = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend([1, 1]); // source link-layer address
+    icmp.extend(GUEST_MAC);
+    icmp.extend([3, 4, 64, 0xc0]); // prefix information: /64, on-link, autonomous
+    icmp.extend(86_400u32.to_be_bytes());
+    icmp.extend(14_400u32.to_be_bytes());
+    icmp.extend([0; 4]);
+    icmp.extend([
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let mut pseudo = Vec::new();
+    pseudo.extend(src);
+    pseudo.extend(dst);
+    pseudo.extend((icmp.len() as u32).to_be_bytes());
+    pseudo.extend([0, 0, 0, 58]);
+    pseudo.extend(&icmp);
+    let sum = internet_checksum(&pseudo);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = vec![0x33, 0x33, 0, 0, 0, 1];
+    frame.extend(GUEST_MAC);
+    frame.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    frame.extend((icmp.len() as u16).to_be_bytes());
+    frame.extend([58, 255]);
+    frame.extend(src);
+    frame.extend(dst);
+    frame.extend(icmp);
+    frame
+}
+
+/// An Ethernet frame asking who has `target`, from the guest's `sender`.
+fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend(GUEST_MAC);
+    frame.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    frame.extend(GUEST_MAC);
+    frame.extend(sender);
+    frame.extend([0; 6]);
+    frame.extend(target);
+    frame
+}
+
+/// Waits until the host answers, on the tap, the ARP request for `target`:
+/// frames written to a tap are processed in order, so everything written
+/// before the request has been processed by then.
+fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
+    use std::io::Read;
+    let mut reader = tap.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = reader.read(&mut buf) {
+            let frame = &buf[..n];
+            if n >= 42
+                && frame[12..14] == [8, 6]
+                && frame[20..22] == [0, 2]
+                && frame[28..32] == target
+            {
+                let _ = tx.send(());
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the host never answered ARP on the tap");
+}
+
+#[test]
+fn root_uml_net_taps_ignore_router_advertisements_from_the_guest() {
+    use std::io::Write;
+    let ns = NetNamespace::new("umlnet-ra");
+    let helper = Helper::new(Some("allow user nobody 10.99.21.0/24\n"));
+    let before = ipv6_state(&ns);
+    let (code, datagram, fd) = helper.tap_up(&ns, NOBODY, &["4", "tuntap", "up", "10.99.21.1"]);
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(answer.text));
+    let name = String::from_utf8_lossy(answer.ifname).into_owned();
+    let mut tap = std::fs::File::from(fd.expect("the tap's fd"));
+    // What a hostile guest writes: a router advertisement, then an ARP
+    // request whose answer shows the advertisement has been processed.
+    tap.write_all(&router_advertisement()).unwrap();
+    tap.write_all(&arp_request([10, 99, 21, 2], [10, 99, 21, 1]))
+        .unwrap();
+    wait_for_arp_reply(&tap, [10, 99, 21, 1]);
+    assert_eq!(
+        ipv6_state(&ns),
+        before,
+        "a guest's RA reconfigured the host"
+    );
+    for switch in ["accept_ra", "accept_redirects", "autoconf"] {
+        assert_eq!(
+            sysctl(&ns, &format!("ipv6/conf/{name}/{switch}")),
+            "0",
+            "{switch} of {name}"
+        );
+    }
 }

@@ -71,6 +71,8 @@ pub fn up(
         rtnl.add_host_address(ifindex, gate, &what)?;
         report.step(&what);
     }
+    // Before the link is up: a guest's first frame could be an advertisement.
+    ignore_ipv6_configuration(&tun.name, ifindex, report)?;
     let what = format!("ip link set {} up", tun.name);
     rtnl.set_up(ifindex, &what)?;
     report.step(&what);
@@ -81,6 +83,37 @@ pub fn up(
         file: tun.file,
         name: tun.name,
     })
+}
+
+/// Makes the host ignore router advertisements, redirects and address
+/// autoconfiguration arriving on the tap: its other end is a guest, which must
+/// not choose the host's routes or addresses.
+fn ignore_ipv6_configuration(
+    name: &str,
+    ifindex: u32,
+    report: &mut Report,
+) -> Result<(), NetError> {
+    let dir = sysctl::ipv6_dir(name);
+    if !Path::new(&dir).is_dir() {
+        // No IPv6 on this host (or this device): nothing to accept.
+        return Ok(());
+    }
+    for switch in sysctl::IPV6_FROM_LINK {
+        sysctl::set(&format!("{dir}/{switch}"), false)?;
+    }
+    // The switches are reached by name. Only a holder of CAP_NET_ADMIN could
+    // rename the tap meanwhile, and the helper holds its only fd; still, check.
+    if nix::net::if_::if_nametoindex(name).ok() != Some(ifindex) {
+        return Err(NetError::Device(format!(
+            "{name} changed while it was being set up"
+        )));
+    }
+    let settings: Vec<String> = sysctl::IPV6_FROM_LINK
+        .iter()
+        .map(|switch| format!("net.ipv6.conf.{name}.{switch}=0"))
+        .collect();
+    report.step(&format!("sysctl -w {}", settings.join(" ")));
+    Ok(())
 }
 
 /// Switches on IPv4 forwarding, as the C helper always did, when the policy allows.
