@@ -27,6 +27,9 @@ struct Helper {
     dir: tempfile::TempDir,
     policy_mode: &'static str,
     tun_mode: Option<&'static str>,
+    /// Shell commands run in the helper's mount namespace once the policy is
+    /// in place (for example to loosen its directory).
+    etc_script: String,
 }
 
 impl Helper {
@@ -49,6 +52,7 @@ impl Helper {
             dir,
             policy_mode: "644",
             tun_mode: None,
+            etc_script: String::new(),
         }
     }
 
@@ -95,6 +99,7 @@ impl Helper {
                 self.policy_mode
             ));
         }
+        script.push_str(&self.etc_script);
         if let Some(mode) = self.tun_mode {
             // A clone device of our own over the host's, seen only in here.
             script.push_str(&format!(
@@ -528,6 +533,27 @@ fn root_uml_net_ignores_a_policy_others_could_write() {
         "{text}"
     );
     assert_eq!(host_state(&ns), before);
+    // The same file in a directory others could change is no better.
+    for loosen in [
+        "chmod 777 /etc/uml-utilities",
+        "chown 65534 /etc/uml-utilities",
+    ] {
+        let mut helper = Helper::new(Some("allow everyone 0.0.0.0/0\nallow everyone forward\n"));
+        helper.etc_script = format!("{loosen}; ");
+        let (code, text) = helper.route(
+            &ns,
+            NOBODY,
+            &["4", "add", "tapw", "10.99.16.2", "255.255.255.0"],
+        );
+        assert_eq!(code, Some(1), "{loosen}: {text}");
+        assert!(
+            text.contains(
+                "/etc/uml-utilities/uml_net.conf is ignored: its directory /etc/uml-utilities"
+            ),
+            "{loosen}: {text}"
+        );
+        assert_eq!(host_state(&ns), before);
+    }
 }
 
 #[test]
