@@ -30,6 +30,9 @@ struct Helper {
     /// Shell commands run in the helper's mount namespace once the policy is
     /// in place (for example to loosen its directory).
     etc_script: String,
+    /// Shell commands run inside the network namespace just before the
+    /// caller's identity is taken.
+    netns_script: Option<String>,
 }
 
 impl Helper {
@@ -53,6 +56,7 @@ impl Helper {
             policy_mode: "644",
             tun_mode: None,
             etc_script: String::new(),
+            netns_script: None,
         }
     }
 
@@ -135,6 +139,9 @@ impl Helper {
         cmd.args(&launcher[1..])
             .arg(host_program("ip", "iproute2"))
             .args(["netns", "exec", ns.name()]);
+        if let Some(script) = &self.netns_script {
+            cmd.args(["sh", "-c", &format!("set -e; {script}; exec \"$@\""), "sh"]);
+        }
         cmd.arg(host_program("setpriv", "util-linux"))
             .args(who.into().setpriv_args())
             // setpriv holds every capability through its own exec: a shell
@@ -781,4 +788,43 @@ fn root_uml_net_taps_ignore_router_advertisements_from_the_guest() {
             "{switch} of {name}"
         );
     }
+}
+
+#[test]
+fn root_uml_net_sets_proxy_arp_on_the_device_it_checked() {
+    let ns = NetNamespace::new("umlnet-index");
+    let mut helper = Helper::new(Some("allow user nobody 10.99.27.0/24\n"));
+    make_tap(&ns, "tapn", NOBODY);
+    make_tap(&ns, "tapo", 1000);
+    ns.run(
+        Path::new("sh"),
+        &["-c", "echo 1 > /proc/sys/net/ipv4/conf/tapo/proxy_arp"],
+    );
+    // Stands in for tapn being renamed or recreated between the helper's
+    // check and its change: in the helper's view, tapn's switches are tapo's.
+    helper.netns_script =
+        Some("mount --bind /proc/sys/net/ipv4/conf/tapo /proc/sys/net/ipv4/conf/tapn".to_owned());
+    let proxy_arp = |dev: &str| sysctl(&ns, &format!("ipv4/conf/{dev}/proxy_arp"));
+    let (code, text) = helper.route(
+        &ns,
+        NOBODY,
+        &["4", "add", "tapn", "10.99.27.5", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        (proxy_arp("tapn"), proxy_arp("tapo")),
+        ("1".into(), "1".into()),
+        "{text}"
+    );
+    let (code, text) = helper.route(
+        &ns,
+        NOBODY,
+        &["4", "del", "tapn", "10.99.27.5", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        (proxy_arp("tapn"), proxy_arp("tapo")),
+        ("0".into(), "1".into()),
+        "{text}"
+    );
 }

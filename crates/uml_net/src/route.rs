@@ -11,7 +11,6 @@ use crate::error::NetError;
 use crate::policy::{Network, Permissions};
 use crate::request::Change;
 use crate::rtnl::{Route, Rtnl};
-use crate::sysctl;
 
 /// A checked `add` or `del`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,10 +163,10 @@ fn add_steps(
         }
         Err(e) => return Err(e.into()),
     }
-    let switch = sysctl::proxy_arp(dev);
-    if !sysctl::is_on(&switch)? {
-        sysctl::set(&switch, true)?;
-        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=1"));
+    if rtnl.link(*ifindex)?.proxy_arp != Some(true) {
+        let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=1");
+        rtnl.set_proxy_arp(*ifindex, true, &what)?;
+        report.step(&what);
         done.push(Undo::ProxyArpSwitch);
     }
     let interfaces = publishing_interfaces(&rtnl.routes()?, *ifindex, *addr);
@@ -205,10 +204,13 @@ fn undo(rtnl: &mut Rtnl, request: &RouteChange, done: Vec<Undo>, report: &mut Re
                     .map_err(NetError::from);
                 (what, result)
             }
-            Undo::ProxyArpSwitch => (
-                format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"),
-                sysctl::set(&sysctl::proxy_arp(dev), false),
-            ),
+            Undo::ProxyArpSwitch => {
+                let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0");
+                let result = rtnl
+                    .set_proxy_arp(*ifindex, false, &what)
+                    .map_err(NetError::from);
+                (what, result)
+            }
             Undo::Proxy(other) => {
                 let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
                 let result = rtnl.del_proxy(other, *addr, &what).map_err(NetError::from);
@@ -252,13 +254,13 @@ fn del(
         }
     }
     // The tap's proxy ARP serves its other addresses while any route uses it.
-    let switch = sysctl::proxy_arp(dev);
     let still_routed = routes
         .iter()
         .any(|r| r.oif == Some(*ifindex) && r.prefix == 32);
-    if !still_routed && sysctl::is_on(&switch)? {
-        sysctl::set(&switch, false)?;
-        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"));
+    if !still_routed && rtnl.link(*ifindex)?.proxy_arp == Some(true) {
+        let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0");
+        rtnl.set_proxy_arp(*ifindex, false, &what)?;
+        report.step(&what);
     }
     Ok(())
 }

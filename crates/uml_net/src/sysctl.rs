@@ -8,11 +8,6 @@ use crate::error::NetError;
 /// `/proc/sys/net/ipv4/ip_forward`.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-/// The proxy ARP switch of device `dev`.
-pub fn proxy_arp(dev: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{dev}/proxy_arp")
-}
-
 /// The IPv6 switches through which a link's traffic could reconfigure the
 /// host: router advertisements (default routes, on-link prefixes), redirects,
 /// and stateless address autoconfiguration.
