@@ -234,6 +234,13 @@ impl From<&Who> for Who {
 }
 
 impl Who {
+    fn in_groups(uid: u32, groups: &[u32]) -> Self {
+        Self {
+            groups: groups.to_vec(),
+            ..Self::from(uid)
+        }
+    }
+
     fn setpriv_args(&self) -> Vec<String> {
         let groups = if self.groups.is_empty() {
             "--clear-groups".to_owned()
@@ -788,6 +795,69 @@ fn root_uml_net_taps_ignore_router_advertisements_from_the_guest() {
             "{switch} of {name}"
         );
     }
+}
+
+/// Two users' taps and a LAN (lan0, 10.99.X.1/24) in `ns`, the victim's
+/// guest at 10.99.X.7 routed through its tap and published on the LAN by the
+/// helper itself.
+fn two_users_and_a_lan(ns: &NetNamespace, helper: &Helper, x: u8, victim: &Who) {
+    make_tap(ns, "tapn", NOBODY);
+    make_tap(ns, "tapv", victim.uid);
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", &format!("10.99.{x}.1/24"), "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    let (code, text) = helper.route(
+        ns,
+        victim,
+        &["4", "add", "tapv", &format!("10.99.{x}.7"), "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("* ip neigh add proxy 10.99.{x}.7 dev lan0")),
+        "{text}"
+    );
+}
+
+#[test]
+fn root_uml_net_del_removes_only_what_add_made_for_that_tap() {
+    let ns = NetNamespace::new("umlnet-del");
+    // One grant shared by both users, proxy ARP included.
+    let helper = Helper::new(Some(
+        "allow group 4321 10.99.23.0/24\nallow group 4321 proxy-arp\n",
+    ));
+    let attacker = Who::in_groups(NOBODY, &[4321]);
+    let victim = Who::in_groups(1000, &[4321]);
+    two_users_and_a_lan(&ns, &helper, 23, &victim);
+    let before = host_state(&ns);
+    // The attacker names the victim's guest address on its own tap.
+    let (_, text) = helper.route(
+        &ns,
+        &attacker,
+        &["4", "del", "tapn", "10.99.23.7", "255.255.255.0"],
+    );
+    assert_eq!(
+        host_state(&ns),
+        before,
+        "del on tapn changed the host: {text}"
+    );
+    let proxies = ns.show(&["neigh", "show", "proxy"]);
+    assert!(proxies.contains("10.99.23.7 dev lan0"), "{proxies}");
+    let routes = ns.show(&["route"]);
+    assert!(routes.contains("10.99.23.7 dev tapv"), "{routes}");
+    // The victim's own del takes back everything its add made.
+    let (code, text) = helper.route(
+        &ns,
+        &victim,
+        &["4", "del", "tapv", "10.99.23.7", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        !ns.show(&["neigh", "show", "proxy"]).contains("10.99.23.7"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -234,15 +234,30 @@ fn del(
         dev, ifindex, addr, ..
     } = request;
     let what = format!("ip route del {addr}/32 dev {dev}");
+    // What add made for this tap hangs on the route through it: without that
+    // route, any route or proxy entry for the address is someone else's.
+    let through_tap = |routes: &[Route]| {
+        routes
+            .iter()
+            .any(|r| r.dst == *addr && r.prefix == 32 && r.oif == Some(*ifindex))
+    };
+    if !through_tap(&rtnl.routes()?) {
+        report.note(&format!(
+            "{what}: not there; nothing else is {dev}'s to remove"
+        ));
+        return Ok(());
+    }
     match rtnl.del_host_route(*ifindex, *addr, &what) {
         Ok(()) => report.step(&what),
         Err(e) if e.errno() == Some(Errno::ESRCH) => {
             report.note(&format!("{what}: not there"));
+            return Ok(());
         }
         Err(e) => return Err(e.into()),
     }
     let routes = rtnl.routes()?;
-    // Someone else's proxy entry for this address is not ours to remove.
+    // The address was this tap's guest's, so its publication was too, if the
+    // caller could have made it.
     if perms.rights.proxy_arp && perms.rights.allows(*addr) {
         for other in publishing_interfaces(&routes, *ifindex, *addr) {
             let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
