@@ -861,6 +861,68 @@ fn root_uml_net_del_removes_only_what_add_made_for_that_tap() {
 }
 
 #[test]
+fn root_uml_net_gate_never_takes_an_address_in_use() {
+    let ns = NetNamespace::new("umlnet-gate");
+    // One grant shared by both users: it names addresses, not whose they are.
+    let helper = Helper::new(Some(
+        "allow group 4321 10.99.22.0/23\nallow group 4321 proxy-arp\n",
+    ));
+    let attacker = Who::in_groups(NOBODY, &[4321]);
+    let victim = Who::in_groups(1000, &[4321]);
+    two_users_and_a_lan(&ns, &helper, 22, &victim);
+    // Published by the administrator for some host behind this one.
+    ns.ip(&["neigh", "add", "proxy", "10.99.23.8", "dev", "lan0"]);
+    // Another guest's address, routed (not published) through the victim's tap.
+    ns.ip(&["route", "add", "10.99.23.9/32", "dev", "tapv"]);
+    let before = host_state(&ns);
+    for (gate, why) in [
+        // The victim's guest: routed through tapv and published on lan0.
+        ("10.99.22.7", "routed through tapv"),
+        // A LAN address: some host on lan0's network may have it.
+        ("10.99.22.9", "on the network of lan0"),
+        ("10.99.23.8", "published by proxy ARP on lan0"),
+        ("10.99.23.9", "routed through tapv"),
+    ] {
+        let (code, datagram, fd) = helper.tap_up(&ns, &attacker, &["4", "tuntap", "up", gate]);
+        let text = String::from_utf8_lossy(&datagram);
+        assert_eq!((code, fd.is_none()), (Some(1), true), "GATE {gate}: {text}");
+        assert!(text.contains(why), "GATE {gate}: {text}");
+        assert_eq!(host_state(&ns), before, "GATE {gate} changed the host");
+        let route = ns.show(&["route", "get", gate]);
+        assert!(!route.starts_with("local"), "{gate} became local: {route}");
+    }
+    // A guest address that is already the host's own is refused to `add`
+    // too: the local address would shadow the route.
+    let (code, text) = helper.route(
+        &ns,
+        &attacker,
+        &["4", "add", "tapn", "10.99.22.1", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("is an address of this host (on lan0)"),
+        "{text}"
+    );
+    assert_eq!(host_state(&ns), before);
+    // The claim does not hold for an address the host already has: the
+    // HOWTO's "reuse the host's eth IP for the host ends of the taps". It was
+    // delivered locally before and still is; nothing else changes meaning.
+    let local_before = ns.show(&["route", "get", "10.99.22.1"]);
+    assert!(
+        local_before.starts_with("local 10.99.22.1"),
+        "{local_before}"
+    );
+    let (code, datagram, fd) = helper.tap_up(&ns, &attacker, &["4", "tuntap", "up", "10.99.22.1"]);
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(answer.text));
+    assert_eq!(ns.show(&["route", "get", "10.99.22.1"]), local_before);
+    let victims = ns.show(&["route", "get", "10.99.22.7"]);
+    assert!(victims.starts_with("10.99.22.7 dev tapv"), "{victims}");
+    drop(fd);
+    assert_eq!(host_state(&ns), before);
+}
+
+#[test]
 fn root_uml_net_sets_proxy_arp_on_the_device_it_checked() {
     let ns = NetNamespace::new("umlnet-index");
     let mut helper = Helper::new(Some("allow user nobody 10.99.27.0/24\n"));

@@ -11,6 +11,7 @@ use crate::error::NetError;
 use crate::policy::{Network, Permissions};
 use crate::request::Change;
 use crate::rtnl::{Route, Rtnl};
+use crate::tap::name_of;
 
 /// A checked `add` or `del`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +91,6 @@ fn publishing_interfaces(routes: &[Route], tap: u32, addr: Ipv4Addr) -> Vec<u32>
     found
 }
 
-fn name_of(ifindex: u32) -> String {
-    nix::net::if_::if_indextoname(ifindex)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("if{ifindex}"))
-}
-
 /// A change already made, to be undone if a later step fails.
 enum Undo {
     Route,
@@ -140,6 +135,13 @@ fn add_steps(
     let RouteChange {
         dev, ifindex, addr, ..
     } = request;
+    // The host's own address would shadow the route: the guest could never be reached.
+    if let Some((_, index)) = rtnl.addresses()?.into_iter().find(|(a, _)| a == addr) {
+        return Err(NetError::Denied(format!(
+            "{addr} is an address of this host (on {}); a guest cannot have it",
+            name_of(index)
+        )));
+    }
     let what = format!("ip route add {addr}/32 dev {dev}");
     match rtnl.add_host_route(*ifindex, *addr, &what) {
         Ok(()) => {

@@ -359,6 +359,64 @@ impl Rtnl {
         )
     }
 
+    /// Every IPv4 address of the host, with its device's index.
+    pub fn addresses(&mut self) -> Result<Vec<(Ipv4Addr, u32)>, RtnlError> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            RouteNetlinkMessage::GetAddress(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut found = Vec::new();
+        self.receive(seq, "ip address show", |message| {
+            let RouteNetlinkMessage::NewAddress(address) = message else {
+                return;
+            };
+            // IFA_LOCAL is the host's own address (IFA_ADDRESS a peer's on
+            // point-to-point links); without IFA_LOCAL they are the same.
+            let mut local = None;
+            let mut plain = None;
+            for attribute in &address.attributes {
+                match attribute {
+                    AddressAttribute::Local(std::net::IpAddr::V4(a)) => local = Some(*a),
+                    AddressAttribute::Address(std::net::IpAddr::V4(a)) => plain = Some(*a),
+                    _ => {}
+                }
+            }
+            if let Some(addr) = local.or(plain) {
+                found.push((addr, address.header.index));
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Every IPv4 address the host publishes by proxy ARP, with the device's index.
+    pub fn proxies(&mut self) -> Result<Vec<(Ipv4Addr, u32)>, RtnlError> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet;
+        // The kernel dumps the proxy table only when asked with exactly this flag.
+        query.header.flags = NeighbourFlags::Proxy;
+        let seq = self.send(
+            RouteNetlinkMessage::GetNeighbour(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut found = Vec::new();
+        self.receive(seq, "ip neigh show proxy", |message| {
+            let RouteNetlinkMessage::NewNeighbour(entry) = message else {
+                return;
+            };
+            if !entry.header.flags.contains(NeighbourFlags::Proxy) {
+                return;
+            }
+            for attribute in &entry.attributes {
+                if let NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) = attribute {
+                    found.push((*addr, entry.header.ifindex));
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
     /// The IPv4 unicast routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, RtnlError> {
         let mut query = RouteMessage::default();

@@ -9,8 +9,8 @@ use tunctl::tun::{CLONE_DEVICE, IFF_NO_PI, IFF_TAP, Tun, TunError};
 
 use crate::answer::Report;
 use crate::error::NetError;
-use crate::policy::Permissions;
-use crate::rtnl::Rtnl;
+use crate::policy::{Network, Permissions};
+use crate::rtnl::{Route, Rtnl};
 use crate::sysctl;
 
 /// A tap made for the kernel: it lives as long as someone holds `file`.
@@ -33,6 +33,86 @@ pub fn authorize(gate: Option<Ipv4Addr>, perms: &Permissions) -> Result<(), NetE
     }
 }
 
+/// Whether device `ifindex` is a TUN/TAP device the caller owns.
+pub fn is_callers_tap(perms: &Permissions, ifindex: u32) -> bool {
+    let Ok(name) = nix::net::if_::if_indextoname(ifindex) else {
+        return false;
+    };
+    let name = name.to_string_lossy();
+    tunctl::device(&name).is_some_and(|device| {
+        tunctl::sysfs_ifindex(&name) == Some(ifindex) && perms.owns(device.owner, device.group)
+    })
+}
+
+/// The name of device `ifindex`, for messages.
+pub fn name_of(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("if{ifindex}"))
+}
+
+/// Refuses a GATE that something else on the host already uses: an address
+/// routed through a device that is not the caller's tap (another guest's, a
+/// LAN's or a remote network's, which a local address would capture), or one
+/// published by proxy ARP. An address the host already has is no such thing:
+/// it is delivered locally already, and the HOWTO's way is to reuse the host's
+/// own LAN address as every tap's host end.
+pub fn check_gate_unused(
+    rtnl: &mut Rtnl,
+    gate: Ipv4Addr,
+    perms: &Permissions,
+    report: &mut Report,
+) -> Result<(), NetError> {
+    if perms.caller.is_root() {
+        return Ok(());
+    }
+    if let Some((_, index)) = rtnl.addresses()?.into_iter().find(|(a, _)| *a == gate) {
+        report.note(&format!(
+            "{gate} is already an address of this host (on {}); the tap shares it",
+            name_of(index)
+        ));
+        return Ok(());
+    }
+    let in_use = |why: String| NetError::Denied(format!("GATE {gate} is in use: {why}"));
+    let routes = rtnl.routes()?;
+    let matching: Vec<&Route> = routes
+        .iter()
+        .filter(|r| {
+            r.prefix > 0
+                && Network {
+                    addr: r.dst,
+                    prefix: r.prefix,
+                }
+                .contains(gate)
+        })
+        .collect();
+    let longest = matching.iter().map(|r| r.prefix).max();
+    for route in matching.iter().filter(|r| Some(r.prefix) == longest) {
+        match route.oif {
+            Some(index) if is_callers_tap(perms, index) => {}
+            Some(index) if route.on_link && route.prefix < 32 => {
+                return Err(in_use(format!(
+                    "it is on the network of {} ({}/{}), where a host may have it",
+                    name_of(index),
+                    route.dst,
+                    route.prefix
+                )));
+            }
+            Some(index) => {
+                return Err(in_use(format!("it is routed through {}", name_of(index))));
+            }
+            None => return Err(in_use("it is routed through a gateway".to_owned())),
+        }
+    }
+    if let Some((_, index)) = rtnl.proxies()?.into_iter().find(|(a, _)| *a == gate) {
+        return Err(in_use(format!(
+            "it is published by proxy ARP on {}",
+            name_of(index)
+        )));
+    }
+    Ok(())
+}
+
 /// Makes a non-persistent tap owned by the caller, gives it `gate`/32 and
 /// brings it up, then switches on forwarding when the policy allows.
 pub fn up(
@@ -40,6 +120,10 @@ pub fn up(
     perms: &Permissions,
     report: &mut Report,
 ) -> Result<Tap, NetError> {
+    let mut rtnl = Rtnl::open()?;
+    if let Some(gate) = gate {
+        check_gate_unused(&mut rtnl, gate, perms, report)?;
+    }
     let tun =
         Tun::attach(Path::new(CLONE_DEVICE), "", IFF_TAP | IFF_NO_PI, false).map_err(|e| {
             match &e {
@@ -65,7 +149,6 @@ pub fn up(
     ));
     let ifindex = nix::net::if_::if_nametoindex(tun.name.as_str())
         .map_err(|e| NetError::Device(format!("{} vanished after it was made: {e}", tun.name)))?;
-    let mut rtnl = Rtnl::open()?;
     if let Some(gate) = gate {
         let what = format!("ip address add {gate}/32 dev {}", tun.name);
         rtnl.add_host_address(ifindex, gate, &what)?;
