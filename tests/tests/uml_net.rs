@@ -922,6 +922,97 @@ fn root_uml_net_gate_never_takes_an_address_in_use() {
     assert_eq!(host_state(&ns), before);
 }
 
+/// How many taps the helper keeps alive for one user at a time.
+const TAPS_PER_USER: usize = 32;
+
+/// What a holder of a tap's fd with no capability at all can do with it: each
+/// TUN ioctl's outcome, as perl run as nobody on that fd reports it.
+fn fd_powers(fd: &OwnedFd) -> String {
+    let script = r#"
+        open(my $status, "<", "/proc/self/status") or die;
+        print grep { /^CapEff:/ } <$status>;
+        my $ifr = pack("Z16 s x22", "evil0", 0x1002);
+        for (["TUNSETIFF", 0x400454ca, $ifr], ["TUNSETPERSIST", 0x400454cb, 1],
+             ["TUNSETOWNER", 0x400454cc, 1000], ["TUNSETGROUP", 0x400454ce, 1000]) {
+            my ($name, $request, $arg) = @$_;
+            print "$name ", (ioctl(STDIN, $request, $arg) ? "ok" : "$!"), "\n";
+        }
+    "#;
+    let out = Command::new(host_program("setpriv", "util-linux"))
+        .args(Who::from(NOBODY).setpriv_args())
+        .arg(host_program("perl", "perl-base"))
+        .args(["-e", script])
+        .stdin(Stdio::from(fd.try_clone().unwrap()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn root_uml_net_caps_a_users_taps_whatever_the_fd_is_used_for() {
+    let ns = NetNamespace::new("umlnet-fd");
+    let helper = Helper::new(None);
+    let tap_up = |who: u32| {
+        let (code, datagram, fd) = helper.tap_up(&ns, who, &["4", "tuntap", "up"]);
+        (code, datagram, fd)
+    };
+    // Measured: the kernel lets the fd's holder, without CAP_NET_ADMIN, make
+    // the tap persistent and give it to another user; only a second TUNSETIFF fails.
+    let (code, datagram, fd) = tap_up(NOBODY);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let name = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
+    let fd = fd.expect("the tap's fd");
+    let powers = fd_powers(&fd);
+    assert!(powers.contains("CapEff:\t0000000000000000"), "{powers}");
+    for expected in [
+        "TUNSETIFF File exists",
+        "TUNSETPERSIST ok",
+        "TUNSETOWNER ok",
+        "TUNSETGROUP ok",
+    ] {
+        assert!(powers.contains(expected), "{expected}: {powers}");
+    }
+    drop(fd);
+    assert_eq!(ns.sysfs(&name, "owner"), "1000", "the tap outlived its fd");
+    // The helper still knows whose it was: uid 1000 cannot route through it.
+    let (code, text) = helper.route(
+        &ns,
+        1000,
+        &["4", "del", &name, "10.99.28.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("'{name}' was made by uml_net for uid 65534")),
+        "{text}"
+    );
+    // It counts against its maker, however many are kept and given away.
+    for _ in 1..TAPS_PER_USER {
+        let (code, datagram, fd) = tap_up(NOBODY);
+        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+        assert!(fd_powers(&fd.expect("fd")).contains("TUNSETPERSIST ok"));
+    }
+    let before = host_state(&ns);
+    let (code, datagram, fd) = tap_up(NOBODY);
+    let text = String::from_utf8_lossy(&datagram);
+    assert_eq!((code, fd.is_none()), (Some(1), true), "{text}");
+    assert!(
+        text.contains(&format!(
+            "uid 65534 already has {TAPS_PER_USER} taps made by uml_net"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        host_state(&ns),
+        before,
+        "a refused tuntap up left something"
+    );
+    // The user they were given to is not charged for them.
+    let (code, datagram, fd) = tap_up(1000);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    assert!(fd.is_some());
+}
+
 #[test]
 fn root_uml_net_sets_proxy_arp_on_the_device_it_checked() {
     let ns = NetNamespace::new("umlnet-index");

@@ -11,7 +11,7 @@ use crate::error::NetError;
 use crate::policy::{Network, Permissions};
 use crate::request::Change;
 use crate::rtnl::{Route, Rtnl};
-use crate::tap::name_of;
+use crate::tap::{self, name_of};
 
 /// A checked `add` or `del`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,27 +36,14 @@ pub fn authorize(
 ) -> Result<RouteChange, NetError> {
     let ifindex = nix::net::if_::if_nametoindex(dev)
         .map_err(|_| NetError::Device(format!("no network device '{dev}'")))?;
-    let Some(device) = tunctl::device(dev) else {
-        return Err(NetError::Denied(format!(
-            "'{dev}' is not a TUN/TAP device; uml_net only routes through guests' taps"
-        )));
-    };
-    // sysfs must describe the same namespace's device the kernel resolved.
-    if tunctl::sysfs_ifindex(dev) != Some(ifindex) {
+    let link = Rtnl::open()?.link(ifindex)?;
+    if link.name != dev {
         return Err(NetError::Device(format!(
-            "/sys/class/net does not match this network namespace for '{dev}'"
+            "'{dev}' changed while it was being checked"
         )));
     }
-    if !perms.owns(device.owner, device.group) {
-        let owner = match (device.owner, device.group) {
-            (Some(uid), _) => format!("uid {uid}"),
-            (None, Some(gid)) => format!("group {gid}"),
-            (None, None) => "nobody in particular".to_owned(),
-        };
-        return Err(NetError::Denied(format!(
-            "'{dev}' belongs to {owner}, not to uid {}",
-            perms.caller.uid
-        )));
+    if let Some(why) = tap::not_callers_tap(perms, &link) {
+        return Err(NetError::Denied(why));
     }
     if change == Change::Add {
         perms

@@ -269,6 +269,14 @@ impl Rtnl {
         Ok(links)
     }
 
+    /// `ip link set IFINDEX alias ALIAS`.
+    pub fn set_alias(&mut self, ifindex: u32, alias: &str, what: &str) -> Result<(), RtnlError> {
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        message.attributes = vec![LinkAttribute::IfAlias(alias.to_owned())];
+        self.request(RouteNetlinkMessage::SetLink(message), 0, what)
+    }
+
     /// `sysctl -w net.ipv4.conf.DEV.proxy_arp=0|1`, addressed by index, so
     /// that it reaches the device that was checked even if a name changed.
     pub fn set_proxy_arp(&mut self, ifindex: u32, on: bool, what: &str) -> Result<(), RtnlError> {

@@ -10,7 +10,7 @@ use tunctl::tun::{CLONE_DEVICE, IFF_NO_PI, IFF_TAP, Tun, TunError};
 use crate::answer::Report;
 use crate::error::NetError;
 use crate::policy::{Network, Permissions};
-use crate::rtnl::{Route, Rtnl};
+use crate::rtnl::{Link, Route, Rtnl};
 use crate::sysctl;
 
 /// A tap made for the kernel: it lives as long as someone holds `file`.
@@ -33,15 +33,94 @@ pub fn authorize(gate: Option<Ipv4Addr>, perms: &Permissions) -> Result<(), NetE
     }
 }
 
-/// Whether device `ifindex` is a TUN/TAP device the caller owns.
-pub fn is_callers_tap(perms: &Permissions, ifindex: u32) -> bool {
-    let Ok(name) = nix::net::if_::if_indextoname(ifindex) else {
-        return false;
+/// How many taps made by uml_net one user may have at a time, persistent ones
+/// included (root has no limit).
+pub const TAPS_PER_USER: usize = 32;
+
+/// The alias a tap gets from uml_net, naming the user it was made for. Only a
+/// holder of CAP_NET_ADMIN can change an alias; the tap's fd cannot.
+pub fn label(uid: u32) -> String {
+    format!("uml_net uid {uid}")
+}
+
+/// The user a device was made for by uml_net, read from its alias.
+pub fn made_for(alias: Option<&str>) -> Option<u32> {
+    alias?.strip_prefix("uml_net uid ")?.parse().ok()
+}
+
+/// Why `link` is not the caller's tap, if it is not: it must be a TUN/TAP
+/// device the caller owns by the kernel's rule, and if uml_net made it, it
+/// must have been made for the caller (its owner can be changed through the
+/// fd, its label cannot).
+pub fn not_callers_tap(perms: &Permissions, link: &Link) -> Option<String> {
+    let name = &link.name;
+    let Some(device) = tunctl::device(name) else {
+        return Some(format!(
+            "'{name}' is not a TUN/TAP device; uml_net only routes through guests' taps"
+        ));
     };
-    let name = name.to_string_lossy();
-    tunctl::device(&name).is_some_and(|device| {
-        tunctl::sysfs_ifindex(&name) == Some(ifindex) && perms.owns(device.owner, device.group)
-    })
+    // sysfs must describe the device netlink named.
+    if tunctl::sysfs_ifindex(name) != Some(link.index) {
+        return Some(format!(
+            "/sys/class/net does not match this network namespace for '{name}'"
+        ));
+    }
+    if perms.caller.is_root() {
+        return None;
+    }
+    if !perms.owns(device.owner, device.group) {
+        let owner = match (device.owner, device.group) {
+            (Some(uid), _) => format!("uid {uid}"),
+            (None, Some(gid)) => format!("group {gid}"),
+            (None, None) => "nobody in particular".to_owned(),
+        };
+        return Some(format!(
+            "'{name}' belongs to {owner}, not to uid {}",
+            perms.caller.uid
+        ));
+    }
+    match made_for(link.alias.as_deref()) {
+        Some(uid) if uid != perms.caller.uid => Some(format!(
+            "'{name}' was made by uml_net for uid {uid}, not for uid {}",
+            perms.caller.uid
+        )),
+        _ => None,
+    }
+}
+
+/// Whether device `ifindex` is the caller's tap.
+fn is_callers_tap(rtnl: &mut Rtnl, perms: &Permissions, ifindex: u32) -> bool {
+    rtnl.link(ifindex)
+        .is_ok_and(|link| not_callers_tap(perms, &link).is_none())
+}
+
+/// How many live devices uml_net made for `uid`.
+fn taps_made_for(rtnl: &mut Rtnl, uid: u32) -> Result<usize, NetError> {
+    Ok(rtnl
+        .links()?
+        .iter()
+        .filter(|link| made_for(link.alias.as_deref()) == Some(uid))
+        .count())
+}
+
+/// Refuses another tap to a user who has [`TAPS_PER_USER`] already.
+fn check_tap_count(
+    rtnl: &mut Rtnl,
+    perms: &Permissions,
+    counting_new: bool,
+) -> Result<(), NetError> {
+    if perms.caller.is_root() {
+        return Ok(());
+    }
+    let limit = TAPS_PER_USER + usize::from(counting_new);
+    let uid = perms.caller.uid;
+    if taps_made_for(rtnl, uid)? >= limit {
+        return Err(NetError::Denied(format!(
+            "uid {uid} already has {TAPS_PER_USER} taps made by uml_net (persistent ones \
+             included); stop a guest, or have root delete the leftovers (tunctl -d TAP)"
+        )));
+    }
+    Ok(())
 }
 
 /// The name of device `ifindex`, for messages.
@@ -89,7 +168,7 @@ pub fn check_gate_unused(
     let longest = matching.iter().map(|r| r.prefix).max();
     for route in matching.iter().filter(|r| Some(r.prefix) == longest) {
         match route.oif {
-            Some(index) if is_callers_tap(perms, index) => {}
+            Some(index) if is_callers_tap(rtnl, perms, index) => {}
             Some(index) if route.on_link && route.prefix < 32 => {
                 return Err(in_use(format!(
                     "it is on the network of {} ({}/{}), where a host may have it",
@@ -121,6 +200,7 @@ pub fn up(
     report: &mut Report,
 ) -> Result<Tap, NetError> {
     let mut rtnl = Rtnl::open()?;
+    check_tap_count(&mut rtnl, perms, false)?;
     if let Some(gate) = gate {
         check_gate_unused(&mut rtnl, gate, perms, report)?;
     }
@@ -149,6 +229,17 @@ pub fn up(
     ));
     let ifindex = nix::net::if_::if_nametoindex(tun.name.as_str())
         .map_err(|e| NetError::Device(format!("{} vanished after it was made: {e}", tun.name)))?;
+    // Whoever holds the fd can make the tap persistent or give it to another
+    // user; the label keeps it counted against, and routable by, its maker.
+    let what = format!(
+        "ip link set {} alias '{}'",
+        tun.name,
+        label(perms.caller.uid)
+    );
+    rtnl.set_alias(ifindex, &label(perms.caller.uid), &what)?;
+    report.step(&what);
+    // Counted again with this one, against a race of the user's own helpers.
+    check_tap_count(&mut rtnl, perms, true)?;
     if let Some(gate) = gate {
         let what = format!("ip address add {gate}/32 dev {}", tun.name);
         rtnl.add_host_address(ifindex, gate, &what)?;
