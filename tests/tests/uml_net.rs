@@ -206,6 +206,16 @@ impl Helper {
             .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
         (out.status.code(), buf[..len].to_vec(), fd)
     }
+
+    /// Installs the helper as Debian installs the C one: owner root, group
+    /// `gid`, `mode` (4754: setuid, runnable by that group only).
+    fn installed_as(self, gid: u32, mode: u32) -> Self {
+        let binary = self.binary();
+        std::os::unix::fs::chown(&binary, Some(0), Some(gid)).unwrap();
+        // chown clears the setuid bit, so the mode comes after.
+        std::fs::set_permissions(&binary, PermissionsExt::from_mode(mode)).unwrap();
+        self
+    }
 }
 
 /// Who runs the helper: real uid and gid, and supplementary groups.
@@ -1050,4 +1060,124 @@ fn root_uml_net_sets_proxy_arp_on_the_device_it_checked() {
         ("0".into(), "1".into()),
         "{text}"
     );
+}
+
+/// The gid of Debian's `uml-net` group (made by the uml-utilities package).
+fn uml_net_group() -> u32 {
+    let out = Command::new("getent")
+        .args(["group", "uml-net"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|gid| gid.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no uml-net group: install the Debian package uml-utilities (cargo xtask test does)"
+            )
+        })
+}
+
+#[test]
+fn root_uml_net_serves_its_group_without_a_policy_and_nobody_else() {
+    let ns = NetNamespace::new("umlnet-group");
+    let gid = uml_net_group();
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    let member = Who::in_groups(1000, &[gid]);
+    let before = host_state(&ns);
+    // Mode 4754: a non-member cannot even run it.
+    let out = helper.run_as(
+        &ns,
+        NOBODY,
+        &["4", "tuntap", "up", "10.99.29.1"],
+        Stdio::piped(),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    assert_eq!(host_state(&ns), before);
+    // A member, with no policy file: a tap with GATE, then routes through it.
+    let (code, datagram, fd) = helper.tap_up(&ns, &member, &["4", "tuntap", "up", "10.99.29.1"]);
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    let text = String::from_utf8_lossy(answer.text);
+    assert_eq!(code, Some(0), "{text}");
+    let name = String::from_utf8_lossy(answer.ifname).into_owned();
+    assert!(
+        text.contains(&format!("* ip address add 10.99.29.1/32 dev {name}")),
+        "{text}"
+    );
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "add", &name, "10.99.29.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        ns.show(&["route"])
+            .contains(&format!("10.99.29.2 dev {name}"))
+    );
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "del", &name, "10.99.29.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    drop(fd);
+    // A policy file, when there is one, is all a member gets.
+    let narrowed = Helper::new(Some("allow user 4242 10.99.0.0/16\n")).installed_as(gid, 0o4754);
+    let (code, datagram, fd) = narrowed.tap_up(&ns, &member, &["4", "tuntap", "up", "10.99.29.1"]);
+    let text = String::from_utf8_lossy(&datagram);
+    assert_eq!((code, fd.is_none()), (Some(1), true), "{text}");
+    assert!(
+        text.contains("no line of /etc/uml-utilities/uml_net.conf allows it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn root_real_kernel_uml_net_group_member_gets_the_c_packages_host_state() {
+    let ns = NetNamespace::new("umlnet-debian");
+    let gid = uml_net_group();
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    // The host's LAN; the guest gets an address on it, published by proxy
+    // ARP, and the tap's host end reuses the host's LAN address (the HOWTO's way).
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.25.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    let launcher = helper.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let mut uml = UmlBuilder::new(
+        "ip link set eth0 up\nip addr add 10.99.25.2/24 dev eth0\n\
+         n=0; until ping -c 1 -W 1 10.99.25.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 30 ] && break; done\n\
+         ping -c 3 -i 0.2 -W 2 10.99.25.1 | tail -2\necho PING-DONE\nsleep 600",
+    )
+    .arg("eth0=tuntap,,,10.99.25.1")
+    .launcher(&launcher)
+    .netns(ns.name())
+    .user(1000, 1000)
+    .groups(&[gid])
+    .env("PATH", helper.path())
+    .start();
+    uml.wait_for_console("PING-DONE", Duration::from_secs(60));
+    let console = uml.console();
+    assert!(
+        console.contains("3 packets received, 0% packet loss"),
+        "{console}"
+    );
+    // What the C package left on the host, in the same places.
+    assert_eq!(ns.sysfs("tap0", "owner"), "1000");
+    let addr = ns.show(&["-o", "addr", "show", "dev", "tap0"]);
+    assert!(addr.contains("inet 10.99.25.1/32"), "{addr}");
+    let routes = ns.show(&["route"]);
+    assert!(routes.contains("10.99.25.2 dev tap0"), "{routes}");
+    assert_eq!(sysctl(&ns, "ipv4/conf/tap0/proxy_arp"), "1");
+    let proxies = ns.show(&["neigh", "show", "proxy"]);
+    assert!(proxies.contains("10.99.25.2 dev lan0"), "{proxies}");
+    assert_eq!(sysctl(&ns, "ipv4/ip_forward"), "1");
 }

@@ -155,6 +155,21 @@ impl Rights {
         }
     }
 
+    /// What the Debian package let a member of its `uml-net` group do: any
+    /// GATE and guest address, proxy ARP and forwarding. The protections that
+    /// do not change what a lab sees (addresses in use, own taps only) still apply.
+    pub fn group_member() -> Self {
+        Self {
+            unrestricted: false,
+            networks: vec![Network {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+            }],
+            forward: true,
+            proxy_arp: true,
+        }
+    }
+
     /// Whether the caller may use `addr` as a host or guest address.
     pub fn allows(&self, addr: Ipv4Addr) -> bool {
         self.unrestricted || self.networks.iter().any(|n| n.contains(addr))
@@ -247,49 +262,81 @@ impl Policy {
     }
 }
 
-/// A caller, what the policy lets them do, and why not, for denial messages.
+/// Where a caller's rights come from, for denial messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    /// Root: everything.
+    Root,
+    /// The lines of the policy file.
+    Policy,
+    /// No policy file, and the caller is a member of this group of the install.
+    Group(u32),
+    /// No policy file, and the caller is in none of these groups.
+    NoPolicy(Vec<u32>),
+    /// The policy file cannot be used (nothing is allowed); why.
+    Broken(String),
+}
+
+/// A caller, what they may do, and on what grounds.
 #[derive(Debug, Clone)]
 pub struct Permissions {
     /// Who asks.
     pub caller: Caller,
     /// What they may do.
     pub rights: Rights,
-    /// Why the policy could not be used, when it could not (then nothing is allowed).
-    pub policy_problem: Option<String>,
+    /// Why they may do it.
+    pub basis: Basis,
+}
+
+/// A group's name for messages: `uml-net (gid 105)`, or the number alone.
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(group)) => format!("{} (gid {gid})", group.name),
+        _ => format!("gid {gid}"),
+    }
 }
 
 impl Permissions {
-    /// Judges `caller` by the policy at `path` (root needs no policy).
-    pub fn for_caller(caller: Caller, path: &Path) -> Self {
+    /// Judges `caller` by the policy at `path`, or, when there is no file, by
+    /// membership of one of the install's `groups` (see `privilege::install_groups`).
+    /// Root needs neither.
+    pub fn for_caller(caller: Caller, path: &Path, groups: &[u32]) -> Self {
         if caller.is_root() {
             return Self {
                 caller,
                 rights: Rights::unrestricted(),
-                policy_problem: None,
+                basis: Basis::Root,
             };
         }
-        match Policy::load(path) {
-            Ok(policy) => Self {
-                rights: policy.rights(&caller),
-                caller,
-                policy_problem: None,
+        let (rights, basis) = match Policy::load_if_present(path) {
+            Ok(Some(policy)) => (policy.rights(&caller), Basis::Policy),
+            Ok(None) => match groups.iter().find(|&&gid| caller.in_group(gid)) {
+                Some(&gid) => (Rights::group_member(), Basis::Group(gid)),
+                None => (Rights::default(), Basis::NoPolicy(groups.to_vec())),
             },
-            Err(e) => Self {
-                caller,
-                rights: Rights::default(),
-                policy_problem: Some(e.to_string()),
-            },
+            Err(e) => (Rights::default(), Basis::Broken(e.to_string())),
+        };
+        Self {
+            caller,
+            rights,
+            basis,
         }
     }
 
     /// Why the caller may not do `what`, for a message.
     pub fn refusal(&self, what: &str) -> String {
-        match &self.policy_problem {
-            Some(problem) => format!("uid {} may not {what}: {problem}", self.caller.uid),
-            None => format!(
-                "uid {} may not {what}: no line of {POLICY_PATH} allows it",
-                self.caller.uid
-            ),
+        let uid = self.caller.uid;
+        match &self.basis {
+            Basis::Broken(problem) => format!("uid {uid} may not {what}: {problem}"),
+            Basis::NoPolicy(groups) if !groups.is_empty() => {
+                let names: Vec<String> = groups.iter().map(|&g| group_name(g)).collect();
+                format!(
+                    "uid {uid} may not {what}: no line of {POLICY_PATH} allows it (there is no \
+                     such file), and without one only members of {} may",
+                    names.join(" or ")
+                )
+            }
+            _ => format!("uid {uid} may not {what}: no line of {POLICY_PATH} allows it"),
         }
     }
 
@@ -535,6 +582,35 @@ mod tests {
         assert!(error("allow user 1 forwrd").contains("'forwrd'"));
         assert!(error("allow user 1").starts_with("test.conf:1: expected"));
         assert!(error("allow everyone 10.0.0.0/8 extra").contains("expected"));
+    }
+
+    #[test]
+    fn without_a_file_the_install_groups_members_get_the_c_packages_rights() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("none.conf");
+        let member = caller(1000, 1000, &[105]);
+        let judged = Permissions::for_caller(member.clone(), &missing, &[4242, 105]);
+        assert_eq!(judged.basis, Basis::Group(105));
+        assert_eq!(judged.rights, Rights::group_member());
+        assert!(judged.rights.allows(Ipv4Addr::new(192, 0, 2, 1)));
+        let outsider = Permissions::for_caller(caller(1001, 1001, &[]), &missing, &[105]);
+        assert_eq!(outsider.rights, Rights::default());
+        let refusal = outsider.refusal("use 10.99.0.1 as a tap's host address");
+        assert!(
+            refusal.contains("no line of /etc/uml-utilities/uml_net.conf allows it")
+                && refusal.contains("only members of"),
+            "{refusal}"
+        );
+        if nix::unistd::geteuid().is_root() {
+            // A file, when there is one, is all a member gets.
+            let present = dir.path().join("p.conf");
+            fs::write(&present, "allow user 4242 10.99.0.0/16\n").expect("write");
+            let narrowed = Permissions::for_caller(member, &present, &[105]);
+            assert_eq!(
+                (narrowed.basis, narrowed.rights),
+                (Basis::Policy, Rights::default())
+            );
+        }
     }
 
     #[test]
