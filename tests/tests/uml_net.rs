@@ -942,8 +942,11 @@ fn fd_powers(fd: &OwnedFd) -> String {
         open(my $status, "<", "/proc/self/status") or die;
         print grep { /^CapEff:/ } <$status>;
         my $ifr = pack("Z16 s x22", "evil0", 0x1002);
+        my $mac = pack("Z16 S C6 x16", "", 1, 2, 0, 10, 99, 28, 153);
+        my $on = pack("i", 1);
         for (["TUNSETIFF", 0x400454ca, $ifr], ["TUNSETPERSIST", 0x400454cb, 1],
-             ["TUNSETOWNER", 0x400454cc, 1000], ["TUNSETGROUP", 0x400454ce, 1000]) {
+             ["TUNSETOWNER", 0x400454cc, 1000], ["TUNSETGROUP", 0x400454ce, 1000],
+             ["SIOCSIFHWADDR", 0x8924, $mac], ["TUNSETCARRIER", 0x400454e2, $on]) {
             my ($name, $request, $arg) = @$_;
             print "$name ", (ioctl(STDIN, $request, $arg) ? "ok" : "$!"), "\n";
         }
@@ -968,7 +971,8 @@ fn root_uml_net_caps_a_users_taps_whatever_the_fd_is_used_for() {
         (code, datagram, fd)
     };
     // Measured: the kernel lets the fd's holder, without CAP_NET_ADMIN, make
-    // the tap persistent and give it to another user; only a second TUNSETIFF fails.
+    // the tap persistent, give it to another user, set its MAC address and
+    // carrier; only a second TUNSETIFF fails.
     let (code, datagram, fd) = tap_up(NOBODY);
     assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
     let name = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
@@ -980,6 +984,8 @@ fn root_uml_net_caps_a_users_taps_whatever_the_fd_is_used_for() {
         "TUNSETPERSIST ok",
         "TUNSETOWNER ok",
         "TUNSETGROUP ok",
+        "SIOCSIFHWADDR ok",
+        "TUNSETCARRIER ok",
     ] {
         assert!(powers.contains(expected), "{expected}: {powers}");
     }
