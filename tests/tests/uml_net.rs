@@ -740,7 +740,8 @@ fn router_advertisement() -> Vec<u8> {
     frame
 }
 
-/// An Ethernet frame asking who has `target`, from the guest's `sender`.
+/// An Ethernet frame asking who has `target`, from the guest's `sender`
+/// (0.0.0.0: a probe, which the host answers whatever its routes).
 fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut frame = vec![0xff; 6];
     frame.extend(GUEST_MAC);
@@ -791,7 +792,7 @@ fn root_uml_net_taps_ignore_router_advertisements_from_the_guest() {
     // What a hostile guest writes: a router advertisement, then an ARP
     // request whose answer shows the advertisement has been processed.
     tap.write_all(&router_advertisement()).unwrap();
-    tap.write_all(&arp_request([10, 99, 21, 2], [10, 99, 21, 1]))
+    tap.write_all(&arp_request([0, 0, 0, 0], [10, 99, 21, 1]))
         .unwrap();
     wait_for_arp_reply(&tap, [10, 99, 21, 1]);
     assert_eq!(
@@ -1197,4 +1198,110 @@ fn root_real_kernel_uml_net_group_member_gets_the_c_packages_host_state() {
     let proxies = ns.show(&["neigh", "show", "proxy"]);
     assert!(proxies.contains("10.99.25.2 dev lan0"), "{proxies}");
     assert_eq!(sysctl(&ns, "ipv4/ip_forward"), "1");
+}
+
+/// An IPv4 header (no options) with its checksum.
+fn ipv4_header(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: usize) -> Vec<u8> {
+    let mut header = vec![0x45, 0];
+    header.extend(((20 + payload) as u16).to_be_bytes());
+    header.extend([0, 0, 0, 0, 64, protocol, 0, 0]);
+    header.extend(src);
+    header.extend(dst);
+    let sum = internet_checksum(&header);
+    header[10..12].copy_from_slice(&sum.to_be_bytes());
+    header
+}
+
+/// An Ethernet frame to `mac` carrying an ICMP host redirect that claims to
+/// come from `old_gw`: "for `target`, use `new_gw`". The quoted packet is an
+/// echo reply from `quoted_src` (a host address) to `target` (the kind the
+/// kernel applies without a socket to match).
+fn icmp_redirect(
+    mac: [u8; 6],
+    old_gw: [u8; 4],
+    to: [u8; 4],
+    new_gw: [u8; 4],
+    quoted_src: [u8; 4],
+    target: [u8; 4],
+) -> Vec<u8> {
+    let mut icmp = vec![5, 1, 0, 0];
+    icmp.extend(new_gw);
+    icmp.extend(ipv4_header(quoted_src, target, 1, 8));
+    icmp.extend([0, 0, 0, 0, 0, 1, 0, 1]);
+    let sum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = mac.to_vec();
+    frame.extend(GUEST_MAC);
+    frame.extend([0x08, 0x00]);
+    frame.extend(ipv4_header(old_gw, to, 1, icmp.len()));
+    frame.extend(icmp);
+    frame
+}
+
+#[test]
+fn root_uml_net_taps_ignore_ipv4_redirects_from_the_guest() {
+    use std::io::Write;
+    let ns = NetNamespace::new("umlnet-redir");
+    // A host on a LAN whose router is 10.99.30.254; 10.99.30.9 is another LAN host.
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.30.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    for (addr, mac) in [
+        ("10.99.30.254", "02:00:00:00:00:fe"),
+        ("10.99.30.9", "02:00:00:00:00:09"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    ns.ip(&["route", "add", "default", "via", "10.99.30.254"]);
+    // No forwarding: then the kernel heeds redirects whatever a device's
+    // accept_redirects says (with forwarding on, it refuses them itself).
+    let helper = Helper::new(Some("allow user nobody 10.99.31.0/24\n"));
+    let (code, datagram, fd) = helper.tap_up(&ns, NOBODY, &["4", "tuntap", "up", "10.99.31.1"]);
+    let answer = TapAnswer::parse(&datagram).unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(answer.text));
+    let name = String::from_utf8_lossy(answer.ifname).into_owned();
+    let route_before = ns.show(&["route", "get", "10.99.99.1"]);
+    assert!(route_before.contains("via 10.99.30.254"), "{route_before}");
+    let mac: Vec<u8> = ns
+        .sysfs(&name, "address")
+        .split(':')
+        .map(|octet| u8::from_str_radix(octet, 16).unwrap())
+        .collect();
+    let mut tap = std::fs::File::from(fd.expect("the tap's fd"));
+    // The guest poses as the host's router: "for 10.99.99.1, use 10.99.30.9".
+    tap.write_all(&icmp_redirect(
+        mac.try_into().unwrap(),
+        [10, 99, 30, 254],
+        [10, 99, 31, 1],
+        [10, 99, 30, 9],
+        [10, 99, 30, 1],
+        [10, 99, 99, 1],
+    ))
+    .unwrap();
+    tap.write_all(&arp_request([0, 0, 0, 0], [10, 99, 31, 1]))
+        .unwrap();
+    wait_for_arp_reply(&tap, [10, 99, 31, 1]);
+    assert_eq!(
+        ns.show(&["route", "get", "10.99.99.1"]),
+        route_before,
+        "a guest's redirect rerouted the host"
+    );
+    assert_eq!(sysctl(&ns, &format!("ipv4/conf/{name}/rp_filter")), "1");
+    assert_eq!(
+        sysctl(&ns, &format!("ipv4/conf/{name}/accept_redirects")),
+        "0"
+    );
 }

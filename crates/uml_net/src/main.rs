@@ -23,7 +23,8 @@ use clap::Parser;
 ///
 /// Always: a GATE another device's route or a proxy ARP entry already uses is
 /// refused; taps ignore IPv6 router advertisements, redirects and
-/// autoconfiguration; add and del act only on the caller's own taps, and del
+/// autoconfiguration, and IPv4 packets from sources not routed through them;
+/// add and del act only on the caller's own taps, and del
 /// removes only what add made; a user has at most 32 taps from uml_net at a
 /// time. See the README.
 #[derive(Parser)]

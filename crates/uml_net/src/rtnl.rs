@@ -115,6 +115,10 @@ impl Link {
 const IFLA_INET_CONF: u16 = 1;
 /// `IPV4_DEVCONF_PROXY_ARP`, one of the settings inside `IFLA_INET_CONF`.
 const IPV4_DEVCONF_PROXY_ARP: u16 = 3;
+/// `IPV4_DEVCONF_ACCEPT_REDIRECTS`.
+pub const IPV4_DEVCONF_ACCEPT_REDIRECTS: u16 = 4;
+/// `IPV4_DEVCONF_RP_FILTER`.
+pub const IPV4_DEVCONF_RP_FILTER: u16 = 8;
 
 /// A route-netlink socket.
 pub struct Rtnl {
@@ -280,12 +284,24 @@ impl Rtnl {
     /// `sysctl -w net.ipv4.conf.DEV.proxy_arp=0|1`, addressed by index, so
     /// that it reaches the device that was checked even if a name changed.
     pub fn set_proxy_arp(&mut self, ifindex: u32, on: bool, what: &str) -> Result<(), RtnlError> {
-        // One setting, nested as the kernel reads IFLA_INET_CONF; the crate's
-        // own DevConfRequest leaves out zeros, so it cannot switch one off.
-        let mut setting = Vec::with_capacity(8);
-        setting.extend_from_slice(&8u16.to_ne_bytes());
-        setting.extend_from_slice(&IPV4_DEVCONF_PROXY_ARP.to_ne_bytes());
-        setting.extend_from_slice(&u32::from(on).to_ne_bytes());
+        self.set_inet_conf(ifindex, &[(IPV4_DEVCONF_PROXY_ARP, u32::from(on))], what)
+    }
+
+    /// Sets IPv4 settings (`IPV4_DEVCONF_*`, value) of device `ifindex`.
+    pub fn set_inet_conf(
+        &mut self,
+        ifindex: u32,
+        settings: &[(u16, u32)],
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        // Nested as the kernel reads IFLA_INET_CONF; the crate's own
+        // DevConfRequest leaves out zeros, so it cannot switch one off.
+        let mut setting = Vec::with_capacity(8 * settings.len());
+        for &(id, value) in settings {
+            setting.extend_from_slice(&8u16.to_ne_bytes());
+            setting.extend_from_slice(&id.to_ne_bytes());
+            setting.extend_from_slice(&value.to_ne_bytes());
+        }
         let mut message = LinkMessage::default();
         message.header.index = ifindex;
         message.attributes = vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![

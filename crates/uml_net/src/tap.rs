@@ -247,6 +247,24 @@ pub fn up(
     }
     // Before the link is up: a guest's first frame could be an advertisement.
     ignore_ipv6_configuration(&tun.name, ifindex, report)?;
+    // Strict reverse-path filtering: the host takes from the guest only
+    // packets whose source it routes back through the tap, so a guest cannot
+    // pose as the host's router (an ICMP redirect the kernel would otherwise
+    // accept while the host does not forward) or as any other host. Redirects
+    // are refused outright too (the kernel heeds that while forwarding).
+    let what = format!(
+        "sysctl -w net.ipv4.conf.{name}.rp_filter=1 net.ipv4.conf.{name}.accept_redirects=0",
+        name = tun.name
+    );
+    rtnl.set_inet_conf(
+        ifindex,
+        &[
+            (crate::rtnl::IPV4_DEVCONF_RP_FILTER, 1),
+            (crate::rtnl::IPV4_DEVCONF_ACCEPT_REDIRECTS, 0),
+        ],
+        &what,
+    )?;
+    report.step(&what);
     let what = format!("ip link set {} up", tun.name);
     rtnl.set_up(ifindex, &what)?;
     report.step(&what);
