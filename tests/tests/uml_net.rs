@@ -1144,6 +1144,20 @@ fn root_uml_net_serves_its_group_without_a_policy_and_nobody_else() {
     );
     assert_eq!(code, Some(0), "{text}");
     drop(fd);
+    // The group owning the helper counts when only it may run the helper
+    // (here a group with no name), not when everyone may.
+    let own_group = Who::in_groups(1000, &[4242]);
+    for (mode, served) in [(0o4754, true), (0o4755, false)] {
+        let helper = Helper::new(None).installed_as(4242, mode);
+        let (code, datagram, _fd) =
+            helper.tap_up(&ns, &own_group, &["4", "tuntap", "up", "10.99.29.1"]);
+        let text = String::from_utf8_lossy(&datagram);
+        assert_eq!(
+            code,
+            Some(if served { 0 } else { 1 }),
+            "mode {mode:o}: {text}"
+        );
+    }
     // A policy file, when there is one, is all a member gets.
     let narrowed = Helper::new(Some("allow user 4242 10.99.0.0/16\n")).installed_as(gid, 0o4754);
     let (code, datagram, fd) = narrowed.tap_up(&ns, &member, &["4", "tuntap", "up", "10.99.29.1"]);

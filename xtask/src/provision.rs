@@ -66,6 +66,11 @@ const NEEDS: &[Need] = &[
         program: "setcap",
         package: "libcap2-bin",
     },
+    // The uml_net tests measure what a tap's fd allows with perl's ioctl.
+    Need {
+        program: "perl",
+        package: "perl-base",
+    },
 ];
 
 /// Installs the test bed's packages if anything is missing (as root, with apt-get),
