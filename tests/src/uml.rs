@@ -34,6 +34,7 @@ pub struct UmlBuilder {
     mem: String,
     netns: Option<String>,
     user: Option<(u32, u32)>,
+    groups: Vec<u32>,
     prefix: Vec<String>,
     env: Vec<(String, std::ffi::OsString)>,
 }
@@ -59,6 +60,7 @@ impl UmlBuilder {
             mem: "128M".to_owned(),
             netns: None,
             user: None,
+            groups: Vec::new(),
             prefix: Vec::new(),
             env: Vec::new(),
         }
@@ -112,6 +114,13 @@ impl UmlBuilder {
         self
     }
 
+    /// Gives the user of [`UmlBuilder::user`] these supplementary groups
+    /// instead of none.
+    pub fn groups(mut self, groups: &[u32]) -> Self {
+        self.groups = groups.to_vec();
+        self
+    }
+
     /// Starts the kernel through a command that execs its arguments (for
     /// example a shell that sets up a mount namespace first).
     pub fn launcher(mut self, prefix: &[&str]) -> Self {
@@ -149,7 +158,12 @@ impl UmlBuilder {
                 [
                     format!("--reuid={uid}"),
                     format!("--regid={gid}"),
-                    "--clear-groups".to_owned(),
+                    if self.groups.is_empty() {
+                        "--clear-groups".to_owned()
+                    } else {
+                        let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+                        format!("--groups={}", list.join(","))
+                    },
                 ]
                 .map(Into::into),
             );

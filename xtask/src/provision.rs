@@ -87,6 +87,11 @@ const NEEDS: &[Need] = &[
         program: "unshare",
         package: "util-linux",
     },
+    // The uml_net tests measure what a tap's fd allows with perl's ioctl.
+    Need {
+        program: "perl",
+        package: "perl-base",
+    },
 ];
 
 /// Installs the test bed's packages if anything is missing (as root, with apt-get),

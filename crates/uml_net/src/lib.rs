@@ -4,7 +4,8 @@
 //! `uml_net 4 add|del DEV ADDR NETMASK` whenever the guest's addresses change.
 //! This is the suite's security boundary: it keeps only CAP_NET_ADMIN from the
 //! moment it starts, does only what the administrator's policy allows the
-//! calling user (see [`policy`]), checks every argument before changing
+//! calling user (see [`policy`]) or, without a policy, what the C package let
+//! members of its group do, checks every argument before changing
 //! anything, talks to the kernel through netlink, and gives up every privilege
 //! before it writes its answer.
 
@@ -36,6 +37,7 @@ use crate::tap::Tap;
 pub struct Start {
     caller: Result<Caller, PrivilegeError>,
     net_admin: Result<bool, PrivilegeError>,
+    groups: Vec<u32>,
 }
 
 impl Start {
@@ -43,7 +45,12 @@ impl Start {
     pub fn now() -> Self {
         let caller = privilege::caller();
         let net_admin = privilege::keep_only_net_admin();
-        Self { caller, net_admin }
+        let groups = privilege::install_groups();
+        Self {
+            caller,
+            net_admin,
+            groups,
+        }
     }
 }
 
@@ -71,7 +78,7 @@ pub fn run(start: Start, words: &[OsString]) -> u8 {
         }
     };
     let outcome = match request::parse(words) {
-        Ok(request) => serve(request, &caller, start.net_admin),
+        Ok(request) => serve(request, &caller, start.net_admin, &start.groups),
         Err(RequestError::Invalid {
             framing,
             subcommand,
@@ -106,7 +113,12 @@ fn refuse_plainly(error: &RequestError, caller: &Caller) -> u8 {
     1
 }
 
-fn serve(request: Request, caller: &Caller, net_admin: Result<bool, PrivilegeError>) -> Outcome {
+fn serve(
+    request: Request,
+    caller: &Caller,
+    net_admin: Result<bool, PrivilegeError>,
+    groups: &[u32],
+) -> Outcome {
     let mut report = Report::default();
     // Checked after the policy, so that a denied request says so.
     let net_admin = match net_admin {
@@ -119,7 +131,7 @@ fn serve(request: Request, caller: &Caller, net_admin: Result<bool, PrivilegeErr
             (framing, Err(NetError::Unsupported(transport)))
         }
         Request::TapUp { gate } => {
-            let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH));
+            let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH), groups);
             let made = tap::authorize(gate, &perms)
                 .and(net_admin)
                 .and_then(|()| tap::up(gate, &perms, &mut report));
@@ -136,7 +148,7 @@ fn serve(request: Request, caller: &Caller, net_admin: Result<bool, PrivilegeErr
             addr,
             netmask: _,
         } => {
-            let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH));
+            let perms = Permissions::for_caller(caller.clone(), Path::new(POLICY_PATH), groups);
             let result = route::authorize(change, &dev, addr, &perms)
                 .and_then(|checked| net_admin.map(|()| checked))
                 .and_then(|checked| route::apply(&checked, &perms, &mut report));

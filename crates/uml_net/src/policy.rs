@@ -15,7 +15,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::request::dotted_quad;
@@ -155,6 +155,21 @@ impl Rights {
         }
     }
 
+    /// What the Debian package let a member of its `uml-net` group do: any
+    /// GATE and guest address, proxy ARP and forwarding. The protections that
+    /// do not change what a lab sees (addresses in use, own taps only) still apply.
+    pub fn group_member() -> Self {
+        Self {
+            unrestricted: false,
+            networks: vec![Network {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+            }],
+            forward: true,
+            proxy_arp: true,
+        }
+    }
+
     /// Whether the caller may use `addr` as a host or guest address.
     pub fn allows(&self, addr: Ipv4Addr) -> bool {
         self.unrestricted || self.networks.iter().any(|n| n.contains(addr))
@@ -163,27 +178,20 @@ impl Rights {
 
 impl Policy {
     /// Reads the policy at `path`; a missing file is an empty policy (deny all).
-    /// The file must belong to root and be writable by nobody else.
+    /// The file must belong to root and be writable by nobody else, and so
+    /// must every directory above it (see [`open_checked`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        Ok(Self::load_if_present(path)?.unwrap_or_default())
+    }
+
+    /// Reads the policy at `path`, or `None` if there is no file.
+    pub fn load_if_present(path: &Path) -> Result<Option<Self>, PolicyError> {
         let read_err = |source| PolicyError::Read {
             path: path.to_owned(),
             source,
         };
-        // Opened once, without following a symlink, and judged by what was opened.
-        let mut file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(PolicyError::Unsafe {
-                    path: path.to_owned(),
-                    why: "a symbolic link".to_owned(),
-                });
-            }
-            Err(source) => return Err(read_err(source)),
+        let Some(mut file) = open_checked(path)? else {
+            return Ok(None);
         };
         let meta = file.metadata().map_err(read_err)?;
         let unsafe_because = |why: String| PolicyError::Unsafe {
@@ -207,7 +215,7 @@ impl Policy {
         }
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(read_err)?;
-        Self::parse(&text, path)
+        Self::parse(&text, path).map(Some)
     }
 
     /// Parses policy text; `path` only names the file in errors.
@@ -254,49 +262,81 @@ impl Policy {
     }
 }
 
-/// A caller, what the policy lets them do, and why not, for denial messages.
+/// Where a caller's rights come from, for denial messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    /// Root: everything.
+    Root,
+    /// The lines of the policy file.
+    Policy,
+    /// No policy file, and the caller is a member of this group of the install.
+    Group(u32),
+    /// No policy file, and the caller is in none of these groups.
+    NoPolicy(Vec<u32>),
+    /// The policy file cannot be used (nothing is allowed); why.
+    Broken(String),
+}
+
+/// A caller, what they may do, and on what grounds.
 #[derive(Debug, Clone)]
 pub struct Permissions {
     /// Who asks.
     pub caller: Caller,
     /// What they may do.
     pub rights: Rights,
-    /// Why the policy could not be used, when it could not (then nothing is allowed).
-    pub policy_problem: Option<String>,
+    /// Why they may do it.
+    pub basis: Basis,
+}
+
+/// A group's name for messages: `uml-net (gid 105)`, or the number alone.
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(group)) => format!("{} (gid {gid})", group.name),
+        _ => format!("gid {gid}"),
+    }
 }
 
 impl Permissions {
-    /// Judges `caller` by the policy at `path` (root needs no policy).
-    pub fn for_caller(caller: Caller, path: &Path) -> Self {
+    /// Judges `caller` by the policy at `path`, or, when there is no file, by
+    /// membership of one of the install's `groups` (see `privilege::install_groups`).
+    /// Root needs neither.
+    pub fn for_caller(caller: Caller, path: &Path, groups: &[u32]) -> Self {
         if caller.is_root() {
             return Self {
                 caller,
                 rights: Rights::unrestricted(),
-                policy_problem: None,
+                basis: Basis::Root,
             };
         }
-        match Policy::load(path) {
-            Ok(policy) => Self {
-                rights: policy.rights(&caller),
-                caller,
-                policy_problem: None,
+        let (rights, basis) = match Policy::load_if_present(path) {
+            Ok(Some(policy)) => (policy.rights(&caller), Basis::Policy),
+            Ok(None) => match groups.iter().find(|&&gid| caller.in_group(gid)) {
+                Some(&gid) => (Rights::group_member(), Basis::Group(gid)),
+                None => (Rights::default(), Basis::NoPolicy(groups.to_vec())),
             },
-            Err(e) => Self {
-                caller,
-                rights: Rights::default(),
-                policy_problem: Some(e.to_string()),
-            },
+            Err(e) => (Rights::default(), Basis::Broken(e.to_string())),
+        };
+        Self {
+            caller,
+            rights,
+            basis,
         }
     }
 
     /// Why the caller may not do `what`, for a message.
     pub fn refusal(&self, what: &str) -> String {
-        match &self.policy_problem {
-            Some(problem) => format!("uid {} may not {what}: {problem}", self.caller.uid),
-            None => format!(
-                "uid {} may not {what}: no line of {POLICY_PATH} allows it",
-                self.caller.uid
-            ),
+        let uid = self.caller.uid;
+        match &self.basis {
+            Basis::Broken(problem) => format!("uid {uid} may not {what}: {problem}"),
+            Basis::NoPolicy(groups) if !groups.is_empty() => {
+                let names: Vec<String> = groups.iter().map(|&g| group_name(g)).collect();
+                format!(
+                    "uid {uid} may not {what}: no line of {POLICY_PATH} allows it (there is no \
+                     such file), and without one only members of {} may",
+                    names.join(" or ")
+                )
+            }
+            _ => format!("uid {uid} may not {what}: no line of {POLICY_PATH} allows it"),
         }
     }
 
@@ -319,6 +359,90 @@ impl Permissions {
         (owner.is_some() || group.is_some())
             && owner.is_none_or(|uid| uid == self.caller.uid)
             && group.is_none_or(|gid| self.caller.in_group(gid))
+    }
+}
+
+/// Opens the file at the absolute `path` one component at a time from `/`,
+/// following no symbolic link, and judges each directory it went through by
+/// what was opened: whoever may add, remove or rename entries in one of them
+/// could swap the policy, so each must belong to root and be writable by no
+/// one else. A sticky directory (`/tmp`) may be writable by all: there only
+/// root may rename or remove what root put in it. `None`: there is no file.
+fn open_checked(path: &Path) -> Result<Option<fs::File>, PolicyError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, fstat};
+    use std::path::Component;
+
+    let unsafe_because = |why: String| PolicyError::Unsafe {
+        path: path.to_owned(),
+        why,
+    };
+    let read_err = |errno: Errno| PolicyError::Read {
+        path: path.to_owned(),
+        source: io::Error::from(errno),
+    };
+    let mut names = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(name) => names.push(name),
+            _ => return Err(unsafe_because("not an absolute, plain path".to_owned())),
+        }
+    }
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(unsafe_because("not a file".to_owned()));
+    };
+    let walk = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = open("/", walk, Mode::empty()).map_err(read_err)?;
+    let mut shown = PathBuf::from("/");
+    // The first fault found, reported only if the file turns out to exist.
+    let mut fault = None;
+    for name in std::iter::once(None).chain(dirs.iter().map(Some)) {
+        if let Some(name) = name {
+            shown.push(name);
+            dir = match openat(&dir, *name, walk, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(unsafe_because(format!(
+                        "{} is a symbolic link or not a directory",
+                        shown.display()
+                    )));
+                }
+                Err(e) => return Err(read_err(e)),
+            };
+        }
+        let stat = fstat(&dir).map_err(read_err)?;
+        let mode = stat.st_mode & 0o7777;
+        if fault.is_none() && stat.st_uid != 0 {
+            fault = Some(format!(
+                "its directory {} is owned by uid {}, not root",
+                shown.display(),
+                stat.st_uid
+            ));
+        } else if fault.is_none() && mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            fault = Some(format!(
+                "its directory {} (mode {mode:o}) lets others than root change it",
+                shown.display()
+            ));
+        }
+    }
+    let file = match openat(
+        &dir,
+        *file_name,
+        // Non-blocking: a FIFO put there must not hang the helper.
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fs::File::from(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(unsafe_because("a symbolic link".to_owned())),
+        Err(e) => return Err(read_err(e)),
+    };
+    match fault {
+        Some(why) => Err(unsafe_because(why)),
+        None => Ok(Some(file)),
     }
 }
 
@@ -461,6 +585,35 @@ mod tests {
     }
 
     #[test]
+    fn without_a_file_the_install_groups_members_get_the_c_packages_rights() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("none.conf");
+        let member = caller(1000, 1000, &[105]);
+        let judged = Permissions::for_caller(member.clone(), &missing, &[4242, 105]);
+        assert_eq!(judged.basis, Basis::Group(105));
+        assert_eq!(judged.rights, Rights::group_member());
+        assert!(judged.rights.allows(Ipv4Addr::new(192, 0, 2, 1)));
+        let outsider = Permissions::for_caller(caller(1001, 1001, &[]), &missing, &[105]);
+        assert_eq!(outsider.rights, Rights::default());
+        let refusal = outsider.refusal("use 10.99.0.1 as a tap's host address");
+        assert!(
+            refusal.contains("no line of /etc/uml-utilities/uml_net.conf allows it")
+                && refusal.contains("only members of"),
+            "{refusal}"
+        );
+        if nix::unistd::geteuid().is_root() {
+            // A file, when there is one, is all a member gets.
+            let present = dir.path().join("p.conf");
+            fs::write(&present, "allow user 4242 10.99.0.0/16\n").expect("write");
+            let narrowed = Permissions::for_caller(member, &present, &[105]);
+            assert_eq!(
+                (narrowed.basis, narrowed.rights),
+                (Basis::Policy, Rights::default())
+            );
+        }
+    }
+
+    #[test]
     fn networks_contain_what_they_should() {
         let all = network("0.0.0.0/0").expect("parses");
         assert!(all.contains(Ipv4Addr::new(203, 0, 113, 1)));
@@ -496,6 +649,39 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
         let err = Policy::load(&link).expect_err("a symlink").to_string();
         assert!(err.ends_with("is ignored: a symbolic link"), "{err}");
+        if nix::unistd::geteuid().is_root() {
+            // Every directory on the way counts; a sticky one may be open to all.
+            let sub = dir.path().join("sub");
+            fs::create_dir(&sub).expect("mkdir");
+            fs::write(sub.join("p.conf"), "allow everyone forward\n").expect("write");
+            let dir_mode = |m| {
+                fs::set_permissions(&sub, std::os::unix::fs::PermissionsExt::from_mode(m))
+                    .expect("chmod")
+            };
+            dir_mode(0o777);
+            let err = Policy::load(&sub.join("p.conf"))
+                .expect_err("in a world-writable directory")
+                .to_string();
+            assert!(
+                err.contains(&format!("its directory {} (mode 777)", sub.display())),
+                "{err}"
+            );
+            dir_mode(0o1777);
+            assert!(Policy::load(&sub.join("p.conf")).is_ok());
+            assert_eq!(
+                Policy::load(&sub.join("missing.conf")).expect("missing is empty"),
+                Policy::default()
+            );
+            let linked = dir.path().join("linked");
+            std::os::unix::fs::symlink(&sub, &linked).expect("symlink");
+            let err = Policy::load(&linked.join("p.conf"))
+                .expect_err("through a link")
+                .to_string();
+            assert!(
+                err.contains("is a symbolic link or not a directory"),
+                "{err}"
+            );
+        }
         let err = Policy::load(dir.path())
             .expect_err("a directory")
             .to_string();

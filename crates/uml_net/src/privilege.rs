@@ -48,6 +48,41 @@ pub fn caller() -> Result<Caller, PrivilegeError> {
     })
 }
 
+/// The group Debian's `uml-net` is called; its members are served without a
+/// policy file, as the C package served them.
+pub const DEBIAN_GROUP: &str = "uml-net";
+
+/// The groups whose members get the C package's rights when there is no
+/// policy file: the group owning the helper's own executable, when its mode
+/// lets that group run it and no one else (Debian's `root:uml-net 4754`, so
+/// the kernel already kept everyone else out), and the group `uml-net`. The
+/// executable is judged through `/proc/self/exe`, the file the kernel ran,
+/// whatever path or argv[0] it was started by.
+pub fn install_groups() -> Vec<u32> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::{Mode, fstat};
+
+    let mut groups = Vec::new();
+    let exe = open(
+        "/proc/self/exe",
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    if let Ok(stat) = exe.and_then(fstat) {
+        let mode = stat.st_mode & 0o777;
+        if mode & 0o010 != 0 && mode & 0o001 == 0 {
+            groups.push(stat.st_gid);
+        }
+    }
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(DEBIAN_GROUP) {
+        let gid = group.gid.as_raw();
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+    }
+    groups
+}
+
 /// Reduces every capability set to CAP_NET_ADMIN (or nothing, if it was not
 /// permitted) and forbids gaining privileges again. Returns whether
 /// CAP_NET_ADMIN is held.

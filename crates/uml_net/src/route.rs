@@ -11,7 +11,7 @@ use crate::error::NetError;
 use crate::policy::{Network, Permissions};
 use crate::request::Change;
 use crate::rtnl::{Route, Rtnl};
-use crate::sysctl;
+use crate::tap::{self, name_of};
 
 /// A checked `add` or `del`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,27 +36,14 @@ pub fn authorize(
 ) -> Result<RouteChange, NetError> {
     let ifindex = nix::net::if_::if_nametoindex(dev)
         .map_err(|_| NetError::Device(format!("no network device '{dev}'")))?;
-    let Some(device) = uml_host::devices::device(dev) else {
-        return Err(NetError::Denied(format!(
-            "'{dev}' is not a TUN/TAP device; uml_net only routes through guests' taps"
-        )));
-    };
-    // sysfs must describe the same namespace's device the kernel resolved.
-    if uml_host::devices::ifindex(dev) != Some(ifindex) {
+    let link = Rtnl::open()?.link(ifindex)?;
+    if link.name != dev {
         return Err(NetError::Device(format!(
-            "/sys/class/net does not match this network namespace for '{dev}'"
+            "'{dev}' changed while it was being checked"
         )));
     }
-    if !perms.owns(device.owner, device.group) {
-        let owner = match (device.owner, device.group) {
-            (Some(uid), _) => format!("uid {uid}"),
-            (None, Some(gid)) => format!("group {gid}"),
-            (None, None) => "nobody in particular".to_owned(),
-        };
-        return Err(NetError::Denied(format!(
-            "'{dev}' belongs to {owner}, not to uid {}",
-            perms.caller.uid
-        )));
+    if let Some(why) = tap::not_callers_tap(perms, &link) {
+        return Err(NetError::Denied(why));
     }
     if change == Change::Add {
         perms
@@ -89,12 +76,6 @@ fn publishing_interfaces(routes: &[Route], tap: u32, addr: Ipv4Addr) -> Vec<u32>
     found.sort_unstable();
     found.dedup();
     found
-}
-
-fn name_of(ifindex: u32) -> String {
-    nix::net::if_::if_indextoname(ifindex)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("if{ifindex}"))
 }
 
 /// A change already made, to be undone if a later step fails.
@@ -141,6 +122,13 @@ fn add_steps(
     let RouteChange {
         dev, ifindex, addr, ..
     } = request;
+    // The host's own address would shadow the route: the guest could never be reached.
+    if let Some((_, index)) = rtnl.addresses()?.into_iter().find(|(a, _)| a == addr) {
+        return Err(NetError::Denied(format!(
+            "{addr} is an address of this host (on {}); a guest cannot have it",
+            name_of(index)
+        )));
+    }
     let what = format!("ip route add {addr}/32 dev {dev}");
     match rtnl.add_host_route(*ifindex, *addr, &what) {
         Ok(()) => {
@@ -164,10 +152,10 @@ fn add_steps(
         }
         Err(e) => return Err(e.into()),
     }
-    let switch = sysctl::proxy_arp(dev);
-    if !sysctl::is_on(&switch)? {
-        sysctl::set(&switch, true)?;
-        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=1"));
+    if rtnl.link(*ifindex)?.proxy_arp != Some(true) {
+        let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=1");
+        rtnl.set_proxy_arp(*ifindex, true, &what)?;
+        report.step(&what);
         done.push(Undo::ProxyArpSwitch);
     }
     let interfaces = publishing_interfaces(&rtnl.routes()?, *ifindex, *addr);
@@ -205,10 +193,13 @@ fn undo(rtnl: &mut Rtnl, request: &RouteChange, done: Vec<Undo>, report: &mut Re
                     .map_err(NetError::from);
                 (what, result)
             }
-            Undo::ProxyArpSwitch => (
-                format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"),
-                sysctl::set(&sysctl::proxy_arp(dev), false),
-            ),
+            Undo::ProxyArpSwitch => {
+                let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0");
+                let result = rtnl
+                    .set_proxy_arp(*ifindex, false, &what)
+                    .map_err(NetError::from);
+                (what, result)
+            }
             Undo::Proxy(other) => {
                 let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
                 let result = rtnl.del_proxy(other, *addr, &what).map_err(NetError::from);
@@ -232,15 +223,30 @@ fn del(
         dev, ifindex, addr, ..
     } = request;
     let what = format!("ip route del {addr}/32 dev {dev}");
+    // What add made for this tap hangs on the route through it: without that
+    // route, any route or proxy entry for the address is someone else's.
+    let through_tap = |routes: &[Route]| {
+        routes
+            .iter()
+            .any(|r| r.dst == *addr && r.prefix == 32 && r.oif == Some(*ifindex))
+    };
+    if !through_tap(&rtnl.routes()?) {
+        report.note(&format!(
+            "{what}: not there; nothing else is {dev}'s to remove"
+        ));
+        return Ok(());
+    }
     match rtnl.del_host_route(*ifindex, *addr, &what) {
         Ok(()) => report.step(&what),
         Err(e) if e.errno() == Some(Errno::ESRCH) => {
             report.note(&format!("{what}: not there"));
+            return Ok(());
         }
         Err(e) => return Err(e.into()),
     }
     let routes = rtnl.routes()?;
-    // Someone else's proxy entry for this address is not ours to remove.
+    // The address was this tap's guest's, so its publication was too, if the
+    // caller could have made it.
     if perms.rights.proxy_arp && perms.rights.allows(*addr) {
         for other in publishing_interfaces(&routes, *ifindex, *addr) {
             let what = format!("ip neigh del proxy {addr} dev {}", name_of(other));
@@ -252,13 +258,13 @@ fn del(
         }
     }
     // The tap's proxy ARP serves its other addresses while any route uses it.
-    let switch = sysctl::proxy_arp(dev);
     let still_routed = routes
         .iter()
         .any(|r| r.oif == Some(*ifindex) && r.prefix == 32);
-    if !still_routed && sysctl::is_on(&switch)? {
-        sysctl::set(&switch, false)?;
-        report.step(&format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0"));
+    if !still_routed && rtnl.link(*ifindex)?.proxy_arp == Some(true) {
+        let what = format!("sysctl -w net.ipv4.conf.{dev}.proxy_arp=0");
+        rtnl.set_proxy_arp(*ifindex, false, &what)?;
+        report.step(&what);
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 use std::io;
 use std::net::Ipv4Addr;
 
+use netlink_packet_core::DefaultNla;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -65,6 +66,59 @@ pub struct Route {
     /// Directly attached: no gateway in between.
     pub on_link: bool,
 }
+
+/// One network device, as route netlink describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its interface index.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Its alias (`ip link set DEV alias ...`), settable only with CAP_NET_ADMIN.
+    pub alias: Option<String>,
+    /// Its IPv4 proxy ARP switch, when it has IPv4 settings.
+    pub proxy_arp: Option<bool>,
+}
+
+impl Link {
+    fn from_message(message: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            alias: None,
+            proxy_arp: None,
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::AfSpecUnspec(families) => {
+                    for family in families {
+                        let AfSpecUnspec::Inet(inet) = family else {
+                            continue;
+                        };
+                        for setting in inet {
+                            if let AfSpecInet::DevConf(conf) = setting {
+                                link.proxy_arp = Some(conf.proxy_arp != 0);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// `IFLA_INET_CONF` inside `IFLA_AF_SPEC`/`AF_INET`.
+const IFLA_INET_CONF: u16 = 1;
+/// `IPV4_DEVCONF_PROXY_ARP`, one of the settings inside `IFLA_INET_CONF`.
+const IPV4_DEVCONF_PROXY_ARP: u16 = 3;
+/// `IPV4_DEVCONF_ACCEPT_REDIRECTS`.
+pub const IPV4_DEVCONF_ACCEPT_REDIRECTS: u16 = 4;
+/// `IPV4_DEVCONF_RP_FILTER`.
+pub const IPV4_DEVCONF_RP_FILTER: u16 = 8;
 
 /// A route-netlink socket.
 pub struct Rtnl {
@@ -186,6 +240,76 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(message), 0, what)
     }
 
+    /// The device with index `ifindex` (ENODEV if there is none).
+    pub fn link(&mut self, ifindex: u32) -> Result<Link, RtnlError> {
+        let mut query = LinkMessage::default();
+        query.header.index = ifindex;
+        let what = format!("ip link show (index {ifindex})");
+        let seq = self.send(
+            RouteNetlinkMessage::GetLink(query),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )?;
+        let mut found = None;
+        self.receive(seq, &what, |message| {
+            if let RouteNetlinkMessage::NewLink(link) = message {
+                found = Some(Link::from_message(&link));
+            }
+        })?;
+        found.ok_or(RtnlError::Garbled { what })
+    }
+
+    /// Every device of the namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>, RtnlError> {
+        let seq = self.send(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut links = Vec::new();
+        self.receive(seq, "ip link show", |message| {
+            if let RouteNetlinkMessage::NewLink(link) = message {
+                links.push(Link::from_message(&link));
+            }
+        })?;
+        Ok(links)
+    }
+
+    /// `ip link set IFINDEX alias ALIAS`.
+    pub fn set_alias(&mut self, ifindex: u32, alias: &str, what: &str) -> Result<(), RtnlError> {
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        message.attributes = vec![LinkAttribute::IfAlias(alias.to_owned())];
+        self.request(RouteNetlinkMessage::SetLink(message), 0, what)
+    }
+
+    /// `sysctl -w net.ipv4.conf.DEV.proxy_arp=0|1`, addressed by index, so
+    /// that it reaches the device that was checked even if a name changed.
+    pub fn set_proxy_arp(&mut self, ifindex: u32, on: bool, what: &str) -> Result<(), RtnlError> {
+        self.set_inet_conf(ifindex, &[(IPV4_DEVCONF_PROXY_ARP, u32::from(on))], what)
+    }
+
+    /// Sets IPv4 settings (`IPV4_DEVCONF_*`, value) of device `ifindex`.
+    pub fn set_inet_conf(
+        &mut self,
+        ifindex: u32,
+        settings: &[(u16, u32)],
+        what: &str,
+    ) -> Result<(), RtnlError> {
+        // Nested as the kernel reads IFLA_INET_CONF; the crate's own
+        // DevConfRequest leaves out zeros, so it cannot switch one off.
+        let mut setting = Vec::with_capacity(8 * settings.len());
+        for &(id, value) in settings {
+            setting.extend_from_slice(&8u16.to_ne_bytes());
+            setting.extend_from_slice(&id.to_ne_bytes());
+            setting.extend_from_slice(&value.to_ne_bytes());
+        }
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        message.attributes = vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::Other(DefaultNla::new(IFLA_INET_CONF, setting)),
+        ])])];
+        self.request(RouteNetlinkMessage::SetLink(message), 0, what)
+    }
+
     fn host_route(ifindex: u32, addr: Ipv4Addr) -> RouteMessage {
         let mut message = RouteMessage::default();
         message.header.address_family = AddressFamily::Inet;
@@ -257,6 +381,64 @@ impl Rtnl {
             0,
             what,
         )
+    }
+
+    /// Every IPv4 address of the host, with its device's index.
+    pub fn addresses(&mut self) -> Result<Vec<(Ipv4Addr, u32)>, RtnlError> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            RouteNetlinkMessage::GetAddress(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut found = Vec::new();
+        self.receive(seq, "ip address show", |message| {
+            let RouteNetlinkMessage::NewAddress(address) = message else {
+                return;
+            };
+            // IFA_LOCAL is the host's own address (IFA_ADDRESS a peer's on
+            // point-to-point links); without IFA_LOCAL they are the same.
+            let mut local = None;
+            let mut plain = None;
+            for attribute in &address.attributes {
+                match attribute {
+                    AddressAttribute::Local(std::net::IpAddr::V4(a)) => local = Some(*a),
+                    AddressAttribute::Address(std::net::IpAddr::V4(a)) => plain = Some(*a),
+                    _ => {}
+                }
+            }
+            if let Some(addr) = local.or(plain) {
+                found.push((addr, address.header.index));
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Every IPv4 address the host publishes by proxy ARP, with the device's index.
+    pub fn proxies(&mut self) -> Result<Vec<(Ipv4Addr, u32)>, RtnlError> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet;
+        // The kernel dumps the proxy table only when asked with exactly this flag.
+        query.header.flags = NeighbourFlags::Proxy;
+        let seq = self.send(
+            RouteNetlinkMessage::GetNeighbour(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut found = Vec::new();
+        self.receive(seq, "ip neigh show proxy", |message| {
+            let RouteNetlinkMessage::NewNeighbour(entry) = message else {
+                return;
+            };
+            if !entry.header.flags.contains(NeighbourFlags::Proxy) {
+                return;
+            }
+            for attribute in &entry.attributes {
+                if let NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) = attribute {
+                    found.push((*addr, entry.header.ifindex));
+                }
+            }
+        })?;
+        Ok(found)
     }
 
     /// The IPv4 unicast routes of the main table.

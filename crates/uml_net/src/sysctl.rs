@@ -1,5 +1,5 @@
-//! The `/proc/sys/net/ipv4` switches the helper flips: forwarding and a
-//! device's proxy ARP. Device names reaching here are checked alphanumeric.
+//! The `/proc/sys/net` switches the helper flips: forwarding, and a new tap's
+//! IPv6 switches. Device names reaching here are checked alphanumeric.
 
 use std::fs;
 
@@ -8,9 +8,14 @@ use crate::error::NetError;
 /// `/proc/sys/net/ipv4/ip_forward`.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-/// The proxy ARP switch of device `dev`.
-pub fn proxy_arp(dev: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{dev}/proxy_arp")
+/// The IPv6 switches through which a link's traffic could reconfigure the
+/// host: router advertisements (default routes, on-link prefixes), redirects,
+/// and stateless address autoconfiguration.
+pub const IPV6_FROM_LINK: [&str; 3] = ["accept_ra", "accept_redirects", "autoconf"];
+
+/// The directory of device `dev`'s IPv6 switches (absent without IPv6).
+pub fn ipv6_dir(dev: &str) -> String {
+    format!("/proc/sys/net/ipv6/conf/{dev}")
 }
 
 /// Whether the switch at `path` is on.
