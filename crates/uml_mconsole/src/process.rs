@@ -6,6 +6,7 @@
 //! bound to the very file we talk to (the same device and inode), which no
 //! other process can arrange for an unrelated one.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -145,7 +146,9 @@ fn owns_socket_file(pid: i32, target: (u64, u64)) -> Result<bool, NotProven> {
         return Ok(false);
     }
     // Its network namespace's table of Unix sockets gives each socket's bound path.
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
+    // Bytes: abstract names (the kernel's daemon transport binds binary ones)
+    // and paths need not be UTF-8.
+    let table = std::fs::read(format!("/proc/{pid}/net/unix"))
         .map_err(|e| unreadable("its unix socket table", e))?;
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     Ok(bound_paths(&table)
@@ -174,20 +177,22 @@ fn socket_inode(link: &Path) -> Option<u64> {
 
 /// `(inode, path)` of every socket in a `/proc/net/unix` table bound to a
 /// filesystem path (abstract names start with '@').
-fn bound_paths(table: &str) -> impl Iterator<Item = (u64, &Path)> {
-    table.lines().skip(1).filter_map(|line| {
+fn bound_paths(table: &[u8]) -> impl Iterator<Item = (u64, &Path)> {
+    table.split(|&b| b == b'\n').skip(1).filter_map(|line| {
         // Num RefCount Protocol Flags Type St Inode Path, padded with spaces;
         // the path is the rest of the line and may hold spaces itself.
         let mut rest = line;
-        let mut inode = "";
+        let mut inode: &[u8] = b"";
         for _ in 0..7 {
-            rest = rest.trim_start_matches(' ');
-            let end = rest.find(' ').unwrap_or(rest.len());
+            let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+            rest = &rest[start..];
+            let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
             (inode, rest) = rest.split_at(end);
         }
-        let inode = inode.parse().ok()?;
-        let path = rest.strip_prefix(' ')?;
-        (!path.is_empty() && !path.starts_with('@')).then_some((inode, Path::new(path)))
+        let inode = std::str::from_utf8(inode).ok()?.parse().ok()?;
+        let path = rest.strip_prefix(b" ")?;
+        (!path.is_empty() && !path.starts_with(b"@"))
+            .then(|| (inode, Path::new(std::ffi::OsStr::from_bytes(path))))
     })
 }
 
@@ -270,12 +275,21 @@ mod tests {
 
     #[test]
     fn proc_net_unix_lines() {
-        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+        let table = b"Num       RefCount Protocol Flags    Type St Inode Path\n\
                      0000000000000000: 00000002 00000000 00000000 0002 01  4242 /tmp/uml/vm 1/mconsole\n\
                      0000000000000000: 00000002 00000000 00010000 0001 01 17 @/abstract\n\
+                     0000000000000000: 00000002 00000000 00000000 0002 01 19 @\xd2\x04\xff\n\
+                     0000000000000000: 00000002 00000000 00000000 0002 01 20 /tmp/\xe9t\xe9\n\
                      0000000000000000: 00000003 00000000 00000000 0001 03  18\n";
         let paths: Vec<_> = bound_paths(table).collect();
-        assert_eq!(paths, [(4242, Path::new("/tmp/uml/vm 1/mconsole"))]);
+        let latin1 = std::ffi::OsStr::from_bytes(b"/tmp/\xe9t\xe9");
+        assert_eq!(
+            paths,
+            [
+                (4242, Path::new("/tmp/uml/vm 1/mconsole")),
+                (20, Path::new(latin1)),
+            ]
+        );
         assert_eq!(socket_inode(Path::new("socket:[77]")), Some(77));
         assert_eq!(socket_inode(Path::new("pipe:[77]")), None);
     }
