@@ -759,3 +759,38 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
     );
     assert!(host_ping.status.success(), "{host_ping:?}");
 }
+
+#[test]
+fn c_tool_uml_switch_help_and_overlong_paths() {
+    let c = host_program("uml_switch", "uml-utilities");
+    let ours = our_tool("uml_switch");
+    // -help: the C usage on stderr, nothing on stdout, status 1.
+    let (our_out, c_out) = (
+        Command::new(&ours).arg("-help").output().unwrap(),
+        Command::new(&c).arg("-help").output().unwrap(),
+    );
+    assert_eq!(our_out.status.code(), c_out.status.code());
+    assert_eq!(our_out.stdout, c_out.stdout);
+    let usage = |out: &std::process::Output, program: &Path| {
+        String::from_utf8_lossy(&out.stderr).replace(program.to_str().unwrap(), "PROG")
+    };
+    assert_eq!(usage(&our_out, &ours), usage(&c_out, &c));
+    // A control path of 108 bytes does not fit sun_path: refused, naming the
+    // limit, where the C switch would silently bind a cut name.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_str().unwrap().len() + 1;
+    let long = dir.path().join("s".repeat(108 - base));
+    assert_eq!(long.as_os_str().len(), 108);
+    let out = Command::new(&ours)
+        .arg("-unix")
+        .arg(&long)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at most 107"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -41,22 +41,42 @@ fn root_tunctl_output_and_devices_equal_the_c_tools() {
         text(&brief).starts_with("tap") && !text(&brief).contains('%'),
         "{brief:?}"
     );
-    // Deleting what does not exist succeeds, with a note.
+    // Deleting what does not exist: the C tool's stdout and status, plus a note.
     let missing = ns.run(&ours, &["-d", "nosuch0"]);
-    assert_eq!(missing.status.code(), Some(0));
+    let c_missing = ns.run(&c, &["-d", "nosuch0"]);
+    assert_eq!(text(&missing), text(&c_missing));
+    assert_eq!(missing.status.code(), c_missing.status.code());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("did not exist"));
-    // Bad owners and usage errors exit 1 as the C tool does.
+    // Bad owners and usage errors: the C tool's lines (naming the program as
+    // started) and status, so scripts matching on them keep working.
+    let errors = |out: &Output, program: &std::path::Path| {
+        String::from_utf8_lossy(&out.stderr).replace(program.to_str().unwrap(), "PROG")
+    };
     for args in [
         &["-u", "no-such-user-here", "-t", "x"][..],
         &["-z"][..],
+        &["-b", "-x"][..],
+        &["-u"][..],
+        &["-t"][..],
+        &["-d"][..],
         &["stray"][..],
     ] {
-        assert_eq!(
-            ns.run(&ours, args).status.code(),
-            ns.run(&c, args).status.code(),
-            "{args:?}"
-        );
+        let (our_out, c_out) = (ns.run(&ours, args), ns.run(&c, args));
+        assert_eq!(our_out.status.code(), c_out.status.code(), "{args:?}");
+        assert_eq!(text(&our_out), text(&c_out), "{args:?}");
+        assert_eq!(errors(&our_out, &ours), errors(&c_out, &c), "{args:?}");
     }
+    // A clone device that cannot be opened: the C line first, then ours may add.
+    let (our_out, c_out) = (
+        ns.run(&ours, &["-t", "x", "-f", "/nonexistent"]),
+        ns.run(&c, &["-t", "x", "-f", "/nonexistent"]),
+    );
+    assert_eq!(our_out.status.code(), c_out.status.code());
+    let c_line = errors(&c_out, &c);
+    assert!(
+        errors(&our_out, &ours).starts_with(c_line.trim_end()),
+        "{our_out:?} vs {c_out:?}"
+    );
 }
 
 #[test]

@@ -33,6 +33,16 @@ pub enum SocketFileError {
         /// What connecting to it said.
         source: io::Error,
     },
+    /// The path does not fit a `sockaddr_un` (the C switch silently cut it).
+    #[error("socket path '{}' is {len} bytes; a unix socket path holds at most {max}", path.display())]
+    PathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The most that fits (107: `sun_path` less its NUL).
+        max: usize,
+    },
     /// Something that is not a socket is there; it is never deleted.
     #[error("'{}' exists and is not a socket; refusing to replace it", path.display())]
     NotSocket {
@@ -71,6 +81,7 @@ impl SocketFileError {
 /// stale socket is removed, a live or undecidable one or any other kind of file
 /// is refused.
 pub fn claim(path: &Path, kind: SockType) -> Result<(), SocketFileError> {
+    check_length(path)?;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -93,6 +104,22 @@ pub fn claim(path: &Path, kind: SockType) -> Result<(), SocketFileError> {
         });
     }
     std::fs::remove_file(path).map_err(SocketFileError::io("removing the stale socket", path))
+}
+
+/// `sun_path` less the NUL that ends a path in it.
+const MAX_PATH: usize = 107;
+
+/// Refuses a path that a `sockaddr_un` cannot hold whole.
+fn check_length(path: &Path) -> Result<(), SocketFileError> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH {
+        return Err(SocketFileError::PathTooLong {
+            path: path.to_path_buf(),
+            len,
+            max: MAX_PATH,
+        });
+    }
+    Ok(())
 }
 
 /// What a connection attempt tells about the socket at `path`: `Ok` only when
@@ -221,6 +248,15 @@ mod tests {
         std::fs::create_dir(&path).expect("mkdir");
         assert!(BoundPath::bind(&path, SockType::Stream).is_err());
         assert!(path.is_dir());
+    }
+
+    #[test]
+    fn paths_longer_than_sun_path_are_refused_naming_the_limit() {
+        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(103)));
+        assert_eq!(long.as_os_str().len(), 108);
+        let err = BoundPath::bind(&long, SockType::Stream).expect_err("108 bytes do not fit");
+        assert!(err.to_string().contains("at most 107"), "{err}");
+        assert!(!long.exists());
     }
 
     #[test]

@@ -48,6 +48,14 @@ fn main() -> ExitCode {
         .first()
         .cloned()
         .unwrap_or_else(|| "uml_switch".to_owned());
+    if argv.iter().skip(1).any(|a| a == "-help") {
+        // The C switch's answer to -help: its usage on stderr, status 1.
+        eprintln!(
+            "Usage : {program} [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
+             or : {program} -compat-v0 [ -unix control-socket data-socket ] [ -hub ] [ -tap tap-device ]"
+        );
+        return ExitCode::FAILURE;
+    }
     for arg in argv.iter_mut().skip(1) {
         if OLD_OPTIONS.contains(&arg.as_str()) {
             arg.insert(0, '-');
