@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt, symlink};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -561,4 +561,151 @@ fn uml_moo_info_on_a_huge_sparse_cow_needs_little_memory() {
         .split_whitespace()
         .collect();
     assert!(text.contains("\"dirty_sectors\":0,"), "{text}");
+}
+
+/// Scripts rerun the HOWTO's `uml_moo COW new_backing_file`: an existing NEW
+/// is replaced (atomically) with the C tool's bytes, said on stderr unless -q;
+/// a symlink NEW has its target replaced and stays a link.
+#[test]
+fn c_tool_uml_moo_replaces_an_existing_output_as_the_c_tool_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
+    let expected = TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(2, 0x22), (1500, 0x15)],
+    )
+    .expected;
+    for tool in [c_moo(), our_tool("uml_moo")] {
+        fs::write(d.join("out.img"), vec![0xee; 3 << 20]).unwrap();
+        let out = run_in(&tool, d, &["x.cow", "out.img"]);
+        assert_eq!(out.status.code(), Some(0), "{tool:?}: {out:?}");
+        assert!(fs::read(d.join("out.img")).unwrap() == expected, "{tool:?}");
+    }
+    let out = run_in(&our_tool("uml_moo"), d, &["x.cow", "out.img"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replaced the existing 'out.img'"),
+        "{out:?}"
+    );
+    let quiet = run_in(&our_tool("uml_moo"), d, &["-q", "x.cow", "out.img"]);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
+    // Through a symlink: the file it names is replaced; the link stays.
+    fs::write(d.join("real.img"), b"old").unwrap();
+    symlink(d.join("real.img"), d.join("link.img")).unwrap();
+    let out = run_in(&our_tool("uml_moo"), d, &["x.cow", "link.img"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        fs::symlink_metadata(d.join("link.img"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(fs::read(d.join("real.img")).unwrap() == expected);
+}
+
+/// A loop device over a file of the test's own, detached when dropped.
+struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    fn over(file: &Path) -> Self {
+        let out = Command::new(host_program("losetup", "mount"))
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Self { path }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new(host_program("losetup", "mount"))
+            .arg("-d")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A block device NEW (restoring a disk onto a volume) is written through, as
+/// the C tool does, with the C tool's bytes; one held open exclusively, or
+/// smaller than the image, is refused and left as it was.
+#[test]
+fn root_c_tool_uml_moo_writes_through_a_block_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
+    let expected = TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        &[(0, 0x01), (9, 0x09), (2047, 0x7f)],
+    )
+    .expected;
+    // Old contents everywhere, so a skipped zero or hole would show.
+    fs::write(d.join("volume"), vec![0xa5; 2 << 20]).unwrap();
+    let volume = LoopDevice::over(&d.join("volume"));
+    let device = volume.path.to_str().unwrap().to_owned();
+    let mut results = Vec::new();
+    for tool in [c_moo(), our_tool("uml_moo")] {
+        fs::write(d.join("volume"), vec![0xa5; 2 << 20]).unwrap();
+        let out = run_in(&tool, d, &["x.cow", &device]);
+        assert!(out.status.success(), "{tool:?}: {out:?}");
+        let mut bytes = fs::read(&volume.path).unwrap();
+        bytes.truncate(1 << 20);
+        results.push(bytes);
+    }
+    assert!(results[0] == expected, "the C tool's image differs");
+    assert!(
+        results[1] == expected,
+        "our image differs from the C tool's"
+    );
+    assert!(
+        fs::metadata(&volume.path)
+            .unwrap()
+            .file_type()
+            .is_block_device()
+    );
+
+    // Held open exclusively (as a mounted filesystem holds it): refused.
+    fs::write(d.join("volume"), vec![0xa5; 2 << 20]).unwrap();
+    let before = fs::read(&volume.path).unwrap();
+    let holder = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&volume.path)
+        .unwrap();
+    let out = run_in(&our_tool("uml_moo"), d, &["x.cow", &device]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    drop(holder);
+    assert!(fs::read(&volume.path).unwrap() == before);
+
+    // Too small for the image: refused, untouched.
+    fs::write(d.join("small"), vec![0x5a; 512 << 10]).unwrap();
+    let small = LoopDevice::over(&d.join("small"));
+    let out = run_in(
+        &our_tool("uml_moo"),
+        d,
+        &["x.cow", small.path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the image needs"),
+        "{out:?}"
+    );
+    assert!(fs::read(&small.path).unwrap() == vec![0x5a; 512 << 10]);
 }

@@ -116,6 +116,24 @@ pub enum MooError {
         /// The input's path.
         input: PathBuf,
     },
+    /// NEW is a block device that is mounted or held open exclusively.
+    #[error(
+        "device '{path}' is in use (mounted, or held open exclusively); refusing to write to it"
+    )]
+    DeviceBusy {
+        /// The device.
+        path: PathBuf,
+    },
+    /// NEW is a block device smaller than the image.
+    #[error("device '{path}' holds {capacity} bytes; the image needs {size}")]
+    DeviceTooSmall {
+        /// The device.
+        path: PathBuf,
+        /// Its capacity.
+        capacity: u64,
+        /// The image's size.
+        size: u64,
+    },
     /// The COW file was named as its own backing file (`-b COW`).
     #[error(
         "'{path}' is given as its own backing file; a COW file records changes to another image (see --info for the one its header names)"

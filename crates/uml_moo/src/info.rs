@@ -226,7 +226,12 @@ mod tests {
         let backing = write_backing(dir.path(), 4096);
         let cow = TestCow::create(dir.path(), &backing, &[]);
         std::fs::remove_file(&backing).unwrap();
-        std::fs::write(marker_path(&cow.path), "left by a killed merge").unwrap();
+        std::fs::write(
+            marker_path(&cow.path),
+            "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n\
+             cow 1 2\nbacking 3 4\nsize 4096\nmtime 5\n",
+        )
+        .unwrap();
         let info = inspect(&cow.path, None).unwrap();
         assert!(!info.backing.matches);
         assert!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use uml_moo::MooError;
-use uml_moo::merge::{MergeOptions, Merged, merge_in_place, merge_to_new};
+use uml_moo::merge::{MergeOptions, Merged, Output, merge_in_place, merge_to_new};
 use uml_proto::cow::CowVersion;
 
 /// Merge a UML copy-on-write file with its backing file into a full disk image.
@@ -28,7 +28,8 @@ struct Args {
     /// Use this backing file instead of the one the COW header names.
     #[arg(short = 'b', long = "backing", value_name = "BACKING")]
     backing: Option<PathBuf>,
-    /// Replace NEW if it exists (never when NEW is the COW or the backing file).
+    /// Accepted for scripts: an existing NEW is replaced anyway, as the C tool
+    /// overwrites it (never when NEW is the COW or the backing file).
     #[arg(short = 'f', long = "overwrite")]
     overwrite: bool,
     /// Merge even if the backing file's size or mtime differ from those in the COW header.
@@ -93,14 +94,18 @@ fn run(args: &Args) -> Result<(), MooError> {
     };
     let merged = match &args.new {
         // clap guarantees NEW unless -d or --info.
-        Some(new) if !args.in_place => merge_to_new(&args.cow, new, &opts, args.overwrite)?,
+        Some(new) if !args.in_place => merge_to_new(&args.cow, new, &opts)?,
         _ => merge_in_place(&args.cow, &opts)?,
     };
-    report(&merged, args.quiet);
+    report(
+        &merged,
+        args.new.as_deref().filter(|_| !args.in_place),
+        args.quiet,
+    );
     Ok(())
 }
 
-fn report(merged: &Merged, quiet: bool) {
+fn report(merged: &Merged, new: Option<&std::path::Path>, quiet: bool) {
     for warning in &merged.overridden {
         eprintln!("uml_moo: warning: {warning}");
     }
@@ -110,6 +115,15 @@ fn report(merged: &Merged, quiet: bool) {
     if merged.version == CowVersion::V3Broken {
         // The C tool's notice, on stdout as it prints it.
         println!("read_cow_header - broken V3 file with 64-bit layout - recovering content.");
+    }
+    match (&merged.output, new) {
+        (Output::Replaced, Some(new)) => {
+            eprintln!("uml_moo: replaced the existing '{}'", new.display());
+        }
+        (Output::Device, Some(new)) => {
+            eprintln!("uml_moo: wrote the image onto device '{}'", new.display());
+        }
+        _ => {}
     }
     if merged.resumed {
         eprintln!("uml_moo: finished an interrupted in-place merge");

@@ -41,6 +41,20 @@ pub struct Merged {
     pub resumed: bool,
     /// Whether the backing file already held every change, so nothing was written.
     pub already_merged: bool,
+    /// What a merge into NEW wrote to.
+    pub output: Output,
+}
+
+/// What a merge into NEW wrote to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// NEW did not exist (or the merge was in place).
+    #[default]
+    Created,
+    /// A regular file NEW (or the one a symlink NEW names) was replaced whole.
+    Replaced,
+    /// NEW is a block device, written through.
+    Device,
 }
 
 /// Both inputs opened, locked against running UMLs and size-checked.
@@ -94,6 +108,7 @@ impl Inputs {
             overridden: self.overridden,
             resumed,
             already_merged: false,
+            output: Output::Created,
         }
     }
 }

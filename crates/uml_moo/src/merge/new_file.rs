@@ -1,8 +1,9 @@
 //! `uml_moo COW NEW`: a complete image written beside NEW and renamed into place.
 
-use std::fs::File;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use uml_host::publish::{NewFile, Replace, TargetError, directory_of, target_for};
@@ -12,35 +13,78 @@ use crate::extents::{Copier, Holes, read_or_zeros, write_skipping_zeros};
 use crate::lock::Access;
 use crate::progress::Progress;
 
-use super::{Inputs, MergeOptions, Merged};
+use super::{Inputs, MergeOptions, Merged, Output};
 
 /// Writes the merged image of `cow` to `new`.
 ///
 /// Clean stretches come from the backing file and dirty runs from the COW, each
-/// copied in the kernel with holes kept. NEW appears only complete and synced;
-/// an existing NEW is replaced only with `overwrite`, and never when it is the
-/// COW or the backing file.
-pub fn merge_to_new(
-    cow: &Path,
-    new: &Path,
-    opts: &MergeOptions,
-    overwrite: bool,
-) -> Result<Merged, MooError> {
+/// copied in the kernel with holes kept. A new or existing regular NEW (or the
+/// regular file a symlink NEW names) appears only complete and synced, renamed
+/// over what was there, as the C tool overwrites it; a block device NEW is
+/// written through, as the C tool does, once it is known to be big enough and
+/// in nobody's exclusive use. NEW is never the COW or the backing file.
+pub fn merge_to_new(cow: &Path, new: &Path, opts: &MergeOptions) -> Result<Merged, MooError> {
     let mut inputs = Inputs::open(cow, opts, Access::Read)?;
     let mtime_check = inputs.backing.check_mtime(&inputs.cow.header);
     inputs.override_if_forced(mtime_check, opts.force)?;
-    let target = output_target(new, &inputs, overwrite)?;
-    let dir = directory_of(&target);
-    let out = NewFile::beside(&target, ".uml_moo-", 0o644)
-        .map_err(MooError::io("creating a temporary file in", dir))?;
     let write_err = MooError::io("merging into", new);
-    let dirty_bytes = write_image(&inputs, out.file(), opts.progress).map_err(&write_err)?;
-    let exists = || MooError::Exists {
-        path: new.to_path_buf(),
+    let (output, dirty_bytes) = match output_target(new, &inputs)? {
+        Target::Device => {
+            let device = open_device(new, inputs.cow.header.size)?;
+            let dirty_bytes = write_image(&inputs, &device, opts.progress, Fresh::No)
+                .and_then(|dirty| device.sync_all().map(|()| dirty))
+                .map_err(&write_err)?;
+            (Output::Device, dirty_bytes)
+        }
+        Target::File { path, existed } => {
+            let dir = directory_of(&path);
+            let out = NewFile::beside(&path, ".uml_moo-", 0o644)
+                .map_err(MooError::io("creating a temporary file in", dir))?;
+            let dirty_bytes =
+                write_image(&inputs, out.file(), opts.progress, Fresh::Yes).map_err(&write_err)?;
+            let exists = || MooError::Exists {
+                path: new.to_path_buf(),
+            };
+            out.publish(Replace::existing_if(existed))
+                .map_err(|e| e.either(exists, &write_err))?;
+            let output = if existed {
+                Output::Replaced
+            } else {
+                Output::Created
+            };
+            (output, dirty_bytes)
+        }
     };
-    out.publish(Replace::existing_if(overwrite))
-        .map_err(|e| e.either(exists, write_err))?;
-    Ok(inputs.into_merged(dirty_bytes, false))
+    let mut merged = inputs.into_merged(dirty_bytes, false);
+    merged.output = output;
+    Ok(merged)
+}
+
+/// Opens a block device to write an image of `size` bytes through it:
+/// exclusively (the kernel refuses a mounted device or one another program holds
+/// with `O_EXCL`), and only when the image fits.
+fn open_device(path: &Path, size: u64) -> Result<File, MooError> {
+    let mut device = OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(nix::libc::EBUSY) => MooError::DeviceBusy {
+                path: path.to_path_buf(),
+            },
+            _ => MooError::io("opening device", path)(source),
+        })?;
+    let capacity = device
+        .seek(SeekFrom::End(0))
+        .map_err(MooError::io("measuring device", path))?;
+    if capacity < size {
+        return Err(MooError::DeviceTooSmall {
+            path: path.to_path_buf(),
+            capacity,
+            size,
+        });
+    }
+    Ok(device)
 }
 
 /// Dirty runs whose span fits in this many bytes are merged in memory as one window.
@@ -50,13 +94,26 @@ const SMALL_RUN: u64 = 64 << 10;
 /// A window pays off from this many runs: fewer are cheaper copied one by one.
 const WINDOW_MIN_RUNS: usize = 8;
 
+/// Whether the output reads as zeros wherever nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// A new file: holes may stay holes and zeros need not be written.
+    Yes,
+    /// A device with old contents: every byte of the image is written.
+    No,
+}
+
 /// Fills `out` with the image: backing bytes between the dirty runs, COW bytes in them.
 /// Returns the number of image bytes taken from the COW.
-fn write_image(inputs: &Inputs, out: &File, progress: bool) -> io::Result<u64> {
+fn write_image(inputs: &Inputs, out: &File, progress: bool, fresh: Fresh) -> io::Result<u64> {
     let size = inputs.cow.header.size;
     let mut writer = ImageWriter {
         inputs,
         out,
+        holes: match fresh {
+            Fresh::Yes => Holes::Skip,
+            Fresh::No => Holes::Zero,
+        },
         copier: Copier::new(Progress::new(size, progress, "merging")),
         cursor: 0,
         image: Vec::new(),
@@ -84,8 +141,10 @@ fn write_image(inputs: &Inputs, out: &File, progress: bool) -> io::Result<u64> {
     }
     writer.flush(&mut window)?;
     writer.clean_until(size)?;
-    // Trailing holes have no data to set the length.
-    out.set_len(size)?;
+    if fresh == Fresh::Yes {
+        // Trailing holes have no data to set the length.
+        out.set_len(size)?;
+    }
     writer.copier.finish();
     Ok(dirty_bytes)
 }
@@ -94,6 +153,8 @@ fn write_image(inputs: &Inputs, out: &File, progress: bool) -> io::Result<u64> {
 struct ImageWriter<'a> {
     inputs: &'a Inputs,
     out: &'a File,
+    /// What to do where the source has a hole.
+    holes: Holes,
     copier: Copier,
     /// Everything before this offset is written.
     cursor: u64,
@@ -106,7 +167,7 @@ impl ImageWriter<'_> {
         let backing = &self.inputs.backing.file;
         let at = self.cursor;
         self.copier
-            .copy(backing, at, self.out, at, until - at, Holes::Skip)?;
+            .copy(backing, at, self.out, at, until - at, self.holes)?;
         self.cursor = until;
         Ok(())
     }
@@ -118,7 +179,7 @@ impl ImageWriter<'_> {
         let from = cow.layout.data_offset + range.start;
         let len = range.end - range.start;
         self.copier
-            .copy(&cow.file, from, self.out, range.start, len, Holes::Skip)?;
+            .copy(&cow.file, from, self.out, range.start, len, self.holes)?;
         self.cursor = range.end;
         Ok(())
     }
@@ -148,16 +209,34 @@ impl ImageWriter<'_> {
             let from = cow.layout.data_offset + range.start;
             read_or_zeros(&cow.file, &mut self.image[part], from)?;
         }
-        write_skipping_zeros(self.out, &self.image, span.start)?;
+        if self.holes == Holes::Skip {
+            write_skipping_zeros(self.out, &self.image, span.start)?;
+        } else {
+            self.out.write_all_at(&self.image, span.start)?;
+        }
         self.copier.advance(len as u64);
         self.cursor = span.end;
         Ok(())
     }
 }
 
-/// Checks an existing NEW; returns the path to rename onto (a symlink to a
-/// regular file is written through, as the C tool's `creat` does).
-fn output_target(new: &Path, inputs: &Inputs, overwrite: bool) -> Result<PathBuf, MooError> {
+/// Where the merged image goes.
+enum Target {
+    /// A regular file at this path (NEW, or the file a symlink NEW names),
+    /// replacing the one there if it `existed`.
+    File {
+        /// The rename's target.
+        path: PathBuf,
+        /// Whether a file is replaced.
+        existed: bool,
+    },
+    /// NEW is a block device, written through.
+    Device,
+}
+
+/// Checks an existing NEW: never an input, a regular file (replaced) or a
+/// block device (written through), nothing else.
+fn output_target(new: &Path, inputs: &Inputs) -> Result<Target, MooError> {
     let roles = [
         ("COW file", &inputs.cow.path, inputs.cow.identity),
         (
@@ -167,23 +246,28 @@ fn output_target(new: &Path, inputs: &Inputs, overwrite: bool) -> Result<PathBuf
         ),
     ];
     let identities = roles.map(|(_, _, id)| id);
-    target_for(new, overwrite, &identities).map_err(|e| match e {
-        TargetError::Exists => MooError::Exists {
-            path: new.to_path_buf(),
-        },
-        TargetError::SameAs(index) => {
-            let (role, input, _) = roles[index.min(roles.len() - 1)];
-            MooError::SameFile {
-                new: new.to_path_buf(),
-                role,
-                input: input.clone(),
+    let existed = std::fs::symlink_metadata(new).is_ok();
+    target_for(new, true, &identities)
+        .map(|path| Target::File { path, existed })
+        .or_else(|e| match e {
+            TargetError::SameAs(index) => {
+                let (role, input, _) = roles[index.min(roles.len() - 1)];
+                Err(MooError::SameFile {
+                    new: new.to_path_buf(),
+                    role,
+                    input: input.clone(),
+                })
             }
-        }
-        TargetError::NotRegular => MooError::NotRegular {
-            path: new.to_path_buf(),
-        },
-        TargetError::Io(e) => MooError::io("examining", new)(e),
-    })
+            TargetError::NotRegular
+                if std::fs::metadata(new).is_ok_and(|m| m.file_type().is_block_device()) =>
+            {
+                Ok(Target::Device)
+            }
+            TargetError::NotRegular | TargetError::Exists => Err(MooError::NotRegular {
+                path: new.to_path_buf(),
+            }),
+            TargetError::Io(e) => Err(MooError::io("examining", new)(e)),
+        })
 }
 
 #[cfg(test)]
@@ -203,7 +287,7 @@ mod tests {
     fn dirty_sectors_replace_backing_sectors_and_the_partial_tail_is_kept() {
         let (dir, _, cow) = setup(5000, &[(0, 0xaa), (3, 0xbb), (4, 0xcc), (9, 0xdd)]);
         let new = dir.path().join("merged.img");
-        let merged = merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap();
+        let merged = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap();
         assert_eq!(std::fs::read(&new).unwrap(), cow.expected);
         assert_eq!(merged.dirty_bytes, 3 * 512 + (5000 - 9 * 512));
         assert!(merged.overridden.is_empty());
@@ -231,20 +315,20 @@ mod tests {
             dirty.dedup_by_key(|d| d.0);
             let (dir, _, cow) = setup(size, &dirty);
             let new = dir.path().join("merged.img");
-            merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap();
+            merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap();
             proptest::prop_assert!(std::fs::read(&new).unwrap() == cow.expected);
         }
     }
 
     #[test]
-    fn an_existing_new_is_kept_without_overwrite_and_replaced_with_it() {
+    fn an_existing_new_is_replaced_whole_and_said_so() {
         let (dir, _, cow) = setup(4096, &[(1, 1)]);
         let new = dir.path().join("merged.img");
-        std::fs::write(&new, b"precious").unwrap();
-        let err = merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap_err();
-        assert!(matches!(err, MooError::Exists { .. }), "{err}");
-        assert_eq!(std::fs::read(&new).unwrap(), b"precious");
-        merge_to_new(&cow.path, &new, &MergeOptions::default(), true).unwrap();
+        let merged = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap();
+        assert_eq!(merged.output, Output::Created);
+        std::fs::write(&new, vec![9u8; 100_000]).unwrap();
+        let merged = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap();
+        assert_eq!(merged.output, Output::Replaced);
         assert_eq!(std::fs::read(&new).unwrap(), cow.expected);
     }
 
@@ -257,7 +341,7 @@ mod tests {
         std::os::unix::fs::symlink(&cow.path, &sym).unwrap();
         let before = std::fs::read(&backing).unwrap();
         for (new, role) in [(&link, "backing file"), (&sym, "COW file")] {
-            let err = merge_to_new(&cow.path, new, &MergeOptions::default(), true).unwrap_err();
+            let err = merge_to_new(&cow.path, new, &MergeOptions::default()).unwrap_err();
             assert!(
                 matches!(&err, MooError::SameFile { role: r, .. } if *r == role),
                 "{err}"
@@ -278,7 +362,7 @@ mod tests {
             .set_modified(later)
             .unwrap();
         let new = dir.path().join("merged.img");
-        let err = merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap_err();
+        let err = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap_err();
         assert!(matches!(err, MooError::MtimeMismatch { .. }), "{err}");
         assert!(err.to_string().contains("vs"), "{err}");
         assert!(!new.exists());
@@ -286,7 +370,7 @@ mod tests {
             force: true,
             ..MergeOptions::default()
         };
-        let merged = merge_to_new(&cow.path, &new, &forced, false).unwrap();
+        let merged = merge_to_new(&cow.path, &new, &forced).unwrap();
         assert_eq!(merged.overridden.len(), 1);
         assert_eq!(std::fs::read(&new).unwrap(), cow.expected);
     }
@@ -299,7 +383,7 @@ mod tests {
         file.set_len(8192).unwrap();
         file.set_modified(mtime).unwrap();
         let new = dir.path().join("merged.img");
-        let err = merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap_err();
+        let err = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -319,7 +403,7 @@ mod tests {
         let (dir, backing, cow) = setup(4096, &[]);
         std::fs::remove_file(&backing).unwrap();
         let new = dir.path().join("merged.img");
-        let err = merge_to_new(&cow.path, &new, &MergeOptions::default(), false).unwrap_err();
+        let err = merge_to_new(&cow.path, &new, &MergeOptions::default()).unwrap_err();
         assert!(
             err.to_string().contains(&backing.display().to_string()),
             "{err}"
@@ -341,7 +425,7 @@ mod tests {
             .set_len(cow.data_offset)
             .unwrap();
         drop(inputs);
-        assert!(merge_to_new(&cow.path, &new, &MergeOptions::default(), false).is_err());
+        assert!(merge_to_new(&cow.path, &new, &MergeOptions::default()).is_err());
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
