@@ -95,16 +95,9 @@ fn free_port() -> u16 {
 
 /// Reads from `stream` until `needle` shows up; panics with what came otherwise.
 fn read_until(stream: &mut impl Read, needle: &str, uml: &Uml) -> String {
-    let deadline = Instant::now() + BOOT;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} on the terminal; got {:?}; console:\n{}",
-            String::from_utf8_lossy(&seen),
-            uml.console()
-        );
+    let found = try_wait_until(Instant::now() + BOOT, || {
         match stream.read(&mut buf) {
             Ok(0) => panic!(
                 "the terminal closed before {needle:?}; got {:?}; console:\n{}",
@@ -119,7 +112,16 @@ fn read_until(stream: &mut impl Read, needle: &str, uml: &Uml) -> String {
                 ) => {}
             Err(e) => panic!("reading the terminal: {e}"),
         }
-    }
+        String::from_utf8_lossy(&seen)
+            .contains(needle)
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "no {needle:?} on the terminal; got {:?}; console:\n{}",
+        String::from_utf8_lossy(&seen),
+        uml.console()
+    );
     String::from_utf8_lossy(&seen).into_owned()
 }
 

@@ -7,6 +7,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
+use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::switch::{ControlRequest, KERNEL_REQUEST_LEN, PeerAddr, ProtocolVersion};
 use uml_testbed::{Uml, UmlBuilder, try_wait_until};
 use zerocopy::IntoBytes;
@@ -82,9 +83,12 @@ fn real_kernel_daemon_request_decodes_and_frames_come_from_its_address() {
             .unwrap_or_else(|e| panic!("no frame: {e}; console:\n{}", uml.console()));
         let from = PeerAddr::from_abstract_name(from.as_abstract_name().unwrap()).unwrap();
         assert_eq!(from, decoded.addr, "frame from another address");
-        if len >= 14 && frame[12..14] == [0x08, 0x06] {
+        let Some(header) = EthernetHeader::parse(&frame[..len]) else {
+            continue;
+        };
+        if header.ethertype.get() == 0x0806 {
             assert_eq!(len, 42, "an ARP frame without padding or FCS");
-            assert_eq!(frame[..6], [0xff; 6]);
+            assert_eq!(header.destination, MacAddr::BROADCAST);
             assert_eq!(frame[38..42], [10, 99, 1, 1], "ARP target");
             break;
         }

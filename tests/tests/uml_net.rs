@@ -749,7 +749,7 @@ fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
         while let Ok(n) = reader.read(&mut buf) {
             let frame = &buf[..n];
             if n >= 42
-                && frame[12..14] == [8, 6]
+                && EthernetHeader::parse(frame).is_some_and(|h| h.ethertype.get() == 0x0806)
                 && frame[20..22] == [0, 2]
                 && frame[28..32] == target
             {
