@@ -6,8 +6,8 @@
 //! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
 //! - `cargo xtask bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]`:
 //!   times `uml_moo` against the C tool and `cp` (see BENCHMARKS.md).
-//! - `cargo xtask bench switch [--secs S]`: the C switch, `vde_switch` and ours
-//!   under one load generator.
+//! - `cargo xtask bench switch [--secs S] [--reps N] [--unpinned]`: the C switch,
+//!   `vde_switch`, ours and a reference forwarder under one load generator.
 
 mod bench;
 mod fuzz;
@@ -46,6 +46,8 @@ fn run_command() -> Result<()> {
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         // Internal: the reference writer `bench cow` starts as a process.
         Some("bench-write-runs") => bench::write_runs(&args[1..]),
+        // Internal: the reference forwarder `bench switch` starts as a process.
+        Some("bench-forward") => bench::forward(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -56,8 +58,9 @@ fn run_command() -> Result<()> {
                  bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]\n                   \
                  time uml_moo against the C tool and cp (see BENCHMARKS.md);\n                   \
                  --only runs the cells whose name holds TEXT, --keep keeps the images\n  \
-                 bench switch [--secs S]\n                   \
-                 uml_switch against the C switch and vde_switch under one load generator"
+                 bench switch [--secs S] [--reps N] [--unpinned]\n                   \
+                 uml_switch against the C switch, vde_switch and a reference forwarder,\n                   \
+                 harness and switch pinned to separate CPUs unless --unpinned"
             );
             std::process::exit(2);
         }

@@ -5,18 +5,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages that make up the test bed.
-const PACKAGES: &[&str] = &[
-    "user-mode-linux",
-    "bsdutils",
-    "util-linux",
-    "uml-utilities",
-    "busybox-static",
-    "e2fsprogs",
-    "iproute2",
-    "libcap2-bin",
-];
-
 /// A program the tests run, and the package it comes from.
 struct Need {
     program: &'static str,
@@ -97,14 +85,37 @@ const NEEDS: &[Need] = &[
 /// Installs the test bed's packages if anything is missing (as root, with apt-get),
 /// or fails with one line naming the packages.
 pub fn ensure_test_bed() -> Result<()> {
-    let missing = missing_packages();
+    ensure(NEEDS, true, "the real-kernel tests")
+}
+
+/// What the switch benchmark runs besides the test bed: the peers it measures.
+const BENCH_NEEDS: &[Need] = &[
+    Need {
+        program: "uml_switch",
+        package: "uml-utilities",
+    },
+    Need {
+        program: "vde_switch",
+        package: "vde2",
+    },
+];
+
+/// Installs what `bench switch` needs, as `ensure_test_bed` does for the tests.
+pub fn ensure_bench_switch() -> Result<()> {
+    ensure(BENCH_NEEDS, false, "the switch benchmark")
+}
+
+/// Installs the packages of every missing program of `needs` (and a static
+/// busybox, when `busybox` is set), or fails naming them for `who`.
+fn ensure(needs: &[Need], busybox: bool, who: &str) -> Result<()> {
+    let missing = missing_packages(needs, busybox);
     if missing.is_empty() {
         return Ok(());
     }
     let list = missing.join(" ");
     if !is_root() || find_program("apt-get").is_none() {
         bail!(
-            "the real-kernel tests need the Debian packages {list}: install them (as root: apt-get install {list})"
+            "{who} need the Debian packages {list}: install them (as root: apt-get install {list})"
         );
     }
     eprintln!("xtask: installing {list}");
@@ -112,10 +123,10 @@ pub fn ensure_test_bed() -> Result<()> {
     crate::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(PACKAGES)
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    let still = missing_packages();
+    let still = missing_packages(needs, busybox);
     if !still.is_empty() {
         bail!(
             "apt-get ran but these packages' programs are still missing: {}",
@@ -125,15 +136,15 @@ pub fn ensure_test_bed() -> Result<()> {
     Ok(())
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    let mut missing: Vec<&'static str> = NEEDS
+fn missing_packages(needs: &[Need], busybox: bool) -> Vec<&'static str> {
+    let mut missing: Vec<&'static str> = needs
         .iter()
         .filter(|need| find_program(need.program).is_none())
         .map(|need| need.package)
         .collect();
     let static_busybox =
         find_program("busybox").is_some_and(|p| is_static_elf(&p).unwrap_or(false));
-    if !static_busybox {
+    if busybox && !static_busybox {
         missing.push("busybox-static");
     }
     missing.sort_unstable();

@@ -1,9 +1,11 @@
 //! `cargo xtask bench KIND`: our tools against the C ones, in the same invocation.
 
 mod cow;
+mod forwarder;
 mod switch;
 
 pub use cow::write_runs;
+pub use forwarder::run as forward;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

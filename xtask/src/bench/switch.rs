@@ -1,20 +1,27 @@
 //! `cargo xtask bench switch`: the C `uml_switch`, `vde_switch` and ours under
-//! the same load, plus the load generator's own ceiling without any switch.
+//! the same load, against a reference forwarder (the least work any one-thread
+//! switch on this transport must do, see `forwarder.rs`).
 //!
 //! The load generator speaks the kernel's v3 protocol: N ports, each an
 //! abstract datagram socket bound with the full 110-byte address (the test
-//! bed's `SwitchClient`, shared with the switch tests). One thread sends for
-//! every port (bursts of `sendmmsg`, port by port) and each port has a thread
-//! blocked in `recv`, which wakes as soon as a frame arrives, so the ports'
-//! short queues rarely overflow and the harness takes as little of the
-//! machine's CPU from the switch as it can. Patterns: `pairs` (port i sends unicast to
-//! port i^1, all ports at once) and `broadcast` (every port floods). Senders
-//! block when the switch's queue is full, so loss only happens where a switch
-//! drops frames. Delivered frames/s counts frames received by ports; switch CPU
-//! comes from /proc/PID/stat. Ping-pong bounces one frame between two ports.
+//! bed's `SwitchClient`, shared with the switch tests), or, for our switch's
+//! BESS cells, a SOCK_SEQPACKET connection. One thread sends for every port
+//! (bursts of `sendmmsg`, port by port) and each port has a thread blocked in
+//! `recv`, which wakes as soon as a frame arrives. Patterns: `pairs` (port i
+//! sends unicast to port i^1), `broadcast` (every port floods) and
+//! `all-to-one` (every other port sends to port 0, whose full queue is then
+//! the normal state). Senders block when a switch's queue is full, so loss
+//! only happens where a switch drops frames.
+//!
+//! Pinned (the default), the harness runs on CPU 0 and the switch alone on
+//! CPU 1, so every switch gets one whole CPU and its CPU seconds per million
+//! delivered frames (from /proc/PID/stat) is the figure that compares them;
+//! `--unpinned` lets the scheduler place everything. Each cell is the median
+//! of `--reps` runs by delivered frames/s. Ping-pong bounces one frame between
+//! two ports with harness and switch on one CPU.
 
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,11 +31,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockType, UnixAddr, connect, recv, sendmmsg,
+    setsockopt, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
+use nix::unistd::Pid;
 use uml_proto::ethernet::{EthernetHeader, HEADER_LEN, MacAddr};
 use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
 use zerocopy::IntoBytes;
 
+use super::forwarder::Spread;
 use super::option;
 use crate::provision::find_program;
 
@@ -37,8 +51,8 @@ const BROADCAST: MacAddr = MacAddr::BROADCAST;
 /// Which switch a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Ports send straight to each other: the harness's own ceiling.
-    Direct,
+    /// The reference forwarder: the transport's physical limit.
+    Reference,
     C,
     Vde,
     Ours,
@@ -47,7 +61,7 @@ enum Kind {
 impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Direct => "direct (ceiling)",
+            Kind::Reference => "reference",
             Kind::C => "C uml_switch",
             Kind::Vde => "vde_switch",
             Kind::Ours => "ours",
@@ -55,70 +69,178 @@ impl Kind {
     }
 }
 
-/// A switch process and where its control socket is.
+/// How the ports reach the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Every port on the daemon transport.
+    Daemon,
+    /// Every port a BESS connection (ours only).
+    Bess,
+    /// Even ports daemon, odd ports BESS (ours only).
+    Mixed,
+}
+
+/// The traffic pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    Pairs,
+    Broadcast,
+    AllToOne,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    pattern: Pattern,
+    size: usize,
+    ports: usize,
+    transport: Transport,
+}
+
+impl Cell {
+    fn label(&self) -> String {
+        let transport = match self.transport {
+            Transport::Daemon => "",
+            Transport::Bess => ", BESS",
+            Transport::Mixed => ", daemon+BESS",
+        };
+        format!(
+            "{:?} {} B, {} ports{transport}",
+            self.pattern, self.size, self.ports
+        )
+    }
+
+    /// Copies of each sent frame the receivers should see.
+    fn fanout(&self, kind: Kind) -> u64 {
+        let ports = u64::try_from(self.ports).unwrap_or(u64::MAX);
+        match (self.pattern, kind) {
+            (Pattern::Pairs | Pattern::AllToOne, _) => 1,
+            // The reference floods to every port, the sender's included.
+            (Pattern::Broadcast, Kind::Reference) => ports,
+            (Pattern::Broadcast, _) => ports - 1,
+        }
+    }
+}
+
+/// Pins `pid` (0: this thread, and the threads it starts later) to one CPU.
+fn pin(pid: Pid, cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(pid, &set).with_context(|| format!("pinning {pid} to CPU {cpu}"))
+}
+
+/// A switch (or the reference forwarder) process, pinned where asked.
 struct Running {
-    child: Option<Child>,
+    child: Child,
     ctl: PathBuf,
+    bess: PathBuf,
+    /// The forwarder's data address, which ports send to directly.
+    forwarder: Option<SocketAddr>,
 }
 
 impl Running {
-    fn start(kind: Kind, root: &Path, dir: &Path) -> Result<Self> {
-        let ctl;
-        let child = match kind {
-            Kind::Direct => {
-                ctl = PathBuf::new();
-                None
-            }
-            Kind::C | Kind::Ours => {
-                ctl = dir.join(format!("{kind:?}.ctl"));
-                let program = if kind == Kind::C {
+    /// Starts a switch; its control socket (and for ours, a BESS socket) in `dir`.
+    fn start(kind: Kind, root: &Path, dir: &Path, cpu: Option<usize>) -> Result<Self> {
+        let ctl = dir.join(format!("{kind:?}.ctl"));
+        let bess = dir.join(format!("{kind:?}.bess"));
+        let mut command = match kind {
+            Kind::C => {
+                let mut c = Command::new(
                     find_program("uml_switch")
-                        .context("the C uml_switch (uml-utilities) is missing")?
-                } else {
-                    root.join("target/release/uml_switch")
-                };
-                Some(
-                    Command::new(program)
-                        .arg("-unix")
-                        .arg(&ctl)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .spawn()?,
-                )
+                        .context("the C uml_switch (uml-utilities) is missing")?,
+                );
+                c.arg("-unix").arg(&ctl).stdin(Stdio::null());
+                c
+            }
+            Kind::Ours => {
+                let mut c = Command::new(root.join("target/release/uml_switch"));
+                c.arg("-unix")
+                    .arg(&ctl)
+                    .arg("-bess")
+                    .arg(&bess)
+                    .stdin(Stdio::null());
+                c
             }
             Kind::Vde => {
                 let sock_dir = dir.join("vde");
-                ctl = sock_dir.join("ctl");
-                let program = find_program("vde_switch").context("vde_switch (vde2) is missing")?;
+                let mut c = Command::new(
+                    find_program("vde_switch").context("vde_switch (vde2) is missing")?,
+                );
                 // Its management console reads stdin: keep a pipe open.
-                Some(
-                    Command::new(program)
-                        .arg("-s")
-                        .arg(&sock_dir)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .spawn()?,
-                )
+                c.arg("-s")
+                    .arg(&sock_dir)
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::null());
+                return Self::spawn(c, sock_dir.join("ctl"), bess, cpu);
             }
+            Kind::Reference => bail!("the reference forwarder starts with its ports"),
         };
-        let running = Self { child, ctl };
-        if kind != Kind::Direct {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while UnixStream::connect(&running.ctl).is_err() {
-                if Instant::now() > deadline {
-                    bail!("{} did not start", kind.name());
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        command.stdout(Stdio::null());
+        Self::spawn(command, ctl, bess, cpu)
+    }
+
+    fn spawn(
+        mut command: Command,
+        ctl: PathBuf,
+        bess: PathBuf,
+        cpu: Option<usize>,
+    ) -> Result<Self> {
+        let child = command.spawn()?;
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(child.id())?), cpu)?;
+        }
+        let running = Self {
+            child,
+            ctl,
+            bess,
+            forwarder: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&running.ctl).is_err() {
+            if Instant::now() > deadline {
+                bail!("the switch did not start");
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(running)
     }
 
-    /// User plus system CPU seconds the switch has used.
+    /// Starts the reference forwarder for `ports`.
+    fn reference(ports: &[Port], spread: Spread, cpu: Option<usize>) -> Result<Self> {
+        let name = format!("bench-forward-{}", std::process::id());
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("bench-forward").arg(&name).arg(spread.arg());
+        for port in ports {
+            let own = port.own.as_ref().context("a datagram port")?;
+            let peer = own.as_abstract_name().context("an abstract port name")?;
+            // Full-length names hold NULs: passed as hex.
+            command.arg(peer.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        }
+        let child = command.stdin(Stdio::null()).spawn()?;
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(child.id())?), cpu)?;
+        }
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        let probe = UnixDatagram::unbound()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.connect_addr(&addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("the reference forwarder did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            ctl: PathBuf::new(),
+            bess: PathBuf::new(),
+            forwarder: Some(addr),
+        })
+    }
+
+    /// User plus system CPU seconds the process has used.
     fn cpu_seconds(&self) -> f64 {
-        let Some(child) = &self.child else { return 0.0 };
         let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name's closing parenthesis; utime and stime are 14 and 15.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -134,10 +256,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -145,40 +265,101 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// One port of the load generator.
 struct Port {
-    data: UnixDatagram,
+    fd: OwnedFd,
+    /// The daemon port's control connection; the port lives as long as it.
     _control: Option<UnixStream>,
-    /// Where this port's frames go: the switch, or (direct) filled in later.
-    to: Option<SocketAddr>,
-    own: SocketAddr,
+    /// Where its frames go (`None`: a connected BESS socket).
+    to: Option<UnixAddr>,
+    /// Its own data address (daemon ports).
+    own: Option<SocketAddr>,
     mac: MacAddr,
 }
 
-fn connect(running: &Running, index: usize) -> Result<Port> {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let label = format!("bench-{}-{n}", std::process::id());
-    let mac = MacAddr([2, 0xbe, 0, 0, 0, u8::try_from(index + 1)?]);
-    let (data, own, control, to) = if running.child.is_none() {
-        let (data, own, _) = bind_data_socket(&label)?;
-        (data, own, None, None)
-    } else {
-        let client = SwitchClient::connect(&running.ctl, &label)?;
-        (
-            client.data,
-            client.own,
-            Some(client.control),
-            Some(client.switch),
-        )
-    };
-    data.set_read_timeout(Some(Duration::from_millis(200)))?;
-    // A sender blocked on a full queue still sees the end of the run.
-    data.set_write_timeout(Some(Duration::from_millis(200)))?;
-    Ok(Port {
-        data,
-        _control: control,
-        to,
-        own,
-        mac,
+fn unix_addr(addr: &SocketAddr) -> Result<UnixAddr> {
+    Ok(match (addr.as_abstract_name(), addr.as_pathname()) {
+        (Some(name), _) => UnixAddr::new_abstract(name)?,
+        (None, Some(path)) => UnixAddr::new(path)?,
+        (None, None) => bail!("an unnamed destination"),
     })
+}
+
+/// A timeout so that blocked senders and receivers see the end of a run.
+fn set_timeouts(fd: &OwnedFd) -> Result<()> {
+    let limit = TimeVal::new(0, 200_000);
+    setsockopt(fd, sockopt::ReceiveTimeout, &limit)?;
+    setsockopt(fd, sockopt::SendTimeout, &limit)?;
+    Ok(())
+}
+
+impl Port {
+    /// A daemon port registered with `running`'s switch.
+    fn daemon(running: &Running, index: usize) -> Result<Self> {
+        let label = format!(
+            "bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = SwitchClient::connect(&running.ctl, &label)?;
+        let fd = OwnedFd::from(client.data);
+        set_timeouts(&fd)?;
+        Ok(Self {
+            fd,
+            _control: Some(client.control),
+            to: Some(unix_addr(&client.switch)?),
+            own: Some(client.own),
+            mac: mac(index)?,
+        })
+    }
+
+    /// A port of the reference forwarder: a bound socket, its destination set later.
+    fn unbound_daemon(index: usize) -> Result<Self> {
+        let label = format!(
+            "bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (data, own, _) = bind_data_socket(&label)?;
+        let fd = OwnedFd::from(data);
+        set_timeouts(&fd)?;
+        Ok(Self {
+            fd,
+            _control: None,
+            to: None,
+            own: Some(own),
+            mac: mac(index)?,
+        })
+    }
+
+    /// A BESS connection to our switch.
+    fn bess(running: &Running, index: usize) -> Result<Self> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        connect(fd.as_raw_fd(), &UnixAddr::new(&running.bess)?)?;
+        set_timeouts(&fd)?;
+        Ok(Self {
+            fd,
+            _control: None,
+            to: None,
+            own: None,
+            mac: mac(index)?,
+        })
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        let sent = match &self.to {
+            Some(to) => nix::sys::socket::sendto(self.fd.as_raw_fd(), frame, to, MsgFlags::empty()),
+            None => nix::sys::socket::send(self.fd.as_raw_fd(), frame, MsgFlags::empty()),
+        };
+        sent.map(drop).context("sending a frame")
+    }
+}
+
+fn mac(index: usize) -> Result<MacAddr> {
+    Ok(MacAddr([2, 0xbe, 0, 0, 0, u8::try_from(index + 1)?]))
 }
 
 /// A frame of `size` bytes (at least a header) of the local experimental EtherType.
@@ -188,14 +369,8 @@ fn frame(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
     f
 }
 
-/// The traffic pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pattern {
-    Pairs,
-    Broadcast,
-}
-
 /// What one load run measured.
+#[derive(Debug, Clone, Copy, Default)]
 struct Load {
     sent: u64,
     received: u64,
@@ -204,69 +379,86 @@ struct Load {
 }
 
 impl Load {
-    fn expected(&self, pattern: Pattern, ports: usize) -> u64 {
-        match pattern {
-            Pattern::Pairs => self.sent,
-            Pattern::Broadcast => self.sent * (ports as u64 - 1),
-        }
+    fn rate(&self) -> f64 {
+        self.received as f64 / self.secs.max(1e-9)
+    }
+
+    fn loss(&self, expected_per_frame: u64) -> f64 {
+        let expected = (self.sent * expected_per_frame).max(1);
+        100.0 * (1.0 - self.received as f64 / expected as f64).max(0.0)
+    }
+
+    /// CPU seconds per million delivered frames.
+    fn cpu_per_m(&self) -> f64 {
+        self.cpu / (self.received.max(1) as f64 / 1e6)
     }
 }
 
+/// The ports of one run, connected as the cell says.
+fn ports_for(cell: &Cell, kind: Kind, running: Option<&Running>) -> Result<Vec<Port>> {
+    (0..cell.ports)
+        .map(|i| match (kind, running, cell.transport) {
+            (Kind::Reference, _, _) => Port::unbound_daemon(i),
+            (_, Some(r), Transport::Bess) => Port::bess(r, i),
+            (_, Some(r), Transport::Mixed) if i % 2 == 1 => Port::bess(r, i),
+            (_, Some(r), _) => Port::daemon(r, i),
+            (_, None, _) => bail!("no switch to connect to"),
+        })
+        .collect()
+}
+
 fn run_load(
-    running: &Running,
-    pattern: Pattern,
-    size: usize,
-    ports: usize,
+    root: &Path,
+    dir: &Path,
+    kind: Kind,
+    cell: &Cell,
     secs: f64,
+    cpu: Option<usize>,
 ) -> Result<Load> {
-    let all: Vec<Port> = (0..ports)
-        .map(|i| connect(running, i))
-        .collect::<Result<_>>()?;
-    let direct = running.child.is_none();
-    // Let the switch learn every port, then forget the warm-up frames.
-    if !direct {
-        for port in &all {
-            port.data.send_to_addr(
-                &frame(BROADCAST, port.mac, 64),
-                port.to.as_ref().context("switch address")?,
-            )?;
+    let (running, mut ports) = if kind == Kind::Reference {
+        let ports = ports_for(cell, kind, None)?;
+        let spread = match cell.pattern {
+            Pattern::Broadcast => Spread::All,
+            Pattern::Pairs | Pattern::AllToOne => Spread::RoundRobin,
+        };
+        (Running::reference(&ports, spread, cpu)?, ports)
+    } else {
+        let running = Running::start(kind, root, dir, cpu)?;
+        let ports = ports_for(cell, kind, Some(&running))?;
+        (running, ports)
+    };
+    if let Some(forwarder) = &running.forwarder {
+        let to = unix_addr(forwarder)?;
+        for port in &mut ports {
+            port.to = Some(to);
+        }
+    } else {
+        // Let the switch learn every port, then forget the warm-up frames.
+        for port in &ports {
+            port.send(&frame(BROADCAST, port.mac, 64))?;
         }
         std::thread::sleep(Duration::from_millis(100));
         let mut buf = [0u8; 2048];
-        for port in &all {
-            port.data.set_nonblocking(true)?;
-            while port.data.recv(&mut buf).is_ok() {}
-            port.data.set_nonblocking(false)?;
+        for port in &ports {
+            while recv(port.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok() {}
         }
     }
-    let owns: Vec<SocketAddr> = all.iter().map(|p| p.own.clone()).collect();
-    let macs: Vec<MacAddr> = all.iter().map(|p| p.mac).collect();
-    // Each port's frame and destinations: the switch, or (direct) the partner
-    // or every other port.
-    let mut plans = Vec::new();
-    for (i, port) in all.iter().enumerate() {
-        let (targets, dst_mac): (Vec<&SocketAddr>, MacAddr) = match (direct, pattern) {
-            (false, Pattern::Pairs) => (port.to.iter().collect(), macs[i ^ 1]),
-            (false, Pattern::Broadcast) => (port.to.iter().collect(), BROADCAST),
-            (true, Pattern::Pairs) => (vec![&owns[i ^ 1]], macs[i ^ 1]),
-            (true, Pattern::Broadcast) => (
-                owns.iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, a)| a)
-                    .collect(),
-                BROADCAST,
-            ),
-        };
-        let targets = targets
-            .into_iter()
-            .map(nix_addr)
-            .collect::<Result<Vec<UnixAddr>>>()?;
-        plans.push((frame(dst_mac, port.mac, size), targets));
-    }
-    let readers: Vec<UnixDatagram> = all
+    let plans: Vec<(usize, Vec<u8>)> = ports
         .iter()
-        .map(|p| p.data.try_clone())
+        .enumerate()
+        .filter(|(i, _)| cell.pattern != Pattern::AllToOne || *i != 0)
+        .map(|(i, port)| {
+            let dst = match cell.pattern {
+                Pattern::Pairs => ports[i ^ 1].mac,
+                Pattern::Broadcast => BROADCAST,
+                Pattern::AllToOne => ports[0].mac,
+            };
+            (i, frame(dst, port.mac, cell.size))
+        })
+        .collect();
+    let readers: Vec<OwnedFd> = ports
+        .iter()
+        .map(|p| p.fd.try_clone())
         .collect::<std::io::Result<_>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = running.cpu_seconds();
@@ -281,7 +473,7 @@ fn run_load(
     let sender = {
         let stop = Arc::clone(&stop);
         // The ports themselves, control connections included: a port lives as long as it.
-        std::thread::spawn(move || send_all(&all, &plans, &stop))
+        std::thread::spawn(move || send_all(&ports, &plans, &stop))
     };
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
@@ -307,51 +499,40 @@ fn run_load(
 /// Copies of a port's frame per `sendmmsg`, before the sender moves to the next port.
 const BURST: usize = 16;
 
-fn nix_addr(addr: &SocketAddr) -> Result<UnixAddr> {
-    Ok(match (addr.as_abstract_name(), addr.as_pathname()) {
-        (Some(name), _) => UnixAddr::new_abstract(name)?,
-        (None, Some(path)) => UnixAddr::new(path)?,
-        (None, None) => bail!("an unnamed destination"),
-    })
-}
-
-/// The whole load from one thread: each port in turn sends a burst to each of
-/// its destinations, blocking while the destination's queue is full. Returns
-/// the frames sent (counting a frame once, however many destinations).
-fn send_all(ports: &[Port], plans: &[(Vec<u8>, Vec<UnixAddr>)], stop: &AtomicBool) -> u64 {
+/// The whole load from one thread: each sending port in turn sends a burst,
+/// blocking while the switch's queue is full. Returns the frames sent.
+fn send_all(ports: &[Port], plans: &[(usize, Vec<u8>)], stop: &AtomicBool) -> u64 {
     let mut headers = MultiHeaders::<UnixAddr>::preallocate(BURST, None);
-    let mut copies = 0u64;
+    let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        for (port, (payload, targets)) in ports.iter().zip(plans) {
+        for (index, payload) in plans {
+            let port = &ports[*index];
             let slices: Vec<[IoSlice<'_>; 1]> =
                 (0..BURST).map(|_| [IoSlice::new(payload)]).collect();
-            for target in targets {
-                let addrs = vec![Some(*target); BURST];
-                if let Ok(sent) = sendmmsg(
-                    port.data.as_raw_fd(),
-                    &mut headers,
-                    slices.iter(),
-                    &addrs,
-                    [],
-                    MsgFlags::empty(),
-                ) {
-                    copies += sent.count() as u64;
-                }
+            let addrs = vec![port.to; BURST];
+            if let Ok(done) = sendmmsg(
+                port.fd.as_raw_fd(),
+                &mut headers,
+                slices.iter(),
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            ) {
+                sent += done.count() as u64;
             }
         }
     }
-    let fanout = plans.first().map_or(1, |(_, t)| t.len().max(1)) as u64;
-    copies / fanout
+    sent
 }
 
 /// One port's frames, from a thread of its own: a reader blocked in `recv`
 /// wakes as soon as a frame arrives, so the port's short queue (10 datagrams
 /// by default) rarely overflows. Returns the frames received.
-fn receive_port(reader: &UnixDatagram, stop: &AtomicBool) -> u64 {
+fn receive_port(reader: &impl AsFd, stop: &AtomicBool) -> u64 {
     let mut buf = vec![0u8; 70000];
     let mut count = 0;
     loop {
-        match reader.recv(&mut buf) {
+        match recv(reader.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(_) => count += 1,
             Err(_) if stop.load(Ordering::Relaxed) => return count,
             Err(_) => {}
@@ -359,12 +540,10 @@ fn receive_port(reader: &UnixDatagram, stop: &AtomicBool) -> u64 {
     }
 }
 
-/// Round trips of one frame between two ports: (p50, p99).
+/// Round trips of one frame between two daemon ports: (p50, p99).
 fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
-    let a = connect(running, 0)?;
-    let b = connect(running, 1)?;
-    let to_b = a.to.clone().unwrap_or_else(|| b.own.clone());
-    let to_a = b.to.clone().unwrap_or_else(|| a.own.clone());
+    let a = Port::daemon(running, 0)?;
+    let b = Port::daemon(running, 1)?;
     let (a_mac, b_mac) = (a.mac, b.mac);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_b = Arc::clone(&stop);
@@ -372,21 +551,21 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
         let mut buf = [0u8; 2048];
         let reply = frame(a_mac, b_mac, 64);
         while !stop_b.load(Ordering::Relaxed) {
-            if b.data.recv(&mut buf).is_ok() {
-                let _ = b.data.send_to_addr(&reply, &to_a);
+            if recv(b.fd.as_raw_fd(), &mut buf, MsgFlags::empty()).is_ok() {
+                let _ = b.send(&reply);
             }
         }
     });
     // Teach the switch both addresses first.
     let mut buf = [0u8; 2048];
-    a.data.send_to_addr(&frame(b_mac, a_mac, 64), &to_b)?;
-    let _ = a.data.recv(&mut buf);
+    a.send(&frame(b_mac, a_mac, 64))?;
+    let _ = recv(a.fd.as_raw_fd(), &mut buf, MsgFlags::empty());
     let mut times = Vec::with_capacity(rounds);
     let request = frame(b_mac, a_mac, 64);
     for _ in 0..rounds {
         let t = Instant::now();
-        a.data.send_to_addr(&request, &to_b)?;
-        if a.data.recv(&mut buf).is_ok() {
+        a.send(&request)?;
+        if recv(a.fd.as_raw_fd(), &mut buf, MsgFlags::empty()).is_ok() {
             times.push(t.elapsed());
         }
     }
@@ -402,59 +581,141 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
     Ok((at(500), at(990)))
 }
 
+/// The median run of `reps` by delivered frames/s.
+fn median_load(reps: usize, mut run: impl FnMut() -> Result<Load>) -> Result<Load> {
+    let mut loads = (0..reps.max(1))
+        .map(|_| run())
+        .collect::<Result<Vec<_>>>()?;
+    loads.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    Ok(loads[loads.len() / 2])
+}
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let secs: f64 = option(args, "--secs", 3.0)?;
+    let reps: usize = option(args, "--reps", 3)?;
+    let pinned = !args.iter().any(|a| a == "--unpinned");
+    crate::provision::ensure_bench_switch()?;
     crate::cargo(root, &["build", "--release", "--quiet", "-p", "uml_switch"])?;
     let dir = tempfile_dir(root)?;
-    let kinds = [Kind::Direct, Kind::C, Kind::Vde, Kind::Ours];
-    println!(
-        "uml_switch benchmark: {secs} s per cell; frames/s delivered to ports (loss), switch CPU s per million frames\n"
-    );
-    println!("| cell | direct (ceiling) | C uml_switch | vde_switch | ours | ours / C |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for pattern in [Pattern::Pairs, Pattern::Broadcast] {
-        for size in [64, 1500] {
-            for ports in [2, 8] {
-                let mut cells = Vec::new();
-                let mut fps = [0.0; 4];
-                for (k, kind) in kinds.iter().enumerate() {
-                    let running = Running::start(*kind, root, &dir)?;
-                    let load = run_load(&running, pattern, size, ports, secs)?;
-                    let rate = load.received as f64 / load.secs;
-                    fps[k] = rate;
-                    let expected = load.expected(pattern, ports).max(1);
-                    let loss = 100.0 * (1.0 - load.received as f64 / expected as f64).max(0.0);
-                    let cpu = if *kind == Kind::Direct {
-                        String::new()
-                    } else {
-                        format!(
-                            ", {:.2} s/M",
-                            load.cpu / (load.received.max(1) as f64 / 1e6)
-                        )
-                    };
-                    cells.push(format!("{:.0}k ({loss:.1}%{cpu})", rate / 1000.0));
-                }
-                println!(
-                    "| {pattern:?} {size} B, {ports} ports | {} | {:.2}x |",
-                    cells.join(" | "),
-                    fps[3] / fps[1].max(1.0)
-                );
-            }
+    // The harness on CPU 0 (its threads inherit it), each switch alone on CPU 1.
+    let switch_cpu = if pinned {
+        if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+            bail!("the pinned bench needs two CPUs (use --unpinned)");
         }
+        pin(Pid::from_raw(0), 0)?;
+        Some(1)
+    } else {
+        None
+    };
+    println!(
+        "uml_switch benchmark, {}: {secs} s per run, median of {reps}; delivered frames/s (loss, \
+         switch CPU s per million delivered frames)\n",
+        if pinned {
+            "pinned (harness on CPU 0, switch alone on CPU 1)"
+        } else {
+            "unpinned"
+        }
+    );
+    println!(
+        "| cell | reference | C uml_switch | vde_switch | ours | ours / C | ours / vde | ours CPU / C | ours CPU / reference |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let daemon_cells = [
+        (Pattern::Pairs, 64, 2),
+        (Pattern::Pairs, 64, 8),
+        (Pattern::Pairs, 1500, 8),
+        (Pattern::Broadcast, 64, 8),
+        (Pattern::Broadcast, 1500, 8),
+        (Pattern::AllToOne, 64, 8),
+    ];
+    let kinds = [Kind::Reference, Kind::C, Kind::Vde, Kind::Ours];
+    for (pattern, size, ports) in daemon_cells {
+        let cell = Cell {
+            pattern,
+            size,
+            ports,
+            transport: Transport::Daemon,
+        };
+        let mut loads = [Load::default(); 4];
+        for (k, kind) in kinds.iter().enumerate() {
+            loads[k] = median_load(reps, || {
+                run_load(root, &dir, *kind, &cell, secs, switch_cpu)
+            })
+            .with_context(|| format!("{} in {}", kind.name(), cell.label()))?;
+        }
+        let shown: Vec<String> = kinds
+            .iter()
+            .zip(&loads)
+            .map(|(kind, load)| show(load, cell.fanout(*kind)))
+            .collect();
+        let [reference, c, vde, ours] = loads;
+        println!(
+            "| {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+            cell.label(),
+            shown.join(" | "),
+            ours.rate() / c.rate().max(1.0),
+            ours.rate() / vde.rate().max(1.0),
+            ours.cpu_per_m() / c.cpu_per_m().max(1e-9),
+            ours.cpu_per_m() / reference.cpu_per_m().max(1e-9),
+        );
+    }
+    // BESS (only our switch speaks it), all BESS and half-and-half.
+    for (pattern, transport) in [
+        (Pattern::Pairs, Transport::Bess),
+        (Pattern::Broadcast, Transport::Bess),
+        (Pattern::AllToOne, Transport::Bess),
+        (Pattern::Pairs, Transport::Mixed),
+    ] {
+        let cell = Cell {
+            pattern,
+            size: 64,
+            ports: 8,
+            transport,
+        };
+        let ours = median_load(reps, || {
+            run_load(root, &dir, Kind::Ours, &cell, secs, switch_cpu)
+        })
+        .with_context(|| format!("ours in {}", cell.label()))?;
+        println!(
+            "| {} | | | | {} | | | | |",
+            cell.label(),
+            show(&ours, cell.fanout(Kind::Ours))
+        );
     }
     let mut latencies = Vec::new();
-    for kind in kinds {
-        let running = Running::start(kind, root, &dir)?;
-        let (p50, p99) = ping_pong(&running, 20_000)?;
+    for kind in [Kind::C, Kind::Vde, Kind::Ours] {
+        // Ping-pong on one CPU: the harness's threads and the switch share CPU 1.
+        let running = Running::start(kind, root, &dir, switch_cpu)?;
+        if pinned {
+            pin(Pid::from_raw(0), 1)?;
+        }
+        let measured = ping_pong(&running, 20_000);
+        if pinned {
+            pin(Pid::from_raw(0), 0)?;
+        }
+        let (p50, p99) = measured?;
         latencies.push(format!(
             "{:.1} / {:.1} us",
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6
         ));
     }
-    println!("| ping-pong p50 / p99 | {} | |", latencies.join(" | "));
+    println!(
+        "| ping-pong p50 / p99 (one CPU) | | {} | | | | |",
+        latencies.join(" | ")
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A cell's text: frames/s, loss and CPU per million frames.
+fn show(load: &Load, fanout: u64) -> String {
+    format!(
+        "{:.0}k ({:.1}%, {:.2} s/M)",
+        load.rate() / 1000.0,
+        load.loss(fanout),
+        load.cpu_per_m()
+    )
 }
 
 fn tempfile_dir(root: &Path) -> Result<PathBuf> {
