@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::switch::{PeerAddr, RequestV3};
-use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
+use uml_testbed::switch_client::{SwitchClient, bind_data_socket, kernel_request};
 use uml_testbed::{
     NetNamespace, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
 };
@@ -758,4 +759,73 @@ fn root_real_kernel_tap_port_in_a_network_namespace() {
         &["ping", "-c", "3", "-W", "2", "10.99.8.2"],
     );
     assert!(host_ping.status.success(), "{host_ping:?}");
+}
+
+/// What a control connection got for its request: the switch's 110-byte
+/// answer, or nothing before the switch closed it. A connection left open
+/// fails the test.
+fn answered(mut conn: UnixStream) -> bool {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 110];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return !reply.is_empty(),
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                if reply.len() >= 110 {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return false,
+            Err(e) => panic!("the switch neither answered nor closed the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn uml_switch_tells_a_shorter_abstract_name_from_a_ports() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (victim, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    // The victim's name without its trailing NULs: another socket to the
+    // kernel, the same bytes once padded with zeros.
+    let name = victim.port.own.as_abstract_name().unwrap();
+    let used = name.iter().rposition(|&x| x != 0).unwrap() + 1;
+    let spoofer =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name[..used]).unwrap()).unwrap();
+    spoofer
+        .send_to_addr(
+            &frame(BROADCAST, MacAddr([2, 6, 6, 6, 6, 6]), b"spoofed"),
+            &victim.port.switch,
+        )
+        .unwrap();
+    victim.send(BROADCAST, b"genuine");
+    // Datagrams are taken in order: a forwarded spoof arrives first.
+    assert_eq!(b.drain(), vec![frame(BROADCAST, victim.mac, b"genuine")]);
+}
+
+#[test]
+fn uml_switch_refuses_a_request_for_another_ports_address() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (victim, other) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    let name = victim.port.own.as_abstract_name().unwrap();
+    let mut thief = UnixStream::connect(&switch.ctl).unwrap();
+    thief.write_all(&kernel_request(name).unwrap()).unwrap();
+    assert!(
+        !answered(thief),
+        "a request for a port's own address was served"
+    );
+    switch.wait_for_line("already a port's");
+    // The victim keeps its traffic, once, and its frames are still its own.
+    other.send(BROADCAST, b"for everyone");
+    assert_eq!(
+        victim.drain(),
+        vec![frame(BROADCAST, other.mac, b"for everyone")]
+    );
+    victim.send(BROADCAST, b"still me");
+    assert_eq!(
+        other.drain(),
+        vec![frame(BROADCAST, victim.mac, b"still me")]
+    );
 }

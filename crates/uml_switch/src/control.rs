@@ -130,6 +130,12 @@ impl Switch {
             log_line("Bad request: unusable data socket address");
             return;
         };
+        let key = peer_key(&request.addr);
+        // Two ports at one address would divert the first one's frames.
+        if self.ports.by_source(&key).is_some() {
+            log_line("Bad request: that data socket address is already a port's");
+            return;
+        }
         if request.version != ProtocolVersion::V0 {
             // Exactly the 110 bytes of our data address, as the kernel reads them.
             if stream.write_all(self.data.addr.as_bytes()).is_err() {
@@ -139,7 +145,7 @@ impl Switch {
         }
         self.add_port(Link::Daemon {
             addr,
-            key: peer_key(&request.addr),
+            key,
             control: stream,
         });
         log_line("New connection");
