@@ -829,3 +829,170 @@ fn uml_switch_refuses_a_request_for_another_ports_address() {
         vec![frame(BROADCAST, victim.mac, b"still me")]
     );
 }
+
+/// Whether process `pid` still runs (a zombie does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// The pid a pid file holds once it is written whole.
+fn pid_in(pidfile: &Path) -> i32 {
+    try_wait_until(Instant::now() + WAIT, || {
+        std::fs::read_to_string(pidfile)
+            .ok()?
+            .strip_suffix('\n')?
+            .parse()
+            .ok()
+    })
+    .unwrap_or_else(|| panic!("no pid in {}", pidfile.display()))
+}
+
+/// A daemon the test started, killed if the test fails before it ends.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if running(self.0) {
+            let _ = kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn uml_switch_daemon_stops_on_sigterm_and_removes_its_files() {
+    for relative in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| {
+            if relative {
+                PathBuf::from(name)
+            } else {
+                dir.path().join(name)
+            }
+        };
+        let (ctl, bess, pidfile) = (at("ctl"), at("bess"), at("sw.pid"));
+        // Not a pipe: the daemon would hold it open after its parent exits.
+        let errors = dir.path().join("stderr");
+        let status = Command::new(our_tool("uml_switch"))
+            .current_dir(dir.path())
+            .arg("-unix")
+            .arg(&ctl)
+            .arg("-bess")
+            .arg(&bess)
+            .arg("-daemon")
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .status()
+            .unwrap();
+        let stderr = std::fs::read_to_string(&errors).unwrap();
+        assert!(status.success(), "{status}: {stderr}");
+        let files = [
+            dir.path().join("ctl"),
+            dir.path().join("bess"),
+            dir.path().join("sw.pid"),
+        ];
+        let pid = pid_in(&files[2]);
+        let _stop = KillOnDrop(pid);
+        assert!(files.iter().all(|f| f.exists()), "relative: {relative}");
+        // It serves, and a port is open when the signal comes.
+        let _port = Client::connect(&files[0]);
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+        wait_until(
+            Instant::now() + Duration::from_secs(10),
+            "the daemon to exit and remove its files",
+            || !running(pid) && files.iter().all(|f| !f.exists()),
+        );
+    }
+}
+
+#[test]
+fn uml_switch_pidfile_is_never_written_through_a_symlink_and_removed_only_while_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, pidfile, victim) = (
+        dir.path().join("ctl"),
+        dir.path().join("sw.pid"),
+        dir.path().join("victim"),
+    );
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, &pidfile).unwrap();
+    let refused = Command::new(our_tool("uml_switch"))
+        .arg("-unix")
+        .arg(&ctl)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("symbolic link"),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&pidfile).unwrap().is_symlink());
+    assert!(!ctl.exists(), "a refused start left its socket");
+
+    std::fs::remove_file(&pidfile).unwrap();
+    let mut switch = SwitchProcess::start(dir.path(), &["--pidfile", pidfile.to_str().unwrap()]);
+    assert_eq!(pid_in(&pidfile), pid_of(&switch.child).as_raw());
+    // A second switch is refused: the pid file names a running process.
+    let second = Command::new(our_tool("uml_switch"))
+        .arg("-unix")
+        .arg(dir.path().join("ctl2"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert_eq!(pid_in(&pidfile), pid_of(&switch.child).as_raw());
+    // Replaced by someone else: left alone at exit.
+    std::fs::remove_file(&pidfile).unwrap();
+    std::fs::write(&pidfile, "someone else's\n").unwrap();
+    assert!(switch.signal(Signal::SIGTERM).success());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        "someone else's\n"
+    );
+}
+
+#[test]
+fn uml_switch_sigterm_at_any_stage_leaves_no_socket_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, bess) = (dir.path().join("ctl"), dir.path().join("bess"));
+    let start = || {
+        Command::new(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(&ctl)
+            .arg("-bess")
+            .arg(&bess)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let no_files = || !ctl.exists() && !bess.exists();
+    // During start-up: the signal lands anywhere from before the first bind
+    // to the loop's first wait.
+    for _ in 0..20 {
+        let mut child = start();
+        kill(pid_of(&child), Signal::SIGTERM).unwrap();
+        child.wait().unwrap();
+        assert!(no_files(), "a signal during start-up left socket files");
+    }
+    // With a connection that never sent its request, and with a port.
+    for with_port in [false, true] {
+        let mut child = start();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _idle = UnixStream::connect(&ctl).unwrap();
+        let _port = with_port.then(|| Client::connect(&ctl));
+        kill(pid_of(&child), Signal::SIGTERM).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert!(no_files(), "with_port: {with_port}");
+    }
+}

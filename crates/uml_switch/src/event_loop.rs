@@ -82,6 +82,10 @@ impl Token {
 impl Switch {
     /// Serves until SIGINT, SIGTERM, SIGHUP or the end of a terminal's input.
     pub fn run(&mut self) -> Result<(), SwitchError> {
+        if let Some(signo) = self.stop_before_loop {
+            log_line(&format!("Caught signal {signo}, cleaning up and exiting"));
+            return Ok(());
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             // Wake at least as often as the table is aged.
