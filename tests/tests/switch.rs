@@ -33,8 +33,14 @@ struct SwitchProcess {
 
 impl SwitchProcess {
     fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_as(Command::new(our_tool("uml_switch")), dir, extra)
+    }
+
+    /// The switch started by `command` (the switch itself, or a launcher
+    /// that execs it with its arguments).
+    fn start_as(mut command: Command, dir: &Path, extra: &[&str]) -> Self {
         let ctl = dir.join("ctl");
-        let mut child = Command::new(our_tool("uml_switch"))
+        let mut child = command
             .arg("-unix")
             .arg(&ctl)
             .args(extra)
@@ -995,4 +1001,98 @@ fn uml_switch_sigterm_at_any_stage_leaves_no_socket_files() {
         assert!(child.wait().unwrap().success());
         assert!(no_files(), "with_port: {with_port}");
     }
+}
+
+/// CPU time (user and system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second, as /proc counts CPU time.
+fn ticks_per_second() -> u64 {
+    let out = Command::new(host_program("getconf", "libc-bin"))
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A connection that never sends its request, made without waiting (a full
+/// backlog refuses it with EAGAIN instead of blocking the test).
+fn idle_connection(ctl: &Path) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(ctl).unwrap(),
+    )
+    .ok()?;
+    Some(fd)
+}
+
+#[test]
+fn uml_switch_out_of_descriptors_idles_times_out_silent_clients_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("sh");
+    limited.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &[]);
+    let pid = pid_of(&switch.child).as_raw();
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| idle_connection(&switch.ctl))
+        .collect();
+    assert!(idle.len() > 64, "only {} connections made", idle.len());
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    wait_until(
+        Instant::now() + WAIT,
+        "the switch to run out of descriptors",
+        || descriptors() >= 60,
+    );
+    // Three seconds of being out of descriptors cost (nearly) nothing.
+    let window = Duration::from_secs(3);
+    let before = cpu_ticks(pid);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid) - before;
+    let budget = ticks_per_second() * window.as_secs() / 5;
+    assert!(
+        used < budget,
+        "the switch used {used} ticks of CPU in {window:?} while out of descriptors"
+    );
+    switch.wait_for_line("descriptors");
+    // A connection that never sends its request is closed in time.
+    let mut byte = [0u8; 1];
+    wait_until(
+        Instant::now() + WAIT,
+        "a silent connection to be closed",
+        || {
+            idle.iter().any(|fd| {
+                matches!(
+                    nix::sys::socket::recv(
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
+                        &mut byte,
+                        nix::sys::socket::MsgFlags::empty()
+                    ),
+                    Ok(0)
+                )
+            })
+        },
+    );
+    // Once they go, guests are served again.
+    drop(idle);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    a.send(BROADCAST, b"back");
+    assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"back")]);
 }

@@ -11,6 +11,7 @@ use nix::sys::socket::{MsgFlags, send, sendto};
 use uml_proto::ethernet::EthernetHeader;
 
 use crate::batch::{Outgoing, RX_BATCH};
+use crate::control::ACCEPT_RETRY;
 use crate::forward::{Destination, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
@@ -88,8 +89,14 @@ impl Switch {
         }
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            // Wake at least as often as the table is aged.
-            let timeout = EpollTimeout::try_from(AGE_EVERY).unwrap_or(EpollTimeout::NONE);
+            // Wake at least as often as the table is aged, and as accepting
+            // is retried while out of descriptors.
+            let wake = if self.backoff.paused() {
+                ACCEPT_RETRY
+            } else {
+                AGE_EVERY
+            };
+            let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
@@ -126,8 +133,10 @@ impl Switch {
             let now = Instant::now();
             if now.duration_since(self.last_aged) >= AGE_EVERY {
                 self.table.expire(now);
+                self.expire_pending(now);
                 self.last_aged = now;
             }
+            self.resume_listeners(now);
         }
     }
 

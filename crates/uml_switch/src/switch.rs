@@ -18,7 +18,7 @@ use uml_host::tun::{TunError, open_tap};
 use uml_proto::switch::PeerAddr;
 
 use crate::batch::{Outgoing, RxBatch};
-use crate::control::PendingRequests;
+use crate::control::{AcceptBackoff, PendingRequests};
 use crate::event_loop::Token;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
@@ -101,6 +101,7 @@ pub struct Switch {
     pub(crate) data: DataSocket,
     pub(crate) bess: Option<BoundPath>,
     pub(crate) pending: PendingRequests,
+    pub(crate) backoff: AcceptBackoff,
     pub(crate) ports: PortTable,
     pub(crate) table: MacTable,
     /// One frame's buffer for BESS and tap reads, lent out while it is forwarded.
@@ -177,6 +178,7 @@ impl Switch {
             data,
             bess,
             pending: PendingRequests::default(),
+            backoff: AcceptBackoff::default(),
             ports: PortTable::new(),
             buf: vec![0; MAX_FRAME + 1],
             rx: RxBatch::new(),
