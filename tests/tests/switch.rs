@@ -1096,3 +1096,143 @@ fn uml_switch_out_of_descriptors_idles_times_out_silent_clients_and_recovers() {
     a.send(BROADCAST, b"back");
     assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"back")]);
 }
+
+/// The test bed's `switch_port` helper run as `uid` (root: as ourselves).
+fn switch_port(uid: u32, args: &[&str]) -> Command {
+    let helper = env!("CARGO_BIN_EXE_switch_port");
+    let mut command = if uid == 0 {
+        Command::new(helper)
+    } else {
+        let mut setpriv = Command::new(host_program("setpriv", "util-linux"));
+        setpriv.args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_owned(),
+        ]);
+        setpriv.arg(helper);
+        setpriv
+    };
+    command.args(args);
+    command
+}
+
+/// A socket bound by `switch_port bind…` as `uid`, held until dropped.
+struct HeldSocket(Child);
+
+impl HeldSocket {
+    fn bind(uid: u32, args: &[&str]) -> Self {
+        let mut child = switch_port(uid, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "BOUND\n", "{args:?}");
+        Self(child)
+    }
+}
+
+impl Drop for HeldSocket {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// What the switch said to `switch_port request|register` run as `uid`.
+fn asked(uid: u32, args: &[&str]) -> String {
+    let out = switch_port(uid, args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const NOBODY: u32 = 65534;
+const OTHER_USER: u32 = 65533;
+
+#[test]
+fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Other users reach the control socket and make sockets beside it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    let tag = std::process::id();
+
+    // Another user's abstract and filesystem sockets, and root's.
+    let theirs = format!("victim-{tag}");
+    let _abstract = HeldSocket::bind(OTHER_USER, &["bind", &theirs]);
+    let their_path = dir.path().join("victim.sock");
+    let their_path = their_path.to_str().unwrap();
+    let _path = HeldSocket::bind(OTHER_USER, &["bind-path", their_path]);
+    let root_path = dir.path().join("root.sock");
+    let _root_socket = UnixDatagram::bind(&root_path).unwrap();
+    let root_abstract = format!("root-{tag}");
+    let _root_abstract = bind_data_socket(&root_abstract).unwrap();
+
+    for target in [
+        theirs.as_str(),
+        their_path,
+        root_path.to_str().unwrap(),
+        root_abstract.as_str(),
+        &format!("nobody-bound-this-{tag}"),
+    ] {
+        assert_eq!(
+            asked(NOBODY, &["request", ctl, target]),
+            "REFUSED",
+            "{target}"
+        );
+    }
+    switch.wait_for_line("belongs to uid");
+    // The user's own socket is served, as a guest's is.
+    assert_eq!(
+        asked(NOBODY, &["register", ctl, &format!("own-{tag}")]),
+        "ANSWERED"
+    );
+    // Root may name any user's socket.
+    assert_eq!(asked(0, &["request", ctl, &theirs]), "ANSWERED");
+}
+
+#[test]
+fn root_real_kernel_unprivileged_daemon_guests_ping_through_a_root_switch() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Each guest binds its data socket and connects itself, as its own user:
+    // the switch finds the socket by the kernel's whole address and checks
+    // its owner against the connection's.
+    let nic = |mac: u8| {
+        format!(
+            "eth0=daemon,02:00:00:00:97:{mac:02x},unix,{}",
+            switch.ctl.display()
+        )
+    };
+    let mut target = UmlBuilder::new(GUEST)
+        .arg(nic(1))
+        .arg("IF=eth0")
+        .arg("IP=10.99.13.1")
+        .user(NOBODY, NOBODY)
+        .start();
+    target.wait_for_console("GUEST-READY", WAIT);
+    let mut pinger = UmlBuilder::new(GUEST)
+        .arg(nic(2))
+        .arg("IF=eth0")
+        .arg("IP=10.99.13.2")
+        .arg("PEER=10.99.13.1")
+        .user(NOBODY, NOBODY)
+        .start();
+    pinger.wait_for_console("PING-DONE", WAIT);
+    let console = pinger.console();
+    assert!(
+        console.contains("20 packets received, 0% packet loss"),
+        "{console}\n{}",
+        switch.log()
+    );
+    assert!(!switch.log().contains("Bad request"), "{}", switch.log());
+}

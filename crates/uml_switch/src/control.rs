@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use uml_host::fd::accept;
-use uml_proto::switch::{ControlRequest, ControlRequestError, ProtocolVersion};
+use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolVersion};
 use zerocopy::IntoBytes;
 
 use crate::event_loop::Token;
 use crate::log::log_line;
+use crate::owner::{Owner, owner_of, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
 use crate::switch::Switch;
 
@@ -252,6 +253,10 @@ impl Switch {
             log_line("Bad request: that data socket address is already a port's");
             return;
         }
+        if let Err(why) = self.check_owner(&stream, &request.addr) {
+            log_line(&format!("Bad request: {why}"));
+            return;
+        }
         if request.version != ProtocolVersion::V0 {
             // Exactly the 110 bytes of our data address, as the kernel reads them.
             if stream.write_all(self.data.addr.as_bytes()).is_err() {
@@ -265,6 +270,30 @@ impl Switch {
             control: stream,
         });
         log_line("New connection");
+    }
+
+    /// Whether the client at the other end of `stream` may have a port at
+    /// `addr`: a datagram socket must be bound there, and belong to the
+    /// client's user unless that is root. Where the kernel cannot tell an
+    /// abstract socket's owner, the request is served and that logged once.
+    fn check_owner(&mut self, stream: &UnixStream, addr: &PeerAddr) -> Result<(), String> {
+        let peer = peer_uid(stream).ok_or("the client's credentials are unknown")?;
+        match owner_of(addr) {
+            Err(e) => Err(e.to_string()),
+            Ok(Owner::Uid(owner)) if owner == peer || peer == 0 => Ok(()),
+            Ok(Owner::Uid(owner)) => Err(format!(
+                "the data socket belongs to uid {owner}, not to the client's uid {peer}"
+            )),
+            Ok(Owner::Unknown(why)) => {
+                if !self.owner_unknown_logged {
+                    self.owner_unknown_logged = true;
+                    log_line(&format!(
+                        "Cannot tell who owns abstract data sockets ({why}); serving requests unchecked"
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Makes `link` a port and watches its descriptor.

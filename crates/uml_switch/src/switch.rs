@@ -102,6 +102,8 @@ pub struct Switch {
     pub(crate) bess: Option<BoundPath>,
     pub(crate) pending: PendingRequests,
     pub(crate) backoff: AcceptBackoff,
+    /// The kernel's not telling abstract sockets' owners was logged.
+    pub(crate) owner_unknown_logged: bool,
     pub(crate) ports: PortTable,
     pub(crate) table: MacTable,
     /// One frame's buffer for BESS and tap reads, lent out while it is forwarded.
@@ -179,6 +181,7 @@ impl Switch {
             bess,
             pending: PendingRequests::default(),
             backoff: AcceptBackoff::default(),
+            owner_unknown_logged: false,
             ports: PortTable::new(),
             buf: vec![0; MAX_FRAME + 1],
             rx: RxBatch::new(),

@@ -1,0 +1,206 @@
+//! Who a requested data socket belongs to, so that a control client gets a
+//! port only at a socket of its own user: the switch must not become a
+//! deputy that writes a client's frames into any socket it may reach.
+//!
+//! The connecting user is the control connection's peer credentials
+//! (`SO_PEERCRED`). A filesystem socket's owner is its file's (`stat`, through
+//! symlinks as `sendto` goes). An abstract name has no file: the kernel's
+//! `sock_diag` netlink interface lists every unix socket of our network
+//! namespace with its bound name and, since Linux 5.3, its owner's uid
+//! (`UNIX_DIAG_UID`); it needs no privilege.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{
+    SOCK_DGRAM, TCP_CLOSE, TCP_ESTABLISHED, UDIAG_SHOW_NAME,
+};
+use netlink_packet_sock_diag::unix::nlas::UnixDiagName;
+use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest, UnixResponse};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use uml_proto::switch::PeerAddr;
+
+/// `UDIAG_SHOW_UID` (Linux 5.3, `linux/unix_diag.h`): ask for each socket's owner.
+const UDIAG_SHOW_UID: u32 = 0x40;
+/// `UNIX_DIAG_UID`: the attribute carrying it, a host-endian `u32`.
+const UNIX_DIAG_UID: u16 = 7;
+/// Receive buffer for the dump; the kernel fills what fits, message by message.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// What the switch knows about the socket at a requested address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A socket is bound there and belongs to this uid.
+    Uid(u32),
+    /// The kernel cannot tell (no `sock_diag` for unix sockets, or a kernel
+    /// older than 5.3 without the uid); the reason is given.
+    Unknown(String),
+}
+
+/// Why a requested address is refused outright.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// No datagram socket is bound at the address.
+    #[error("no datagram socket is bound at the requested address")]
+    NotBound,
+}
+
+/// The uid of the process at the other end of a control connection.
+pub fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    getsockopt(stream, PeerCredentials).ok().map(|c| c.uid())
+}
+
+/// Who owns the socket at `addr` (as a request carries it).
+pub fn owner_of(addr: &PeerAddr) -> Result<Owner, OwnerError> {
+    if let Some(path) = addr.filesystem_path() {
+        return match std::fs::metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => Ok(Owner::Uid(meta.uid())),
+            _ => Err(OwnerError::NotBound),
+        };
+    }
+    let name = addr.abstract_name().unwrap_or_default();
+    match abstract_owner(name) {
+        Ok(found) => found,
+        Err(e) => Ok(Owner::Unknown(format!("sock_diag: {e}"))),
+    }
+}
+
+/// Looks the datagram socket bound to the abstract `name` (exactly: all its
+/// bytes and its length) up in the kernel's list of unix sockets.
+fn abstract_owner(name: &[u8]) -> io::Result<Result<Owner, OwnerError>> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let request = UnixRequest {
+        // Bound datagram sockets are "closed" unless connected.
+        state_flags: StateFlags::from_bits_retain((1 << TCP_CLOSE) | (1 << TCP_ESTABLISHED)),
+        inode: 0,
+        show_flags: ShowFlags::from_bits_retain(UDIAG_SHOW_NAME | UDIAG_SHOW_UID),
+        cookie: [0xff; 8],
+    };
+    let mut packet = NetlinkMessage::new(header, SockDiagMessage::UnixRequest(request).into());
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut found = Err(OwnerError::NotBound);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let mut offset = 0;
+        while offset < len {
+            let rest = &buf[offset..len];
+            // The length leads every message; one we cannot decode is skipped.
+            let size = rest
+                .first_chunk::<4>()
+                .map(|b| u32::from_ne_bytes(*b))
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n >= 16)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "garbled dump"))?;
+            offset += size.next_multiple_of(4);
+            let Ok(message) = NetlinkMessage::<SockDiagMessage>::deserialize(rest) else {
+                continue;
+            };
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(found),
+                NetlinkPayload::Error(e) => {
+                    return Err(e.code.map_or_else(
+                        || io::Error::other("error without a code"),
+                        |code| io::Error::from_raw_os_error(-code.get()),
+                    ));
+                }
+                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(response)) => {
+                    if let Some(owner) = bound_to(&response, name) {
+                        found = Ok(owner);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if len == 0 {
+            return Ok(found);
+        }
+    }
+}
+
+/// The owner of `response`'s socket if it is a datagram socket bound to `name`.
+fn bound_to(response: &UnixResponse, name: &[u8]) -> Option<Owner> {
+    if response.header.kind != SOCK_DGRAM {
+        return None;
+    }
+    match response.name()? {
+        UnixDiagName::Abstract(bound) if bound.as_slice() == name => {}
+        _ => return None,
+    }
+    let uid = response.nlas.iter().find_map(|nla| {
+        if nla.kind() != UNIX_DIAG_UID || nla.value_len() != 4 {
+            return None;
+        }
+        let mut value = [0u8; 4];
+        nla.emit_value(&mut value);
+        Some(u32::from_ne_bytes(value))
+    });
+    Some(uid.map_or_else(
+        || Owner::Unknown("the kernel does not report socket owners (before Linux 5.3)".to_owned()),
+        Owner::Uid,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+
+    use super::*;
+
+    /// Our own uid, as the owner of a directory we just made.
+    fn me(dir: &tempfile::TempDir) -> u32 {
+        std::fs::metadata(dir.path()).unwrap().uid()
+    }
+
+    #[test]
+    fn an_abstract_socket_is_found_by_its_whole_name_with_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let label = format!("owner-test-{}", std::process::id());
+        let mut name = [0u8; 107];
+        name[..label.len()].copy_from_slice(label.as_bytes());
+        let addr = PeerAddr::from_abstract_name(&name).unwrap();
+        // The label alone is another name to the kernel, though padding
+        // makes it the same bytes.
+        let _short =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(label.as_bytes()).unwrap())
+                .unwrap();
+        assert!(matches!(owner_of(&addr), Err(OwnerError::NotBound)));
+        let _full =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+        assert_eq!(owner_of(&addr).unwrap(), Owner::Uid(me(&dir)));
+    }
+
+    #[test]
+    fn path_sockets_are_owned_by_their_file_and_other_files_are_not_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let _bound = UnixDatagram::bind(&path).unwrap();
+        let me = me(&dir);
+        let addr = PeerAddr::from_path(&path).unwrap();
+        assert_eq!(owner_of(&addr).unwrap(), Owner::Uid(me));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_uid(&a), Some(me));
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(owner_of(&PeerAddr::from_path(&file).unwrap()).is_err());
+        let _listener = UnixListener::bind(dir.path().join("s")).unwrap();
+        let stream_name = PeerAddr::from_abstract_name(b"no-such-dgram").unwrap();
+        assert!(owner_of(&stream_name).is_err());
+    }
+}
