@@ -1121,6 +1121,11 @@ struct HeldSocket(Child);
 
 impl HeldSocket {
     fn bind(uid: u32, args: &[&str]) -> Self {
+        Self::start(uid, args, "BOUND")
+    }
+
+    /// Runs `switch_port` with `args` as `uid` until it prints `first`.
+    fn start(uid: u32, args: &[&str], first: &str) -> Self {
         let mut child = switch_port(uid, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1130,7 +1135,7 @@ impl HeldSocket {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line, "BOUND\n", "{args:?}");
+        assert_eq!(line.trim_end(), first, "{args:?}");
         Self(child)
     }
 }
@@ -1235,4 +1240,37 @@ fn root_real_kernel_unprivileged_daemon_guests_ping_through_a_root_switch() {
         switch.log()
     );
     assert!(!switch.log().contains("Bad request"), "{}", switch.log());
+}
+
+#[test]
+fn root_uml_switch_keeps_sending_to_the_socket_it_checked_not_to_a_swapped_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    // A user's port at a filesystem socket of its own...
+    let path = dir.path().join("mine.sock");
+    let _port = HeldSocket::start(
+        NOBODY,
+        &["hold-port", ctl, path.to_str().unwrap()],
+        "ANSWERED",
+    );
+    // ...whose path then names root's socket instead.
+    let root_socket = UnixDatagram::bind(dir.path().join("root.sock")).unwrap();
+    root_socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("root.sock"), &path).unwrap();
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    a.send(BROADCAST, b"flooded");
+    // The flood went out (b has it), in the same batch as the port's copy.
+    assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"flooded")]);
+    let mut buf = [0u8; 100];
+    assert!(
+        root_socket.recv(&mut buf).is_err(),
+        "the switch wrote a port's frames into root's socket through a swapped path"
+    );
 }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
+use nix::sys::socket::UnixAddr;
 use uml_host::fd::accept;
 use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolVersion};
 use zerocopy::IntoBytes;
 
 use crate::event_loop::Token;
 use crate::log::log_line;
-use crate::owner::{Owner, owner_of, peer_uid};
+use crate::owner::{Examined, Owner, examine, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
 use crate::switch::Switch;
 
@@ -243,20 +244,27 @@ impl Switch {
             log_line("Bad request: a version 0 client needs -compat-v0");
             return;
         }
-        let Some(addr) = send_addr(&request.addr) else {
-            log_line("Bad request: unusable data socket address");
-            return;
-        };
         let key = peer_key(&request.addr);
         // Two ports at one address would divert the first one's frames.
         if self.ports.by_source(&key).is_some() {
             log_line("Bad request: that data socket address is already a port's");
             return;
         }
-        if let Err(why) = self.check_owner(&stream, &request.addr) {
-            log_line(&format!("Bad request: {why}"));
+        let pin = match self.check_owner(&stream, &request.addr) {
+            Ok(examined) => examined,
+            Err(why) => {
+                log_line(&format!("Bad request: {why}"));
+                return;
+            }
+        };
+        let addr = match pin.pinned_path() {
+            Some(path) => UnixAddr::new(&path).ok(),
+            None => send_addr(&request.addr),
+        };
+        let Some(addr) = addr else {
+            log_line("Bad request: unusable data socket address");
             return;
-        }
+        };
         if request.version != ProtocolVersion::V0 {
             // Exactly the 110 bytes of our data address, as the kernel reads them.
             if stream.write_all(self.data.addr.as_bytes()).is_err() {
@@ -268,6 +276,7 @@ impl Switch {
             addr,
             key,
             control: stream,
+            pin: pin.pin,
         });
         log_line("New connection");
     }
@@ -276,22 +285,22 @@ impl Switch {
     /// `addr`: a datagram socket must be bound there, and belong to the
     /// client's user unless that is root. Where the kernel cannot tell an
     /// abstract socket's owner, the request is served and that logged once.
-    fn check_owner(&mut self, stream: &UnixStream, addr: &PeerAddr) -> Result<(), String> {
+    fn check_owner(&mut self, stream: &UnixStream, addr: &PeerAddr) -> Result<Examined, String> {
         let peer = peer_uid(stream).ok_or("the client's credentials are unknown")?;
-        match owner_of(addr) {
-            Err(e) => Err(e.to_string()),
-            Ok(Owner::Uid(owner)) if owner == peer || peer == 0 => Ok(()),
-            Ok(Owner::Uid(owner)) => Err(format!(
+        let examined = examine(addr).map_err(|e| e.to_string())?;
+        match &examined.owner {
+            Owner::Uid(owner) if *owner == peer || peer == 0 => Ok(examined),
+            Owner::Uid(owner) => Err(format!(
                 "the data socket belongs to uid {owner}, not to the client's uid {peer}"
             )),
-            Ok(Owner::Unknown(why)) => {
+            Owner::Unknown(why) => {
                 if !self.owner_unknown_logged {
                     self.owner_unknown_logged = true;
                     log_line(&format!(
                         "Cannot tell who owns abstract data sockets ({why}); serving requests unchecked"
                     ));
                 }
-                Ok(())
+                Ok(examined)
             }
         }
     }

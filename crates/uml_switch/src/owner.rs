@@ -3,15 +3,20 @@
 //! deputy that writes a client's frames into any socket it may reach.
 //!
 //! The connecting user is the control connection's peer credentials
-//! (`SO_PEERCRED`). A filesystem socket's owner is its file's (`stat`, through
-//! symlinks as `sendto` goes). An abstract name has no file: the kernel's
+//! (`SO_PEERCRED`). A filesystem socket is opened with `O_PATH` (through
+//! symlinks, as `sendto` goes) and its owner is that inode's: the switch then
+//! sends to `/proc/self/fd/N`, the very socket it checked, so the path cannot
+//! be pointed elsewhere afterwards. An abstract name has no file: the kernel's
 //! `sock_diag` netlink interface lists every unix socket of our network
 //! namespace with its bound name and, since Linux 5.3, its owner's uid
 //! (`UNIX_DIAG_UID`); it needs no privilege.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
@@ -24,7 +29,9 @@ use netlink_packet_sock_diag::unix::nlas::UnixDiagName;
 use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest, UnixResponse};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
+use nix::fcntl::{OFlag, open};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::stat::Mode;
 use uml_proto::switch::PeerAddr;
 
 /// `UDIAG_SHOW_UID` (Linux 5.3, `linux/unix_diag.h`): ask for each socket's owner.
@@ -44,6 +51,30 @@ pub enum Owner {
     Unknown(String),
 }
 
+/// A requested data socket as checked.
+#[derive(Debug)]
+pub struct Examined {
+    /// Who it belongs to.
+    pub owner: Owner,
+    /// For a filesystem socket, the socket itself, held open by an `O_PATH`
+    /// descriptor for as long as the port lives.
+    pub pin: Option<OwnedFd>,
+}
+
+impl Examined {
+    /// Where to send to reach the checked socket: `/proc/self/fd/N` for a
+    /// pinned filesystem socket, if `/proc` shows it (else its path, which a
+    /// client could later point elsewhere); `None` for an abstract name,
+    /// which is sent to as it is.
+    pub fn pinned_path(&self) -> Option<PathBuf> {
+        let pin = self.pin.as_ref()?;
+        let via_proc = PathBuf::from(format!("/proc/self/fd/{}", pin.as_raw_fd()));
+        let pinned = File::from(pin.try_clone().ok()?).metadata().ok()?;
+        let seen = std::fs::metadata(&via_proc).ok()?;
+        ((seen.dev(), seen.ino()) == (pinned.dev(), pinned.ino())).then_some(via_proc)
+    }
+}
+
 /// Why a requested address is refused outright.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
@@ -57,19 +88,32 @@ pub fn peer_uid(stream: &UnixStream) -> Option<u32> {
     getsockopt(stream, PeerCredentials).ok().map(|c| c.uid())
 }
 
-/// Who owns the socket at `addr` (as a request carries it).
-pub fn owner_of(addr: &PeerAddr) -> Result<Owner, OwnerError> {
+/// The socket at `addr` (as a request carries it) and who owns it.
+pub fn examine(addr: &PeerAddr) -> Result<Examined, OwnerError> {
     if let Some(path) = addr.filesystem_path() {
-        return match std::fs::metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => Ok(Owner::Uid(meta.uid())),
-            _ => Err(OwnerError::NotBound),
-        };
+        let (pin, uid) = pin_socket(path).ok_or(OwnerError::NotBound)?;
+        return Ok(Examined {
+            owner: Owner::Uid(uid),
+            pin: Some(pin),
+        });
     }
     let name = addr.abstract_name().unwrap_or_default();
-    match abstract_owner(name) {
-        Ok(found) => found,
-        Err(e) => Ok(Owner::Unknown(format!("sock_diag: {e}"))),
-    }
+    let owner = match abstract_owner(name) {
+        Ok(found) => found?,
+        Err(e) => Owner::Unknown(format!("sock_diag: {e}")),
+    };
+    Ok(Examined { owner, pin: None })
+}
+
+/// The socket file at `path` held by an `O_PATH` descriptor, and its owner;
+/// `None` if there is no socket there.
+fn pin_socket(path: &Path) -> Option<(OwnedFd, u32)> {
+    let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let file = File::from(fd);
+    let meta = file.metadata().ok()?;
+    meta.file_type()
+        .is_socket()
+        .then(|| (OwnedFd::from(file), meta.uid()))
 }
 
 /// Looks the datagram socket bound to the abstract `name` (exactly: all its
@@ -180,10 +224,16 @@ mod tests {
         let _short =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(label.as_bytes()).unwrap())
                 .unwrap();
-        assert!(matches!(owner_of(&addr), Err(OwnerError::NotBound)));
+        assert!(matches!(
+            examine(&addr).map(|e| e.owner),
+            Err(OwnerError::NotBound)
+        ));
         let _full =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
-        assert_eq!(owner_of(&addr).unwrap(), Owner::Uid(me(&dir)));
+        assert_eq!(
+            examine(&addr).map(|e| e.owner).unwrap(),
+            Owner::Uid(me(&dir))
+        );
     }
 
     #[test]
@@ -193,14 +243,24 @@ mod tests {
         let _bound = UnixDatagram::bind(&path).unwrap();
         let me = me(&dir);
         let addr = PeerAddr::from_path(&path).unwrap();
-        assert_eq!(owner_of(&addr).unwrap(), Owner::Uid(me));
+        let examined = examine(&addr).unwrap();
+        assert_eq!(examined.owner, Owner::Uid(me));
+        // The checked socket stays the one sent to, whatever the path names later.
+        let pinned = examined.pinned_path().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _other = UnixDatagram::bind(&path).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.send_to(b"to the pinned one", &pinned).unwrap();
+        let mut buf = [0u8; 32];
+        let n = _bound.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to the pinned one");
         let (a, _b) = UnixStream::pair().unwrap();
         assert_eq!(peer_uid(&a), Some(me));
         let file = dir.path().join("f");
         std::fs::write(&file, "").unwrap();
-        assert!(owner_of(&PeerAddr::from_path(&file).unwrap()).is_err());
+        assert!(examine(&PeerAddr::from_path(&file).unwrap()).is_err());
         let _listener = UnixListener::bind(dir.path().join("s")).unwrap();
         let stream_name = PeerAddr::from_abstract_name(b"no-such-dgram").unwrap();
-        assert!(owner_of(&stream_name).is_err());
+        assert!(examine(&stream_name).is_err());
     }
 }

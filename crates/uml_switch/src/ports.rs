@@ -23,6 +23,9 @@ pub enum Link {
         key: PeerAddr,
         /// The control connection; the port lives as long as it stays open.
         control: UnixStream,
+        /// A filesystem data socket held open, so that `addr` (its
+        /// `/proc/self/fd` name) keeps reaching the socket that was checked.
+        pin: Option<OwnedFd>,
     },
     /// A BESS (SOCK_SEQPACKET) connection: one frame per message.
     Bess(OwnedFd),

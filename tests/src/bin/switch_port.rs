@@ -5,10 +5,12 @@
 //!     switch_port bind-path PATH         bind a datagram socket at PATH
 //!     switch_port request CTL LABEL|PATH ask CTL for a port at that address
 //!     switch_port register CTL LABEL     bind LABEL and ask for a port there
+//!     switch_port hold-port CTL PATH     bind PATH, ask for a port there, keep it
 //!
 //! `bind` and `bind-path` print `BOUND` and hold the socket until standard
-//! input ends; `request` and `register` print `ANSWERED` (the switch sent its
-//! data address) or `REFUSED` (it closed the connection).
+//! input ends; `request`, `register` and `hold-port` print `ANSWERED` (the
+//! switch sent its data address) or `REFUSED` (it closed the connection);
+//! `hold-port` then keeps its port until standard input ends.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -29,18 +31,29 @@ fn request_for(target: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn ask(ctl: &str, request: &[u8]) -> std::io::Result<&'static str> {
+/// The control connection and what the switch said.
+fn connect(ctl: &str, request: &[u8]) -> std::io::Result<(UnixStream, &'static str)> {
     let mut control = UnixStream::connect(ctl)?;
     control.write_all(request)?;
     let mut reply = [0u8; SOCKADDR_UN_LEN];
-    Ok(match control.read_exact(&mut reply) {
+    let answer = match control.read_exact(&mut reply) {
         Ok(()) => "ANSWERED",
         Err(_) => "REFUSED",
-    })
+    };
+    Ok((control, answer))
+}
+
+fn ask(ctl: &str, request: &[u8]) -> std::io::Result<&'static str> {
+    connect(ctl, request).map(|(_, answer)| answer)
 }
 
 fn hold() -> std::io::Result<()> {
-    println!("BOUND");
+    say("BOUND")
+}
+
+/// Prints `line` and waits for the end of standard input.
+fn say(line: &str) -> std::io::Result<()> {
+    println!("{line}");
     std::io::stdout().flush()?;
     let mut rest = Vec::new();
     std::io::stdin().read_to_end(&mut rest)?;
@@ -61,6 +74,11 @@ fn run(args: &[String]) -> std::io::Result<()> {
             println!("{}", ask(ctl, &request_for(target)?)?);
             Ok(())
         }
+        [cmd, ctl, path] if cmd == "hold-port" => {
+            let _socket = UnixDatagram::bind(path)?;
+            let (_control, answer) = connect(ctl, &request_for(path)?)?;
+            say(answer)
+        }
         [cmd, ctl, label] if cmd == "register" => {
             let (_data, _, name) = bind_data_socket(label)?;
             println!("{}", ask(ctl, &kernel_request(&name)?)?);
@@ -68,7 +86,7 @@ fn run(args: &[String]) -> std::io::Result<()> {
         }
         _ => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL",
+            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH",
         )),
     }
 }
