@@ -1274,3 +1274,40 @@ fn root_uml_switch_keeps_sending_to_the_socket_it_checked_not_to_a_swapped_path(
         "the switch wrote a port's frames into root's socket through a swapped path"
     );
 }
+
+#[test]
+fn uml_switch_closes_a_port_whose_data_socket_is_gone() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b, c) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    let Client {
+        port: SwitchClient {
+            data, control, own, ..
+        },
+        ..
+    } = b;
+    drop(data);
+    a.send(BROADCAST, b"one");
+    assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"one")]);
+    // The port is closed with its control connection.
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        (&control).read(&mut byte).ok(),
+        Some(0),
+        "the port of a vanished socket stayed open"
+    );
+    // Whoever binds the name next gets nothing of the port's.
+    let newcomer = UnixDatagram::bind_addr(&own).unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    a.send(BROADCAST, b"two");
+    assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"two")]);
+    assert!(newcomer.recv(&mut [0u8; 100]).is_err());
+}
