@@ -250,14 +250,14 @@ impl Switch {
             log_line("Bad request: that data socket address is already a port's");
             return;
         }
-        let pin = match self.check_owner(&stream, &request.addr) {
+        let examined = match self.check_owner(&stream, &request.addr) {
             Ok(examined) => examined,
             Err(why) => {
                 log_line(&format!("Bad request: {why}"));
                 return;
             }
         };
-        let addr = match pin.pinned_path() {
+        let addr = match examined.pinned_path() {
             Some(path) => UnixAddr::new(&path).ok(),
             None => send_addr(&request.addr),
         };
@@ -276,7 +276,7 @@ impl Switch {
             addr,
             key,
             control: stream,
-            pin: pin.pin,
+            pin: examined.pin,
         });
         log_line("New connection");
     }
