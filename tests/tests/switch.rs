@@ -1097,9 +1097,18 @@ fn uml_switch_out_of_descriptors_idles_times_out_silent_clients_and_recovers() {
     assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"back")]);
 }
 
-/// The test bed's `switch_port` helper run as `uid` (root: as ourselves).
-fn switch_port(uid: u32, args: &[&str]) -> Command {
-    let helper = env!("CARGO_BIN_EXE_switch_port");
+/// A copy of the test bed's `switch_port` helper in `dir`, where other users
+/// can run it (the build directory may be private to root).
+fn helper_in(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("switch_port");
+    std::fs::copy(env!("CARGO_BIN_EXE_switch_port"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// The `switch_port` helper run as `uid` (root: as ourselves).
+fn switch_port(helper: &Path, uid: u32, args: &[&str]) -> Command {
     let mut command = if uid == 0 {
         Command::new(helper)
     } else {
@@ -1120,13 +1129,13 @@ fn switch_port(uid: u32, args: &[&str]) -> Command {
 struct HeldSocket(Child);
 
 impl HeldSocket {
-    fn bind(uid: u32, args: &[&str]) -> Self {
-        Self::start(uid, args, "BOUND")
+    fn bind(helper: &Path, uid: u32, args: &[&str]) -> Self {
+        Self::start(helper, uid, args, "BOUND")
     }
 
     /// Runs `switch_port` with `args` as `uid` until it prints `first`.
-    fn start(uid: u32, args: &[&str], first: &str) -> Self {
-        let mut child = switch_port(uid, args)
+    fn start(helper: &Path, uid: u32, args: &[&str], first: &str) -> Self {
+        let mut child = switch_port(helper, uid, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -1148,8 +1157,8 @@ impl Drop for HeldSocket {
 }
 
 /// What the switch said to `switch_port request|register` run as `uid`.
-fn asked(uid: u32, args: &[&str]) -> String {
-    let out = switch_port(uid, args).output().unwrap();
+fn asked(helper: &Path, uid: u32, args: &[&str]) -> String {
+    let out = switch_port(helper, uid, args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -1166,14 +1175,15 @@ fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
     let switch = SwitchProcess::start(dir.path(), &[]);
     std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
     let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
     let tag = std::process::id();
 
     // Another user's abstract and filesystem sockets, and root's.
     let theirs = format!("victim-{tag}");
-    let _abstract = HeldSocket::bind(OTHER_USER, &["bind", &theirs]);
+    let _abstract = HeldSocket::bind(&helper, OTHER_USER, &["bind", &theirs]);
     let their_path = dir.path().join("victim.sock");
     let their_path = their_path.to_str().unwrap();
-    let _path = HeldSocket::bind(OTHER_USER, &["bind-path", their_path]);
+    let _path = HeldSocket::bind(&helper, OTHER_USER, &["bind-path", their_path]);
     let root_path = dir.path().join("root.sock");
     let _root_socket = UnixDatagram::bind(&root_path).unwrap();
     let root_abstract = format!("root-{tag}");
@@ -1187,7 +1197,7 @@ fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
         &format!("nobody-bound-this-{tag}"),
     ] {
         assert_eq!(
-            asked(NOBODY, &["request", ctl, target]),
+            asked(&helper, NOBODY, &["request", ctl, target]),
             "REFUSED",
             "{target}"
         );
@@ -1195,11 +1205,11 @@ fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
     switch.wait_for_line("belongs to uid");
     // The user's own socket is served, as a guest's is.
     assert_eq!(
-        asked(NOBODY, &["register", ctl, &format!("own-{tag}")]),
+        asked(&helper, NOBODY, &["register", ctl, &format!("own-{tag}")]),
         "ANSWERED"
     );
     // Root may name any user's socket.
-    assert_eq!(asked(0, &["request", ctl, &theirs]), "ANSWERED");
+    assert_eq!(asked(&helper, 0, &["request", ctl, &theirs]), "ANSWERED");
 }
 
 #[test]
@@ -1250,9 +1260,11 @@ fn root_uml_switch_keeps_sending_to_the_socket_it_checked_not_to_a_swapped_path(
     let switch = SwitchProcess::start(dir.path(), &[]);
     std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
     let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
     // A user's port at a filesystem socket of its own...
     let path = dir.path().join("mine.sock");
     let _port = HeldSocket::start(
+        &helper,
         NOBODY,
         &["hold-port", ctl, path.to_str().unwrap()],
         "ANSWERED",
