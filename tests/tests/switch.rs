@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::switch::{PeerAddr, RequestV3};
-use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
+use uml_testbed::switch_client::{SwitchClient, bind_data_socket, kernel_request};
 use uml_testbed::{
     NetNamespace, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
 };
@@ -32,8 +33,14 @@ struct SwitchProcess {
 
 impl SwitchProcess {
     fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_as(Command::new(our_tool("uml_switch")), dir, extra)
+    }
+
+    /// The switch started by `command` (the switch itself, or a launcher
+    /// that execs it with its arguments).
+    fn start_as(mut command: Command, dir: &Path, extra: &[&str]) -> Self {
         let ctl = dir.join("ctl");
-        let mut child = Command::new(our_tool("uml_switch"))
+        let mut child = command
             .arg("-unix")
             .arg(&ctl)
             .args(extra)
@@ -793,4 +800,561 @@ fn c_tool_uml_switch_help_and_overlong_paths() {
         "{out:?}"
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// What a control connection got for its request: the switch's 110-byte
+/// answer, or nothing before the switch closed it. A connection left open
+/// fails the test.
+fn answered(mut conn: UnixStream) -> bool {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 110];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return !reply.is_empty(),
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                if reply.len() >= 110 {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return false,
+            Err(e) => panic!("the switch neither answered nor closed the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn uml_switch_tells_a_shorter_abstract_name_from_a_ports() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (victim, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    // The victim's name without its trailing NULs: another socket to the
+    // kernel, the same bytes once padded with zeros.
+    let name = victim.port.own.as_abstract_name().unwrap();
+    let used = name.iter().rposition(|&x| x != 0).unwrap() + 1;
+    let spoofer =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name[..used]).unwrap()).unwrap();
+    spoofer
+        .send_to_addr(
+            &frame(BROADCAST, MacAddr([2, 6, 6, 6, 6, 6]), b"spoofed"),
+            &victim.port.switch,
+        )
+        .unwrap();
+    victim.send(BROADCAST, b"genuine");
+    // Datagrams are taken in order: a forwarded spoof arrives first.
+    assert_eq!(b.drain(), vec![frame(BROADCAST, victim.mac, b"genuine")]);
+}
+
+#[test]
+fn uml_switch_refuses_a_request_for_another_ports_address() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (victim, other) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    let name = victim.port.own.as_abstract_name().unwrap();
+    let mut thief = UnixStream::connect(&switch.ctl).unwrap();
+    thief.write_all(&kernel_request(name).unwrap()).unwrap();
+    assert!(
+        !answered(thief),
+        "a request for a port's own address was served"
+    );
+    switch.wait_for_line("already a port's");
+    // The victim keeps its traffic, once, and its frames are still its own.
+    other.send(BROADCAST, b"for everyone");
+    assert_eq!(
+        victim.drain(),
+        vec![frame(BROADCAST, other.mac, b"for everyone")]
+    );
+    victim.send(BROADCAST, b"still me");
+    assert_eq!(
+        other.drain(),
+        vec![frame(BROADCAST, victim.mac, b"still me")]
+    );
+}
+
+/// Whether process `pid` still runs (a zombie does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// The pid a pid file holds once it is written whole.
+fn pid_in(pidfile: &Path) -> i32 {
+    try_wait_until(Instant::now() + WAIT, || {
+        std::fs::read_to_string(pidfile)
+            .ok()?
+            .strip_suffix('\n')?
+            .parse()
+            .ok()
+    })
+    .unwrap_or_else(|| panic!("no pid in {}", pidfile.display()))
+}
+
+/// A daemon the test started, killed if the test fails before it ends.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if running(self.0) {
+            let _ = kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn uml_switch_daemon_stops_on_sigterm_and_removes_its_files() {
+    for relative in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| {
+            if relative {
+                PathBuf::from(name)
+            } else {
+                dir.path().join(name)
+            }
+        };
+        let (ctl, bess, pidfile) = (at("ctl"), at("bess"), at("sw.pid"));
+        // Not a pipe: the daemon would hold it open after its parent exits.
+        let errors = dir.path().join("stderr");
+        let status = Command::new(our_tool("uml_switch"))
+            .current_dir(dir.path())
+            .arg("-unix")
+            .arg(&ctl)
+            .arg("-bess")
+            .arg(&bess)
+            .arg("-daemon")
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .status()
+            .unwrap();
+        let stderr = std::fs::read_to_string(&errors).unwrap();
+        assert!(status.success(), "{status}: {stderr}");
+        let files = [
+            dir.path().join("ctl"),
+            dir.path().join("bess"),
+            dir.path().join("sw.pid"),
+        ];
+        let pid = pid_in(&files[2]);
+        let _stop = KillOnDrop(pid);
+        assert!(files.iter().all(|f| f.exists()), "relative: {relative}");
+        // It serves, and a port is open when the signal comes.
+        let _port = Client::connect(&files[0]);
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+        wait_until(
+            Instant::now() + Duration::from_secs(10),
+            "the daemon to exit and remove its files",
+            || !running(pid) && files.iter().all(|f| !f.exists()),
+        );
+    }
+}
+
+#[test]
+fn uml_switch_pidfile_is_never_written_through_a_symlink_and_removed_only_while_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, pidfile, victim) = (
+        dir.path().join("ctl"),
+        dir.path().join("sw.pid"),
+        dir.path().join("victim"),
+    );
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, &pidfile).unwrap();
+    let refused = Command::new(our_tool("uml_switch"))
+        .arg("-unix")
+        .arg(&ctl)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("symbolic link"),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(&pidfile).unwrap().is_symlink());
+    assert!(!ctl.exists(), "a refused start left its socket");
+
+    std::fs::remove_file(&pidfile).unwrap();
+    let mut switch = SwitchProcess::start(dir.path(), &["--pidfile", pidfile.to_str().unwrap()]);
+    assert_eq!(pid_in(&pidfile), pid_of(&switch.child).as_raw());
+    // A second switch is refused: the pid file names a running process.
+    let second = Command::new(our_tool("uml_switch"))
+        .arg("-unix")
+        .arg(dir.path().join("ctl2"))
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert_eq!(pid_in(&pidfile), pid_of(&switch.child).as_raw());
+    // Replaced by someone else: left alone at exit.
+    std::fs::remove_file(&pidfile).unwrap();
+    std::fs::write(&pidfile, "someone else's\n").unwrap();
+    assert!(switch.signal(Signal::SIGTERM).success());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        "someone else's\n"
+    );
+}
+
+#[test]
+fn uml_switch_sigterm_at_any_stage_leaves_no_socket_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, bess) = (dir.path().join("ctl"), dir.path().join("bess"));
+    let start = || {
+        Command::new(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(&ctl)
+            .arg("-bess")
+            .arg(&bess)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let no_files = || !ctl.exists() && !bess.exists();
+    // During start-up: the signal lands anywhere from before the first bind
+    // to the loop's first wait.
+    for _ in 0..20 {
+        let mut child = start();
+        kill(pid_of(&child), Signal::SIGTERM).unwrap();
+        child.wait().unwrap();
+        assert!(no_files(), "a signal during start-up left socket files");
+    }
+    // With a connection that never sent its request, and with a port.
+    for with_port in [false, true] {
+        let mut child = start();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _idle = UnixStream::connect(&ctl).unwrap();
+        let _port = with_port.then(|| Client::connect(&ctl));
+        kill(pid_of(&child), Signal::SIGTERM).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert!(no_files(), "with_port: {with_port}");
+    }
+}
+
+/// CPU time (user and system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second, as /proc counts CPU time.
+fn ticks_per_second() -> u64 {
+    let out = Command::new(host_program("getconf", "libc-bin"))
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A connection that never sends its request, made without waiting (a full
+/// backlog refuses it with EAGAIN instead of blocking the test).
+fn idle_connection(ctl: &Path) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(ctl).unwrap(),
+    )
+    .ok()?;
+    Some(fd)
+}
+
+#[test]
+fn uml_switch_out_of_descriptors_idles_times_out_silent_clients_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("sh");
+    limited.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &[]);
+    let pid = pid_of(&switch.child).as_raw();
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| idle_connection(&switch.ctl))
+        .collect();
+    assert!(idle.len() > 64, "only {} connections made", idle.len());
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    wait_until(
+        Instant::now() + WAIT,
+        "the switch to run out of descriptors",
+        || descriptors() >= 60,
+    );
+    // Three seconds of being out of descriptors cost (nearly) nothing.
+    let window = Duration::from_secs(3);
+    let before = cpu_ticks(pid);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid) - before;
+    let budget = ticks_per_second() * window.as_secs() / 5;
+    assert!(
+        used < budget,
+        "the switch used {used} ticks of CPU in {window:?} while out of descriptors"
+    );
+    switch.wait_for_line("descriptors");
+    // A connection that never sends its request is closed in time.
+    let mut byte = [0u8; 1];
+    wait_until(
+        Instant::now() + WAIT,
+        "a silent connection to be closed",
+        || {
+            idle.iter().any(|fd| {
+                matches!(
+                    nix::sys::socket::recv(
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
+                        &mut byte,
+                        nix::sys::socket::MsgFlags::empty()
+                    ),
+                    Ok(0)
+                )
+            })
+        },
+    );
+    // Once they go, guests are served again.
+    drop(idle);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    a.send(BROADCAST, b"back");
+    assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"back")]);
+}
+
+/// A copy of the test bed's `switch_port` helper in `dir`, where other users
+/// can run it (the build directory may be private to root).
+fn helper_in(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("switch_port");
+    std::fs::copy(env!("CARGO_BIN_EXE_switch_port"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// The `switch_port` helper run as `uid` (root: as ourselves).
+fn switch_port(helper: &Path, uid: u32, args: &[&str]) -> Command {
+    let mut command = if uid == 0 {
+        Command::new(helper)
+    } else {
+        let mut setpriv = Command::new(host_program("setpriv", "util-linux"));
+        setpriv.args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_owned(),
+        ]);
+        setpriv.arg(helper);
+        setpriv
+    };
+    command.args(args);
+    command
+}
+
+/// A socket bound by `switch_port bind…` as `uid`, held until dropped.
+struct HeldSocket(Child);
+
+impl HeldSocket {
+    fn bind(helper: &Path, uid: u32, args: &[&str]) -> Self {
+        Self::start(helper, uid, args, "BOUND")
+    }
+
+    /// Runs `switch_port` with `args` as `uid` until it prints `first`.
+    fn start(helper: &Path, uid: u32, args: &[&str], first: &str) -> Self {
+        let mut child = switch_port(helper, uid, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim_end(), first, "{args:?}");
+        Self(child)
+    }
+}
+
+impl Drop for HeldSocket {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// What the switch said to `switch_port request|register` run as `uid`.
+fn asked(helper: &Path, uid: u32, args: &[&str]) -> String {
+    let out = switch_port(helper, uid, args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const NOBODY: u32 = 65534;
+const OTHER_USER: u32 = 65533;
+
+#[test]
+fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Other users reach the control socket and make sockets beside it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    let tag = std::process::id();
+
+    // Another user's abstract and filesystem sockets, and root's.
+    let theirs = format!("victim-{tag}");
+    let _abstract = HeldSocket::bind(&helper, OTHER_USER, &["bind", &theirs]);
+    let their_path = dir.path().join("victim.sock");
+    let their_path = their_path.to_str().unwrap();
+    let _path = HeldSocket::bind(&helper, OTHER_USER, &["bind-path", their_path]);
+    let root_path = dir.path().join("root.sock");
+    let _root_socket = UnixDatagram::bind(&root_path).unwrap();
+    let root_abstract = format!("root-{tag}");
+    let _root_abstract = bind_data_socket(&root_abstract).unwrap();
+
+    for target in [
+        theirs.as_str(),
+        their_path,
+        root_path.to_str().unwrap(),
+        root_abstract.as_str(),
+        &format!("nobody-bound-this-{tag}"),
+    ] {
+        assert_eq!(
+            asked(&helper, NOBODY, &["request", ctl, target]),
+            "REFUSED",
+            "{target}"
+        );
+    }
+    switch.wait_for_line("belongs to uid");
+    // The user's own socket is served, as a guest's is.
+    assert_eq!(
+        asked(&helper, NOBODY, &["register", ctl, &format!("own-{tag}")]),
+        "ANSWERED"
+    );
+    // Root may name any user's socket.
+    assert_eq!(asked(&helper, 0, &["request", ctl, &theirs]), "ANSWERED");
+}
+
+#[test]
+fn root_real_kernel_unprivileged_daemon_guests_ping_through_a_root_switch() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Each guest binds its data socket and connects itself, as its own user:
+    // the switch finds the socket by the kernel's whole address and checks
+    // its owner against the connection's.
+    let nic = |mac: u8| {
+        format!(
+            "eth0=daemon,02:00:00:00:97:{mac:02x},unix,{}",
+            switch.ctl.display()
+        )
+    };
+    let mut target = UmlBuilder::new(GUEST)
+        .arg(nic(1))
+        .arg("IF=eth0")
+        .arg("IP=10.99.13.1")
+        .user(NOBODY, NOBODY)
+        .start();
+    target.wait_for_console("GUEST-READY", WAIT);
+    let mut pinger = UmlBuilder::new(GUEST)
+        .arg(nic(2))
+        .arg("IF=eth0")
+        .arg("IP=10.99.13.2")
+        .arg("PEER=10.99.13.1")
+        .user(NOBODY, NOBODY)
+        .start();
+    pinger.wait_for_console("PING-DONE", WAIT);
+    let console = pinger.console();
+    assert!(
+        console.contains("20 packets received, 0% packet loss"),
+        "{console}\n{}",
+        switch.log()
+    );
+    assert!(!switch.log().contains("Bad request"), "{}", switch.log());
+}
+
+#[test]
+fn root_uml_switch_keeps_sending_to_the_socket_it_checked_not_to_a_swapped_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    // A user's port at a filesystem socket of its own...
+    let path = dir.path().join("mine.sock");
+    let _port = HeldSocket::start(
+        &helper,
+        NOBODY,
+        &["hold-port", ctl, path.to_str().unwrap()],
+        "ANSWERED",
+    );
+    // ...whose path then names root's socket instead.
+    let root_socket = UnixDatagram::bind(dir.path().join("root.sock")).unwrap();
+    root_socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("root.sock"), &path).unwrap();
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    a.send(BROADCAST, b"flooded");
+    // The flood went out (b has it), in the same batch as the port's copy.
+    assert_eq!(b.drain(), vec![frame(BROADCAST, a.mac, b"flooded")]);
+    let mut buf = [0u8; 100];
+    assert!(
+        root_socket.recv(&mut buf).is_err(),
+        "the switch wrote a port's frames into root's socket through a swapped path"
+    );
+}
+
+#[test]
+fn uml_switch_closes_a_port_whose_data_socket_is_gone() {
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b, c) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    let Client {
+        port: SwitchClient {
+            data, control, own, ..
+        },
+        ..
+    } = b;
+    drop(data);
+    a.send(BROADCAST, b"one");
+    assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"one")]);
+    // The port is closed with its control connection.
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        (&control).read(&mut byte).ok(),
+        Some(0),
+        "the port of a vanished socket stayed open"
+    );
+    // Whoever binds the name next gets nothing of the port's.
+    let newcomer = UnixDatagram::bind_addr(&own).unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    a.send(BROADCAST, b"two");
+    assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"two")]);
+    assert!(newcomer.recv(&mut [0u8; 100]).is_err());
 }

@@ -7,6 +7,8 @@
 //! - [`devices`]: TUN/TAP devices as sysfs shows them;
 //! - [`socket_file`]: binding a unix socket at a path, replacing only a stale
 //!   socket, and removing the file at exit only while it is still ours;
+//! - [`pid_file`]: a daemon's pid file, published atomically and removed at
+//!   exit only while it is still ours;
 //! - [`publish`]: writing a new file under a temporary name and renaming it
 //!   into place durably;
 //! - [`file_lock`]: whole-file locks that conflict with a running UML's;
@@ -17,6 +19,7 @@
 pub mod devices;
 pub mod fd;
 pub mod file_lock;
+pub mod pid_file;
 pub mod publish;
 pub mod socket_file;
 pub mod tty;

@@ -151,13 +151,15 @@ impl SocketFile {
     fn bound_at(path: &Path) -> Result<Self, SocketFileError> {
         let meta =
             std::fs::symlink_metadata(path).map_err(SocketFileError::io("examining", path))?;
+        // Absolute, so that a daemon's chdir("/") does not make us miss it at exit.
+        let path = std::path::absolute(path).map_err(SocketFileError::io("locating", path))?;
         Ok(Self {
-            path: path.to_path_buf(),
+            path,
             identity: (meta.dev(), meta.ino()),
         })
     }
 
-    /// The path bound.
+    /// The path bound, made absolute.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -204,7 +206,7 @@ impl BoundPath {
         Ok(Self { fd, file })
     }
 
-    /// The path bound.
+    /// The path bound, made absolute.
     pub fn path(&self) -> &Path {
         self.file.path()
     }

@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, recvmmsg, sendmmsg};
 
 use crate::forward::MAX_FRAME;
+use crate::ports::PortId;
 
 /// Frames taken per `recvmmsg`.
 pub const RX_BATCH: usize = 8;
@@ -28,6 +29,14 @@ pub struct Outgoing {
     pub len: usize,
     /// Where it goes.
     pub addr: UnixAddr,
+    /// The port it goes to.
+    pub to: PortId,
+}
+
+/// Whether a send error means the destination socket is gone for good: no
+/// socket is bound to the name any more (or to the pinned file).
+pub fn destination_gone(e: Errno) -> bool {
+    matches!(e, Errno::ECONNREFUSED | Errno::ENOENT)
 }
 
 /// Receive buffers and their headers, allocated once.
@@ -74,19 +83,27 @@ impl RxBatch {
     /// Sends each queued copy. A copy whose destination's queue is full gets
     /// one more try after all the others; then it is dropped, as is a copy
     /// whose destination has vanished. A stalled port costs one extra system
-    /// call per batch and never holds up the others.
-    pub fn send(&mut self, fd: RawFd, queue: &[Outgoing]) {
+    /// call per batch and never holds up the others. The ports whose socket
+    /// is gone are added to `gone`.
+    pub fn send(&mut self, fd: RawFd, queue: &[Outgoing], gone: &mut Vec<PortId>) {
         let mut full = Vec::new();
-        self.send_pass(fd, queue, &mut full);
+        self.send_pass(fd, queue, &mut full, gone);
         if !full.is_empty() {
             // A receiver on another core may have drained its queue meanwhile.
             let again: Vec<Outgoing> = full.iter().map(|&i| queue[i]).collect();
-            self.send_pass(fd, &again, &mut Vec::new());
+            self.send_pass(fd, &again, &mut Vec::new(), gone);
         }
     }
 
-    /// One attempt at every copy; the indices of those refused for a full queue go to `full`.
-    fn send_pass(&mut self, fd: RawFd, queue: &[Outgoing], full: &mut Vec<usize>) {
+    /// One attempt at every copy; the indices of those refused for a full
+    /// queue go to `full`, the ports whose socket is gone to `gone`.
+    fn send_pass(
+        &mut self,
+        fd: RawFd,
+        queue: &[Outgoing],
+        full: &mut Vec<usize>,
+        gone: &mut Vec<PortId>,
+    ) {
         for (c, chunk) in queue.chunks(TX_BATCH).enumerate() {
             let slices: Vec<[IoSlice<'_>; 1]> = chunk
                 .iter()
@@ -110,7 +127,12 @@ impl RxBatch {
                         full.push(c * TX_BATCH + start);
                         1
                     }
-                    Err(_) => 1,
+                    Err(e) => {
+                        if destination_gone(e) {
+                            gone.push(chunk[start].to);
+                        }
+                        1
+                    }
                 };
             }
         }

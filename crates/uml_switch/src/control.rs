@@ -3,27 +3,39 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
+use nix::sys::socket::UnixAddr;
 use uml_host::fd::accept;
-use uml_proto::switch::{ControlRequest, ControlRequestError, ProtocolVersion};
+use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolVersion};
 use zerocopy::IntoBytes;
 
 use crate::event_loop::Token;
 use crate::log::log_line;
+use crate::owner::{Examined, Owner, examine, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
 use crate::switch::Switch;
 
 /// A request longer than this without decoding is refused.
 const MAX_REQUEST: usize = 256;
+/// A connection whose request has not arrived this long after it was
+/// accepted is closed: a guest sends its request at once, and a silent
+/// connection holds a descriptor.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// While out of descriptors, how often accepting is tried again even if none
+/// of ours was closed (another process may have freed some of the system's).
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// A control connection whose request has not fully arrived.
 #[derive(Debug)]
 pub(crate) struct Pending {
     stream: UnixStream,
     buf: Vec<u8>,
+    accepted: Instant,
 }
 
 /// Control connections waiting for their request, by number.
@@ -31,6 +43,37 @@ pub(crate) struct Pending {
 pub(crate) struct PendingRequests {
     waiting: HashMap<u32, Pending>,
     next: u32,
+}
+
+/// The listeners' state when descriptors run out.
+///
+/// `accept4` failing with EMFILE leaves the connection queued, so a
+/// level-triggered listener would wake the loop again at once, for ever. The
+/// listeners are unwatched instead until one of our descriptors is closed or
+/// [`ACCEPT_RETRY`] passes, and the shortage is logged once per episode.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    /// When the listeners were unwatched, if they are.
+    paused_since: Option<Instant>,
+    /// One of our descriptors was closed since.
+    freed: bool,
+    /// The shortage was logged and no accept has succeeded since.
+    logged: bool,
+}
+
+impl AcceptBackoff {
+    /// Whether the listeners are unwatched.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+}
+
+/// Whether an `accept4` error means "out of descriptors or memory": try later.
+fn exhausted(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
 }
 
 impl Switch {
@@ -53,11 +96,14 @@ impl Switch {
                             Pending {
                                 stream,
                                 buf: Vec::new(),
+                                accepted: Instant::now(),
                             },
                         );
                     }
+                    self.backoff.logged = false;
                 }
                 Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+                Err(e) if exhausted(e) => return self.pause_listeners(e),
                 Err(_) => return,
             }
         }
@@ -71,8 +117,10 @@ impl Switch {
                 Ok(fd) => {
                     let id = self.add_port(Link::Bess(fd));
                     log_line(&format!("New BESS connection, port {id}"));
+                    self.backoff.logged = false;
                 }
                 Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+                Err(e) if exhausted(e) => return self.pause_listeners(e),
                 Err(_) => return,
             }
         }
@@ -107,6 +155,10 @@ impl Switch {
             Ok(None) => {}
             Ok(Some(request)) => {
                 if let Some(pending) = self.pending.waiting.remove(&id) {
+                    // A refused request's connection is closed here, an
+                    // accepted one becomes a port: either way, accepting is
+                    // worth another try.
+                    self.backoff.freed = true;
                     self.register(pending.stream, &request);
                 }
             }
@@ -114,8 +166,74 @@ impl Switch {
                 log_line(&message);
                 if let Some(pending) = self.pending.waiting.remove(&id) {
                     let _ = self.epoll.delete(&pending.stream);
+                    self.backoff.freed = true;
                 }
             }
+        }
+    }
+
+    /// Closes the connections that have not sent their request in time.
+    pub(crate) fn expire_pending(&mut self, now: Instant) {
+        let late: Vec<u32> = self
+            .pending
+            .waiting
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.accepted) >= REQUEST_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        for id in &late {
+            if let Some(pending) = self.pending.waiting.remove(id) {
+                let _ = self.epoll.delete(&pending.stream);
+            }
+        }
+        self.backoff.freed = true;
+        log_line(&format!(
+            "Closed {} connection(s) that sent no request in {} s",
+            late.len(),
+            REQUEST_TIMEOUT.as_secs()
+        ));
+    }
+
+    /// Stops watching the listeners: out of descriptors (`e`), nothing can be
+    /// accepted, and a queued connection would wake the loop at once, for ever.
+    fn pause_listeners(&mut self, e: Errno) {
+        if self.backoff.paused() {
+            return;
+        }
+        let _ = self.epoll.delete(self.control.fd.as_fd());
+        if let Some(bess) = &self.bess {
+            let _ = self.epoll.delete(bess.fd.as_fd());
+        }
+        self.backoff.paused_since = Some(Instant::now());
+        self.backoff.freed = false;
+        if !self.backoff.logged {
+            self.backoff.logged = true;
+            log_line(&format!(
+                "Accepting a connection: {}; new connections wait until descriptors are free",
+                e.desc()
+            ));
+        }
+    }
+
+    /// Watches the listeners again once a descriptor of ours was closed or
+    /// the retry interval has passed; the next accept tells whether it helped.
+    pub(crate) fn resume_listeners(&mut self, now: Instant) {
+        let Some(since) = self.backoff.paused_since else {
+            return;
+        };
+        if !self.backoff.freed && now.duration_since(since) < ACCEPT_RETRY {
+            return;
+        }
+        self.backoff.paused_since = None;
+        let events = |token: Token| EpollEvent::new(EpollFlags::EPOLLIN, token.into());
+        let _ = self
+            .epoll
+            .add(self.control.fd.as_fd(), events(Token::Control));
+        if let Some(bess) = &self.bess {
+            let _ = self.epoll.add(bess.fd.as_fd(), events(Token::Bess));
         }
     }
 
@@ -126,7 +244,24 @@ impl Switch {
             log_line("Bad request: a version 0 client needs -compat-v0");
             return;
         }
-        let Some(addr) = send_addr(&request.addr) else {
+        let key = peer_key(&request.addr);
+        // Two ports at one address would divert the first one's frames.
+        if self.ports.by_source(&key).is_some() {
+            log_line("Bad request: that data socket address is already a port's");
+            return;
+        }
+        let examined = match self.check_owner(&stream, &request.addr) {
+            Ok(examined) => examined,
+            Err(why) => {
+                log_line(&format!("Bad request: {why}"));
+                return;
+            }
+        };
+        let addr = match examined.pinned_path() {
+            Some(path) => UnixAddr::new(&path).ok(),
+            None => send_addr(&request.addr),
+        };
+        let Some(addr) = addr else {
             log_line("Bad request: unusable data socket address");
             return;
         };
@@ -139,10 +274,35 @@ impl Switch {
         }
         self.add_port(Link::Daemon {
             addr,
-            key: peer_key(&request.addr),
+            key,
             control: stream,
+            pin: examined.pin,
         });
         log_line("New connection");
+    }
+
+    /// Whether the client at the other end of `stream` may have a port at
+    /// `addr`: a datagram socket must be bound there, and belong to the
+    /// client's user unless that is root. Where the kernel cannot tell an
+    /// abstract socket's owner, the request is served and that logged once.
+    fn check_owner(&mut self, stream: &UnixStream, addr: &PeerAddr) -> Result<Examined, String> {
+        let peer = peer_uid(stream).ok_or("the client's credentials are unknown")?;
+        let examined = examine(addr).map_err(|e| e.to_string())?;
+        match &examined.owner {
+            Owner::Uid(owner) if *owner == peer || peer == 0 => Ok(examined),
+            Owner::Uid(owner) => Err(format!(
+                "the data socket belongs to uid {owner}, not to the client's uid {peer}"
+            )),
+            Owner::Unknown(why) => {
+                if !self.owner_unknown_logged {
+                    self.owner_unknown_logged = true;
+                    log_line(&format!(
+                        "Cannot tell who owns abstract data sockets ({why}); serving requests unchecked"
+                    ));
+                }
+                Ok(examined)
+            }
+        }
     }
 
     /// Makes `link` a port and watches its descriptor.
@@ -163,6 +323,7 @@ impl Switch {
             return;
         };
         let _ = self.epoll.delete(port.link.fd());
+        self.backoff.freed = true;
         self.table.forget_port(id);
         log_line(message);
     }

@@ -10,7 +10,8 @@ use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{MsgFlags, send, sendto};
 use uml_proto::ethernet::EthernetHeader;
 
-use crate::batch::{Outgoing, RX_BATCH};
+use crate::batch::{Outgoing, RX_BATCH, destination_gone};
+use crate::control::ACCEPT_RETRY;
 use crate::forward::{Destination, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
@@ -82,10 +83,20 @@ impl Token {
 impl Switch {
     /// Serves until SIGINT, SIGTERM, SIGHUP or the end of a terminal's input.
     pub fn run(&mut self) -> Result<(), SwitchError> {
+        if let Some(signo) = self.stop_before_loop {
+            log_line(&format!("Caught signal {signo}, cleaning up and exiting"));
+            return Ok(());
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            // Wake at least as often as the table is aged.
-            let timeout = EpollTimeout::try_from(AGE_EVERY).unwrap_or(EpollTimeout::NONE);
+            // Wake at least as often as the table is aged, and as accepting
+            // is retried while out of descriptors.
+            let wake = if self.backoff.paused() {
+                ACCEPT_RETRY
+            } else {
+                AGE_EVERY
+            };
+            let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
@@ -122,8 +133,10 @@ impl Switch {
             let now = Instant::now();
             if now.duration_since(self.last_aged) >= AGE_EVERY {
                 self.table.expire(now);
+                self.expire_pending(now);
                 self.last_aged = now;
             }
+            self.resume_listeners(now);
         }
     }
 
@@ -240,6 +253,7 @@ impl Switch {
                                 slot,
                                 len,
                                 addr: *addr,
+                                to,
                             });
                         }
                         Some(port) if !deliver(&self.data.fd, port, self.rx.frame(slot, len)) => {
@@ -250,8 +264,10 @@ impl Switch {
                 }
             }
             // A copy whose port's queue is full is dropped for that port only.
-            self.rx.send(fd, &self.tx);
+            self.rx.send(fd, &self.tx, &mut dead);
             self.tx.clear();
+            dead.sort_unstable();
+            dead.dedup();
             for id in dead {
                 self.close_port(id, "Disconnect");
             }
@@ -263,13 +279,14 @@ impl Switch {
 }
 
 /// Sends one frame to a port without waiting; a full queue drops the frame for
-/// that port only. Returns false when the port is gone for good.
+/// that port only. Returns false when the port is gone for good (for a daemon
+/// port: its data socket is; another socket may bind the name later).
 fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
     match &port.link {
-        Link::Daemon { addr, .. } => {
-            let _ = sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT);
-            true
-        }
+        Link::Daemon { addr, .. } => !matches!(
+            sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT),
+            Err(e) if destination_gone(e)
+        ),
         Link::Bess(fd) => !matches!(
             send(
                 fd.as_raw_fd(),

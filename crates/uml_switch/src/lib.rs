@@ -9,7 +9,8 @@
 //! Modules: [`switch`] holds the state and start-up, [`control`] the control
 //! plane (requests, port lifetime), [`forward`] the forwarding decision,
 //! [`event_loop`] the epoll loop and data path, [`batch`] the batched
-//! `recvmmsg`/`sendmmsg` of the shared data socket.
+//! `recvmmsg`/`sendmmsg` of the shared data socket, [`owner`] who a
+//! requested data socket belongs to.
 
 pub mod batch;
 mod control;
@@ -17,5 +18,6 @@ mod event_loop;
 pub mod forward;
 pub mod learning;
 mod log;
+pub mod owner;
 pub mod ports;
 pub mod switch;

@@ -34,6 +34,9 @@ struct Args {
     /// Detach into the background once the sockets are bound.
     #[arg(long)]
     daemon: bool,
+    /// Write the switch's pid to PATH (after detaching), removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pidfile: Option<PathBuf>,
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     max_age: u64,
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         tap: args.tap,
         bess: args.bess,
         daemon: args.daemon,
+        pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
     };
     let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{SockaddrLike, UnixAddr};
-use uml_proto::switch::PeerAddr;
+use uml_proto::switch::{PeerAddr, SUN_PATH_LEN};
 
 /// A port's number, as the log lines show it; never reused while the switch runs.
 pub type PortId = u32;
@@ -23,6 +23,9 @@ pub enum Link {
         key: PeerAddr,
         /// The control connection; the port lives as long as it stays open.
         control: UnixStream,
+        /// A filesystem data socket held open, so that `addr` (its
+        /// `/proc/self/fd` name) keeps reaching the socket that was checked.
+        pin: Option<OwnedFd>,
     },
     /// A BESS (SOCK_SEQPACKET) connection: one frame per message.
     Bess(OwnedFd),
@@ -133,6 +136,13 @@ pub fn source_key(addr: &UnixAddr) -> Option<PeerAddr> {
         return None;
     }
     if let Some(name) = addr.as_abstract() {
+        // A port's abstract address is registered and sent to with all 110
+        // bytes, so only a sender bound with the full length can be a port; a
+        // shorter name equal to a port's without its trailing zeros is another
+        // socket, which padding would make look the same.
+        if name.len() != SUN_PATH_LEN - 1 {
+            return None;
+        }
         return PeerAddr::from_abstract_name(name).ok();
     }
     PeerAddr::from_path(addr.path()?).ok()
@@ -157,6 +167,15 @@ mod tests {
         let send = send_addr(&addr).unwrap();
         assert_eq!(send.as_abstract().unwrap().len(), 107);
         assert_eq!(source_key(&send), Some(peer_key(&addr)));
+    }
+
+    #[test]
+    fn a_shorter_abstract_name_is_not_the_port_it_pads_to() {
+        let full = PeerAddr::from_abstract_name(b"port-1").unwrap();
+        let short = UnixAddr::new_abstract(b"port-1").unwrap();
+        assert_eq!(source_key(&short), None);
+        let whole = send_addr(&full).unwrap();
+        assert_eq!(source_key(&whole), Some(peer_key(&full)));
     }
 
     #[test]

@@ -12,12 +12,13 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+use uml_host::pid_file::{PidFile, PidFileError, PreparedPidFile};
 use uml_host::socket_file::{BoundPath, SocketFile, SocketFileError};
 use uml_host::tun::{TunError, open_tap};
 use uml_proto::switch::PeerAddr;
 
 use crate::batch::{Outgoing, RxBatch};
-use crate::control::PendingRequests;
+use crate::control::{AcceptBackoff, PendingRequests};
 use crate::event_loop::Token;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
@@ -42,6 +43,8 @@ pub struct Config {
     pub bess: Option<PathBuf>,
     /// Detach into the background once the sockets are bound.
     pub daemon: bool,
+    /// Where to write our pid (after detaching), removed at exit.
+    pub pidfile: Option<PathBuf>,
     /// How long a MAC stays learned after its last frame.
     pub max_age: Duration,
 }
@@ -52,6 +55,9 @@ pub enum SwitchError {
     /// A socket path is taken or unusable.
     #[error(transparent)]
     SocketFile(#[from] SocketFileError),
+    /// The pid file cannot be written.
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
     /// The tap device could not be attached.
     #[error("tap device '{name}': {source}")]
     Tap {
@@ -95,6 +101,9 @@ pub struct Switch {
     pub(crate) data: DataSocket,
     pub(crate) bess: Option<BoundPath>,
     pub(crate) pending: PendingRequests,
+    pub(crate) backoff: AcceptBackoff,
+    /// The kernel's not telling abstract sockets' owners was logged.
+    pub(crate) owner_unknown_logged: bool,
     pub(crate) ports: PortTable,
     pub(crate) table: MacTable,
     /// One frame's buffer for BESS and tap reads, lent out while it is forwarded.
@@ -104,6 +113,10 @@ pub struct Switch {
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
     pub(crate) last_aged: Instant,
+    /// A signal that came before the event loop: it ends the switch at once.
+    pub(crate) stop_before_loop: Option<i32>,
+    /// Removed when the switch is dropped, after the socket files.
+    _pidfile: Option<PidFile>,
 }
 
 impl Switch {
@@ -149,7 +162,6 @@ impl Switch {
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token.into()))
                 .map_err(sys("watching a socket"))
         };
-        watch(signals.as_fd(), Token::Signal)?;
         watch(control.fd.as_fd(), Token::Control)?;
         watch(data.fd.as_fd(), Token::Data)?;
         if let Some(bess) = &bess {
@@ -168,6 +180,8 @@ impl Switch {
             data,
             bess,
             pending: PendingRequests::default(),
+            backoff: AcceptBackoff::default(),
+            owner_unknown_logged: false,
             ports: PortTable::new(),
             buf: vec![0; MAX_FRAME + 1],
             rx: RxBatch::new(),
@@ -175,6 +189,8 @@ impl Switch {
             targets: Vec::new(),
             now: Instant::now(),
             last_aged: Instant::now(),
+            stop_before_loop: None,
+            _pidfile: None,
         };
         switch.announce();
         if let Some(name) = switch.cfg.tap.clone() {
@@ -182,9 +198,33 @@ impl Switch {
             let id = switch.add_port(Link::Tap(file));
             log_line(&format!("Attached tap device as port {id}"));
         }
+        let pidfile = switch
+            .cfg
+            .pidfile
+            .as_deref()
+            .map(PreparedPidFile::prepare)
+            .transpose()?;
+        // Signals blocked since before the first bind wait here; one sent
+        // before the fork would be lost with the parent (a child starts with
+        // none pending), so it ends the switch now.
+        if let Ok(Some(info)) = switch.signals.read_signal() {
+            switch.stop_before_loop = i32::try_from(info.ssi_signo).ok();
+            return Ok(switch);
+        }
         if switch.cfg.daemon {
             nix::unistd::daemon(false, true).map_err(sys("detaching into the background"))?;
         }
+        switch._pidfile = pidfile.map(PreparedPidFile::publish).transpose()?;
+        // Watched only now: epoll registers a signalfd with the signals of the
+        // process that adds it, and before `daemon` that is the parent, whose
+        // signals are not ours: the child would never see SIGTERM.
+        switch
+            .epoll
+            .add(
+                switch.signals.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.into()),
+            )
+            .map_err(sys("watching the signals"))?;
         Ok(switch)
     }
 
@@ -210,8 +250,8 @@ impl Switch {
         if let Some(tap) = &self.cfg.tap {
             line.push_str(&format!(" tap device '{tap}'"));
         }
-        if let Some(bess) = &self.bess {
-            line.push_str(&format!(" bess socket '{}'", bess.path().display()));
+        if let Some(bess) = &self.cfg.bess {
+            line.push_str(&format!(" bess socket '{}'", bess.display()));
         }
         log_line(&line);
     }

@@ -1,0 +1,103 @@
+//! A daemon-transport client for tests that need one under another user
+//! (through `setpriv`): it binds data sockets and sends requests as told.
+//!
+//!     switch_port bind LABEL             bind the full-length abstract name LABEL…
+//!     switch_port bind-path PATH         bind a datagram socket at PATH
+//!     switch_port request CTL LABEL|PATH ask CTL for a port at that address
+//!     switch_port register CTL LABEL     bind LABEL and ask for a port there
+//!     switch_port hold-port CTL PATH     bind PATH, ask for a port there, keep it
+//!
+//! `bind` and `bind-path` print `BOUND` and hold the socket until standard
+//! input ends; `request`, `register` and `hold-port` print `ANSWERED` (the
+//! switch sent its data address) or `REFUSED` (it closed the connection);
+//! `hold-port` then keeps its port until standard input ends.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::process::ExitCode;
+
+use uml_proto::switch::{PeerAddr, RequestV3, SOCKADDR_UN_LEN};
+use uml_testbed::switch_client::{bind_data_socket, full_abstract_name, kernel_request};
+use zerocopy::IntoBytes;
+
+fn request_for(target: &str) -> std::io::Result<Vec<u8>> {
+    if target.starts_with('/') {
+        let addr = PeerAddr::from_path(Path::new(target))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(RequestV3::new(addr).as_bytes().to_vec())
+    } else {
+        kernel_request(&full_abstract_name(target)?)
+    }
+}
+
+/// The control connection and what the switch said.
+fn connect(ctl: &str, request: &[u8]) -> std::io::Result<(UnixStream, &'static str)> {
+    let mut control = UnixStream::connect(ctl)?;
+    control.write_all(request)?;
+    let mut reply = [0u8; SOCKADDR_UN_LEN];
+    let answer = match control.read_exact(&mut reply) {
+        Ok(()) => "ANSWERED",
+        Err(_) => "REFUSED",
+    };
+    Ok((control, answer))
+}
+
+fn ask(ctl: &str, request: &[u8]) -> std::io::Result<&'static str> {
+    connect(ctl, request).map(|(_, answer)| answer)
+}
+
+fn hold() -> std::io::Result<()> {
+    say("BOUND")
+}
+
+/// Prints `line` and waits for the end of standard input.
+fn say(line: &str) -> std::io::Result<()> {
+    println!("{line}");
+    std::io::stdout().flush()?;
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest)?;
+    Ok(())
+}
+
+fn run(args: &[String]) -> std::io::Result<()> {
+    match args {
+        [cmd, label] if cmd == "bind" => {
+            let _socket = bind_data_socket(label)?;
+            hold()
+        }
+        [cmd, path] if cmd == "bind-path" => {
+            let _socket = UnixDatagram::bind(path)?;
+            hold()
+        }
+        [cmd, ctl, target] if cmd == "request" => {
+            println!("{}", ask(ctl, &request_for(target)?)?);
+            Ok(())
+        }
+        [cmd, ctl, path] if cmd == "hold-port" => {
+            let _socket = UnixDatagram::bind(path)?;
+            let (_control, answer) = connect(ctl, &request_for(path)?)?;
+            say(answer)
+        }
+        [cmd, ctl, label] if cmd == "register" => {
+            let (_data, _, name) = bind_data_socket(label)?;
+            println!("{}", ask(ctl, &kernel_request(&name)?)?);
+            Ok(())
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH",
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switch_port: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
