@@ -1358,3 +1358,37 @@ fn uml_switch_closes_a_port_whose_data_socket_is_gone() {
     assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"two")]);
     assert!(newcomer.recv(&mut [0u8; 100]).is_err());
 }
+
+/// Out of descriptors, the switch cannot ask the kernel who owns an abstract
+/// data socket: the request is refused, never served unchecked, so exhausting
+/// the switch's descriptors does not open the confused-deputy door.
+#[test]
+fn uml_switch_out_of_descriptors_refuses_requests_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("sh");
+    limited.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &[]);
+    let pid = pid_of(&switch.child).as_raw();
+    // Connected first, its request sent once the switch has no descriptor left.
+    let mut conn = UnixStream::connect(&switch.ctl).unwrap();
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| idle_connection(&switch.ctl))
+        .collect();
+    wait_until(
+        Instant::now() + WAIT,
+        "the switch to run out of descriptors",
+        || {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count()
+                >= 64
+        },
+    );
+    let (_data, _, name) = bind_data_socket(&format!("exhausted-{}", std::process::id())).unwrap();
+    let request = uml_testbed::switch_client::kernel_request(&name).unwrap();
+    conn.write_all(&request).unwrap();
+    assert!(!answered(conn), "a request was served unchecked");
+    switch.wait_for_line("cannot check who owns");
+    drop(idle);
+}
