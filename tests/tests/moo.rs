@@ -466,7 +466,7 @@ fn uml_moo_in_place_never_writes_through_a_planted_marker_symlink() {
 
 /// A marker cut short (no complete record) is not reported as a merge in progress.
 #[test]
-fn uml_moo_info_reports_only_a_complete_marker() {
+fn uml_moo_info_reports_only_a_complete_marker_of_our_own() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     v3_cow_over_base(d, 64 << 10, &[(1, 1)]);
@@ -476,6 +476,26 @@ fn uml_moo_info_reports_only_a_complete_marker() {
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("merge in progress"),
         "{out:?}"
+    );
+    // A complete marker, but another user's (planted where others may write):
+    // it does not count either.
+    let marker = d.join("x.cow.uml_moo-in-progress");
+    fs::write(
+        &marker,
+        "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n\
+         cow 1 2\nbacking 3 4\nsize 65536\nmtime 5\n",
+    )
+    .unwrap();
+    let ours = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
+    assert!(
+        String::from_utf8_lossy(&ours.stdout).contains("merge in progress"),
+        "{ours:?}"
+    );
+    std::os::unix::fs::chown(&marker, Some(65534), Some(65534)).unwrap();
+    let foreign = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
+    assert!(
+        !String::from_utf8_lossy(&foreign.stdout).contains("merge in progress"),
+        "{foreign:?}"
     );
 }
 
