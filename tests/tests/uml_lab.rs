@@ -1,0 +1,498 @@
+//! uml_lab with real guests: a routed lab whose ends ping each other, the
+//! stop escalation, restart policies, the manager killed and the lab still
+//! cleaned up, bad lab files refused before anything starts, and the
+//! examples/ labs.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use serde_json::Value;
+use uml_proto::mconsole::WatchdogHangWire;
+use uml_testbed::{host_program, our_tool, pid, try_wait_until, wait_until};
+use zerocopy::IntoBytes;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// uml_lab, with the tools it drives built beside it.
+fn uml_lab_binary() -> PathBuf {
+    for tool in ["uml_switch", "uml_mkcow", "uml_moo", "tunctl"] {
+        our_tool(tool);
+    }
+    our_tool("uml_lab")
+}
+
+/// A lab in a directory of its own: the lab file, a busybox image, and the run directory.
+struct Lab {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    name: String,
+}
+
+impl Lab {
+    /// Writes `text` as `<name>.toml` beside a fresh `busybox.img`.
+    fn new(name: &str, text: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("lab").tempdir().unwrap();
+        let lab = Self {
+            file: dir.path().join(format!("{name}.toml")),
+            dir,
+            name: name.to_owned(),
+        };
+        let image = lab.run(&["image", "busybox", "busybox.img"]);
+        assert!(image.status.success(), "{image:?}");
+        std::fs::write(&lab.file, text).unwrap();
+        lab
+    }
+
+    fn base(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.base().join(&self.name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(uml_lab_binary())
+            .args(args)
+            .env("UML_LAB_RUN_DIR", self.base())
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "uml_lab {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn up(&self) -> String {
+        self.ok(&["up", self.file.to_str().unwrap()])
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    fn machine(&self, name: &str) -> Value {
+        self.status()["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+
+    /// A file the guest wrote into its /lab share.
+    fn shared(&self, machine: &str, file: &str) -> String {
+        std::fs::read_to_string(
+            self.run_dir()
+                .join("vm")
+                .join(machine)
+                .join("share")
+                .join(file),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Waits until the guest's share has `file` containing `needle`.
+    fn wait_shared(&self, machine: &str, file: &str, needle: &str) {
+        let found = try_wait_until(Instant::now() + WAIT, || {
+            self.shared(machine, file).contains(needle).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "{machine} never wrote {needle:?} to /lab/{file}: {:?}\nstartup log: {}\nkernel log: {}",
+            self.shared(machine, file),
+            self.shared(machine, "startup.log"),
+            std::fs::read_to_string(self.run_dir().join("vm").join(machine).join("kernel.log"))
+                .unwrap_or_default()
+        );
+    }
+
+    /// Live processes whose command line names this lab's directory.
+    fn processes(&self) -> Vec<String> {
+        let mark = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_str().unwrap_or("").parse::<u32>().is_ok())
+            .filter_map(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let state = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (state != "Z" && cmdline.contains(&mark)).then_some(cmdline)
+            })
+            .collect()
+    }
+
+    /// Takes the lab down and checks that nothing is left: no process, no
+    /// socket, no file beyond the lab file and the image.
+    fn down_and_check_clean(&self) {
+        self.ok(&["down", "--timeout", "5"]);
+        assert!(!self.base().exists(), "the run directory is left");
+        assert_eq!(self.processes(), Vec::<String>::new());
+        let mut left: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec!["busybox.img".to_owned(), format!("{}.toml", self.name)];
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A failed test still stops what it started.
+        if self.base().exists() {
+            let _ = self.run(&["down", "--timeout", "1"]);
+        }
+    }
+}
+
+/// The ends ping each other through the router and report in their share.
+const ROUTED: &str = r#"
+name = "routed"
+
+[defaults]
+disk = "busybox.img"
+consoles = ["log"]
+
+[networks.left]
+
+[networks.right]
+transport = "bess"
+mode = "hub"
+
+[machines.a]
+interfaces = [{ network = "left", address = "10.99.41.1/24" }]
+startup = """
+ip route add default via 10.99.41.254
+n=0; until ping -c 1 -W 1 10.99.42.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+ping -c 3 10.99.42.1 > /lab/ping.txt 2>&1 && echo PING-OK >> /lab/ping.txt
+"""
+
+[machines.router]
+memory = "48M"
+interfaces = [
+  { network = "left", address = "10.99.41.254/24" },
+  { network = "right", address = "10.99.42.254/24" },
+]
+startup = "echo 1 > /proc/sys/net/ipv4/ip_forward"
+
+[machines.b]
+interfaces = [{ network = "right", address = "10.99.42.1/24" }]
+startup = """
+ip route add default via 10.99.42.254
+n=0; until ping -c 1 -W 1 10.99.41.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+ping -c 3 10.99.41.1 > /lab/ping.txt 2>&1 && echo PING-OK >> /lab/ping.txt
+"""
+"#;
+
+#[test]
+fn real_kernel_uml_lab_routed_lab_pings_shows_status_and_leaves_nothing() {
+    let lab = Lab::new("routed", ROUTED);
+    let table = lab.up();
+    assert!(
+        table.contains("router") && table.contains("running"),
+        "{table}"
+    );
+    lab.wait_shared("a", "ping.txt", "PING-OK");
+    lab.wait_shared("b", "ping.txt", "PING-OK");
+
+    let status = lab.status();
+    let machines = status["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3);
+    for m in machines {
+        assert_eq!(m["state"], "running", "{m}");
+        assert!(m["pid"].as_i64().is_some(), "{m}");
+    }
+    let interfaces = |name: &str| {
+        machines.iter().find(|m| m["name"] == name).unwrap()["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {} {}",
+                    i["name"].as_str().unwrap(),
+                    i["network"].as_str().unwrap(),
+                    i["address"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(interfaces("a"), ["eth0 left 10.99.41.1/24"]);
+    assert_eq!(
+        interfaces("router"),
+        ["eth0 left 10.99.41.254/24", "vec1 right 10.99.42.254/24"]
+    );
+    assert_eq!(interfaces("b"), ["vec0 right 10.99.42.1/24"]);
+    let networks = status["networks"].as_array().unwrap();
+    assert!(networks.iter().all(|n| n["state"] == "running"), "{status}");
+
+    // `up` again starts nothing new.
+    let pids: Vec<Value> = machines.iter().map(|m| m["pid"].clone()).collect();
+    lab.up();
+    let again = lab.status();
+    let pids_again: Vec<Value> = again["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pid"].clone())
+        .collect();
+    assert_eq!(pids, pids_again);
+
+    // The manager is killed: status and down still find everything.
+    let supervisor = again["supervisor"]["pid"].as_i64().unwrap();
+    kill(pid(u32::try_from(supervisor).unwrap()), Signal::SIGKILL).unwrap();
+    wait_until(Instant::now() + WAIT, "the supervisor's end", || {
+        lab.status()["supervisor"]["running"] == false
+    });
+    let orphaned = lab.status();
+    assert!(
+        orphaned["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "running"),
+        "{orphaned}"
+    );
+    lab.down_and_check_clean();
+}
+
+#[test]
+fn real_kernel_uml_lab_stop_escalates_and_commit_keeps_the_disk() {
+    let lab = Lab::new(
+        "stops",
+        r#"
+[defaults]
+disk = "busybox.img"
+consoles = ["log"]
+
+[machines.polite]
+startup = "echo kept > /root/note; sync; touch /lab/ready"
+
+[machines.deaf]
+# Ctrl-Alt-Del runs /etc/cad in the busybox image: this one ignores it.
+startup = "echo 'touch /lab/cad-ignored' > /etc/cad; touch /lab/ready"
+
+[machines.frozen]
+startup = "touch /lab/ready"
+"#,
+    );
+    lab.up();
+    for m in ["polite", "deaf", "frozen"] {
+        wait_until(Instant::now() + WAIT, "the ready file", || {
+            lab.run_dir()
+                .join("vm")
+                .join(m)
+                .join("share/ready")
+                .exists()
+        });
+    }
+    assert_eq!(
+        lab.ok(&["stop", "polite", "--timeout", "20"]),
+        "polite: stopped by cad\n"
+    );
+    assert_eq!(
+        lab.ok(&["stop", "deaf", "--timeout", "3"]),
+        "deaf: stopped by halt (it ignored cad)\n"
+    );
+    assert!(lab.run_dir().join("vm/deaf/share/cad-ignored").exists());
+    // A stopped process answers nothing: only the signal ends it.
+    let frozen = lab.machine("frozen")["pid"].as_i64().unwrap();
+    kill(pid(u32::try_from(frozen).unwrap()), Signal::SIGSTOP).unwrap();
+    assert_eq!(
+        lab.ok(&["stop", "frozen", "--timeout", "2"]),
+        "frozen: killed with SIGKILL (it ignored cad and halt)\n"
+    );
+    for m in ["polite", "deaf", "frozen"] {
+        let state = lab.machine(m);
+        assert_eq!(state["state"], "stopped", "{state}");
+        assert!(state["pid"].is_null(), "{state}");
+    }
+    // The stopped machine's disk, merged, holds what its guest wrote.
+    let out = lab.dir.path().join("polite.img");
+    lab.ok(&["commit", "polite", out.to_str().unwrap()]);
+    let note = Command::new(host_program("debugfs", "e2fsprogs"))
+        .args(["-R", "cat /root/note"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&note.stdout), "kept\n");
+    std::fs::remove_file(&out).unwrap();
+    lab.down_and_check_clean();
+}
+
+#[test]
+fn real_kernel_uml_lab_restarts_on_failure_but_not_by_default() {
+    let lab = Lab::new(
+        "restarts",
+        r#"
+[defaults]
+disk = "busybox.img"
+consoles = ["log"]
+
+[machines.keeper]
+restart = "on-failure"
+
+[machines.plain]
+"#,
+    );
+    lab.up();
+    let keeper = lab.machine("keeper")["pid"].as_i64().unwrap();
+    let plain = lab.machine("plain")["pid"].as_i64().unwrap();
+    for p in [keeper, plain] {
+        kill(pid(u32::try_from(p).unwrap()), Signal::SIGKILL).unwrap();
+    }
+    wait_until(Instant::now() + WAIT, "keeper running again", || {
+        let m = lab.machine("keeper");
+        m["state"] == "running" && m["restarts"] == 1 && m["pid"].as_i64() != Some(keeper)
+    });
+    wait_until(Instant::now() + WAIT, "plain recorded as exited", || {
+        lab.machine("plain")["state"] == "exited"
+    });
+    let plain_state = lab.machine("plain");
+    assert_eq!(plain_state["restarts"], 0, "{plain_state}");
+    assert!(plain_state["pid"].is_null(), "{plain_state}");
+
+    // A watchdog hang reported on the notify socket (as uml_watchdog
+    // -mconsole sends it) counts as a failure: keeper is restarted again.
+    let keeper = lab.machine("keeper")["pid"].as_i64().unwrap();
+    let hang = UnixDatagram::unbound().unwrap();
+    hang.send_to(
+        WatchdogHangWire::new().as_bytes(),
+        lab.run_dir().join("vm/keeper/notify"),
+    )
+    .unwrap();
+    wait_until(
+        Instant::now() + WAIT,
+        "keeper restarted after the hang",
+        || {
+            let m = lab.machine("keeper");
+            m["state"] == "running" && m["restarts"] == 2 && m["pid"].as_i64() != Some(keeper)
+        },
+    );
+    let events = lab.status()["events"].to_string();
+    assert!(events.contains("hang"), "{events}");
+    // `up` brings the exited machine back.
+    lab.up();
+    assert_eq!(lab.machine("plain")["state"], "running");
+    lab.down_and_check_clean();
+}
+
+/// A lab file that is fine, for the refusal test to break one way at a time.
+const FINE: &str = r#"[defaults]
+disk = "busybox.img"
+kernel = "./kernel"
+
+[networks.lan]
+
+[machines.a]
+interfaces = [{ network = "lan", mac = "02:00:00:00:00:01" }]
+
+[machines.b]
+interfaces = [{ network = "lan", mac = "02:00:00:00:00:02" }]
+"#;
+
+#[test]
+fn uml_lab_refuses_bad_lab_files_with_line_and_field_and_starts_nothing() {
+    let lab = Lab::new("bad", FINE);
+    // A stand-in kernel: nothing must ever run it.
+    std::fs::write(lab.dir.path().join("kernel"), "#!/bin/sh\ntouch ran\n").unwrap();
+    let cases = [
+        (
+            FINE.replace("[machines.b]\n", "[machines.b]\nmemroy = \"64M\"\n"),
+            "bad.toml:11:1: memroy: unknown field",
+        ),
+        (
+            format!("{FINE}\n[networks.spare]\n"),
+            "bad.toml:13:1: networks.spare: no machine joins this network",
+        ),
+        (
+            FINE.replace("00:02\"", "00:01\""),
+            "bad.toml:11:40: machines.b.interfaces[0].mac: duplicate MAC address",
+        ),
+        (
+            FINE.replace("\"busybox.img\"", "\"missing.img\""),
+            "bad.toml:2:8: defaults.disk: backing image",
+        ),
+        (
+            FINE.replace("[networks.lan]\n", "[networks.lan]\nvlan = 12\n"),
+            "bad.toml:6:8: networks.lan.vlan: not supported yet",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&lab.file, &text).unwrap();
+        let out = lab.run(&["up", lab.file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+        assert!(stderr.contains("nothing was started"), "{stderr}");
+        assert!(
+            !lab.base().exists(),
+            "a run directory was made for:\n{text}"
+        );
+        assert!(!lab.dir.path().join("ran").exists());
+        assert_eq!(lab.processes(), Vec::<String>::new());
+    }
+}
+
+/// Copies an example lab next to a fresh image and runs it until every
+/// machine that reports has written `PING-OK` to its share.
+fn run_example(file: &str, name: &str, reporters: &[&str]) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&example).unwrap();
+    let lab = Lab::new(name, &text);
+    lab.up();
+    for m in reporters {
+        lab.wait_shared(m, "result", "PING-OK");
+    }
+    lab.down_and_check_clean();
+}
+
+#[test]
+fn real_kernel_uml_lab_example_netkit_two_hosts_and_a_router() {
+    run_example(
+        "netkit-two-hosts-router.toml",
+        "netkit-two-hosts-router",
+        &["pc1", "pc2"],
+    );
+}
+
+#[test]
+fn real_kernel_uml_lab_example_vnuml_simple() {
+    run_example("vnuml-simple.toml", "vnuml-simple", &["uml1", "uml3"]);
+}
+
+#[test]
+fn real_kernel_uml_lab_example_two_machines() {
+    run_example("two-machines.toml", "two-machines", &["a"]);
+}
