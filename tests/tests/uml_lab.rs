@@ -496,3 +496,117 @@ fn real_kernel_uml_lab_example_vnuml_simple() {
 fn real_kernel_uml_lab_example_two_machines() {
     run_example("two-machines.toml", "two-machines", &["a"]);
 }
+
+#[test]
+fn uml_lab_commented_example_is_a_valid_lab() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/commented.toml");
+    let lab = Lab::new("commented", &std::fs::read_to_string(example).unwrap());
+    let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
+    assert!(out.contains("lab 'commented' is fine"), "{out}");
+    // Its commented-out switch features are refused when switched on.
+    let text = std::fs::read_to_string(&lab.file)
+        .unwrap()
+        .replace("# capture = ", "capture = ");
+    std::fs::write(&lab.file, text).unwrap();
+    let out = lab.run(&["check", lab.file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("networks.front.capture: not supported yet"),
+        "{stderr}"
+    );
+}
+
+/// Reads a child's stdout on a thread, so a test can wait for text with a deadline.
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&out);
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    out
+}
+
+#[test]
+fn real_kernel_uml_lab_console_attaches_to_the_pts_and_watch_follows_events() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let lab = Lab::new(
+        "console",
+        r#"
+[machines.a]
+disk = "busybox.img"
+startup = "touch /lab/ready"
+"#,
+    );
+    lab.up();
+    wait_until(Instant::now() + WAIT, "the ready file", || {
+        lab.run_dir().join("vm/a/share/ready").exists()
+    });
+    let console = lab.machine("a")["consoles"][0].clone();
+    assert_eq!(console["kind"], "pts", "{console}");
+    assert!(
+        console["where"].as_str().unwrap().starts_with("/dev/pts/"),
+        "{console}"
+    );
+
+    let mut attach = Command::new(uml_lab_binary())
+        .args(["console", "a"])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = collect(attach.stdout.take().unwrap());
+    let mut input = attach.stdin.take().unwrap();
+    // A shell still starting reads the line from the terminal's queue.
+    input.write_all(b"echo HELLO-$((6*7))\r").unwrap();
+    let answered = try_wait_until(Instant::now() + WAIT, || {
+        String::from_utf8_lossy(&output.lock().unwrap())
+            .contains("HELLO-42")
+            .then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "no answer on the console: {}",
+        String::from_utf8_lossy(&output.lock().unwrap())
+    );
+    input.write_all(&[0x1d]).unwrap();
+    let status = attach.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let mut watch = Command::new(uml_lab_binary())
+        .args(["status", "--watch", "--json"])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect(watch.stdout.take().unwrap());
+    let reports = || -> Vec<Value> {
+        String::from_utf8_lossy(&lines.lock().unwrap())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    wait_until(Instant::now() + WAIT, "a first report", || {
+        !reports().is_empty()
+    });
+    lab.ok(&["stop", "a"]);
+    wait_until(Instant::now() + WAIT, "a report of a stopped", || {
+        reports()
+            .iter()
+            .any(|r| r["machines"][0]["state"] == "stopped")
+    });
+    kill(pid(watch.id()), Signal::SIGTERM).unwrap();
+    watch.wait().unwrap();
+    lab.down_and_check_clean();
+}

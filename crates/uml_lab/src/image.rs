@@ -89,12 +89,7 @@ pub fn busybox(out: &Path, size_mib: u64) -> Result<(), ImageError> {
         package: "e2fsprogs",
     })?;
     let bytes = std::fs::read(&busybox).map_err(io(&busybox))?;
-    // A dynamic executable names its loader in a PT_INTERP segment, whose
-    // path is in the file.
-    if bytes
-        .windows(12)
-        .any(|w| w == b"/lib64/ld-li" || w == b"/lib/ld-linu")
-    {
+    if !is_static_elf(&bytes) {
         return Err(ImageError::NotStatic(busybox));
     }
     let staging_parent = tempfile::tempdir().map_err(io(Path::new("/tmp")))?;
@@ -167,4 +162,49 @@ pub fn busybox(out: &Path, size_mib: u64) -> Result<(), ImageError> {
     })?;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o644)).map_err(io(out))?;
     Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF executable has no program interpreter
+/// (no PT_INTERP header): the guest's root holds busybox alone, no loader.
+fn is_static_elf(bytes: &[u8]) -> bool {
+    let field = |off: u64, len: usize| -> Option<u64> {
+        let off = usize::try_from(off).ok()?;
+        let b = bytes.get(off..off.checked_add(len)?)?;
+        Some(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        )
+    };
+    if bytes.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(phoff), Some(size), Some(count)) = (field(0x20, 8), field(0x36, 2), field(0x38, 2))
+    else {
+        return false;
+    };
+    const PT_INTERP: u64 = 3;
+    !(0..count).any(|i| {
+        i.checked_mul(size)
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(|o| field(o, 4))
+            == Some(PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        let sh = std::fs::read("/bin/sh").unwrap();
+        assert!(!is_static_elf(&sh), "/bin/sh is dynamic on Debian");
+        let busybox = crate::launch::program("busybox").unwrap();
+        assert!(
+            is_static_elf(&std::fs::read(busybox).unwrap()),
+            "busybox-static"
+        );
+    }
 }

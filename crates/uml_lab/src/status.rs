@@ -407,11 +407,17 @@ pub fn human(report: &Report) -> String {
         }
     }
     if !report.events.is_empty() {
-        out.push_str("\nevents:\n");
+        out.push_str("\nevents (UTC):\n");
         for e in &report.events {
+            let t = e.time % 86_400;
             out.push_str(&format!(
-                "  {} {} {}: {}\n",
-                e.time, e.subject, e.event, e.detail
+                "  {:02}:{:02}:{:02} {} {}: {}\n",
+                t / 3600,
+                t / 60 % 60,
+                t % 60,
+                e.subject,
+                e.event,
+                e.detail
             ));
         }
     }
