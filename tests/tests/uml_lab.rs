@@ -610,3 +610,39 @@ startup = "touch /lab/ready"
     watch.wait().unwrap();
     lab.down_and_check_clean();
 }
+
+#[test]
+fn root_real_kernel_uml_lab_host_tap_reaches_the_guest_and_goes_at_down() {
+    let device = format!("ulab{}", std::process::id() % 100_000);
+    let lab = Lab::new(
+        "tap",
+        &format!(
+            r#"
+[networks.lan]
+host_tap = {{ device = "{device}", address = "10.99.77.254/24" }}
+
+[machines.a]
+disk = "busybox.img"
+consoles = ["log"]
+interfaces = [{{ network = "lan", address = "10.99.77.1/24" }}]
+startup = """
+n=0; until ping -c 1 -W 1 10.99.77.254 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+ping -c 3 10.99.77.254 > /lab/result 2>&1 && echo PING-OK >> /lab/result
+"""
+"#
+        ),
+    );
+    lab.up();
+    let sysfs = Path::new("/sys/class/net").join(&device);
+    assert!(sysfs.exists(), "no tap {device}");
+    lab.wait_shared("a", "result", "PING-OK");
+    let ping = Command::new(host_program("busybox", "busybox-static"))
+        .args(["ping", "-c", "3", "-W", "2", "10.99.77.1"])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    let status = lab.status();
+    assert_eq!(status["networks"][0]["tap"], device.as_str(), "{status}");
+    lab.down_and_check_clean();
+    assert!(!sysfs.exists(), "the tap {device} is left");
+}

@@ -159,7 +159,7 @@ fn start_supervisor(run: &RunDir) -> Result<(), CommandError> {
         .process_group(0)
         .spawn()
         .map_err(io(&run.path))?;
-    // It is ready once it holds the lock (or has already died).
+    // It is ready once it has recorded itself (after taking the lock).
     let deadline = Instant::now() + Duration::from_secs(10);
     while !supervise::is_running(run) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -4,8 +4,9 @@
 //!
 //! [`lab`] reads and checks the file, [`rundir`] keeps the state that outlives
 //! the manager, [`launch`] starts switches and kernels, [`supervise`] watches
-//! and restarts them, [`commands`] and [`status`] are the command line's verbs.
+//! and restarts them, [`commands`] and [`status`] are the command line's verbs, [`app`] the command line.
 
+pub mod app;
 pub mod commands;
 pub mod image;
 pub mod lab;

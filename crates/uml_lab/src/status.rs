@@ -156,12 +156,8 @@ fn console_status(
 
 /// Gathers the lab's state.
 pub fn report(run: &RunDir, lab: &Lab) -> Report {
-    let supervisor_running = supervise::is_running(run);
-    let supervisor_pid = read_json::<ProcessRecord>(&run.supervisor_record())
-        .ok()
-        .flatten()
-        .filter(|r| supervisor_running && r.is_alive())
-        .map(|r| r.pid);
+    let supervisor_pid = supervise::running(run).map(|r| r.pid);
+    let supervisor_running = supervisor_pid.is_some();
     let machines = lab
         .machines
         .iter()

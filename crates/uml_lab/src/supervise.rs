@@ -43,27 +43,44 @@ pub enum SuperviseError {
     Lock(std::io::Error),
 }
 
-/// Holds the supervisor lock of a run directory; `None` when another
-/// supervisor holds it.
-pub fn try_lock(run: &RunDir) -> Result<Option<Flock<File>>, std::io::Error> {
-    let file = File::options()
+/// Takes the supervisor lock of a run directory; `None` when another
+/// supervisor keeps holding it. A short wait lets a dying one go.
+fn lock(run: &RunDir) -> Result<Option<Flock<File>>, std::io::Error> {
+    let mut file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(run.supervisor_lock())?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(e.into()),
+    for _ in 0..50 {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+            Err((_, e)) => return Err(e.into()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(None)
 }
 
-/// Whether a supervisor runs for this run directory (it holds the lock).
+/// The running supervisor of this run directory, proven by its record (PID,
+/// start time, and its command line naming the run directory).
+pub fn running(run: &RunDir) -> Option<ProcessRecord> {
+    read_json::<ProcessRecord>(&run.supervisor_record())
+        .ok()
+        .flatten()
+        .filter(ProcessRecord::is_alive)
+}
+
+/// Whether a supervisor runs for this run directory.
 pub fn is_running(run: &RunDir) -> bool {
-    if !run.supervisor_lock().exists() {
-        return false;
-    }
-    matches!(try_lock(run), Ok(None))
+    running(run).is_some()
+}
+
+/// The backoff before restart number `failures` (1, 2, 4 ... 30 s).
+pub fn backoff(failures: u32) -> u64 {
+    1u64.checked_shl(failures.saturating_sub(1))
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
 }
 
 struct Supervisor {
@@ -78,7 +95,7 @@ struct Supervisor {
 /// Runs the supervisor of `run` until it is killed. Returns at once when
 /// another supervisor already runs there.
 pub fn supervise(run: &RunDir) -> Result<(), SuperviseError> {
-    let Some(_lock) = try_lock(run).map_err(SuperviseError::Lock)? else {
+    let Some(_lock) = lock(run).map_err(SuperviseError::Lock)? else {
         return Ok(());
     };
     if let Some(me) = ProcessRecord::of(std::process::id(), &run.path.to_string_lossy()) {
@@ -320,10 +337,7 @@ impl Supervisor {
         };
         if restart {
             rec.failures += 1;
-            let delay = 1u64
-                .checked_shl(rec.failures.saturating_sub(1))
-                .unwrap_or(MAX_BACKOFF)
-                .min(MAX_BACKOFF);
+            let delay = backoff(rec.failures);
             rec.next_start = now() + delay;
             rec.state = MachineState::Restarting;
             self.run.log_event(
@@ -345,5 +359,18 @@ impl Supervisor {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let delays: Vec<u64> = (1..=8).map(backoff).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(0), 1);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }
