@@ -71,6 +71,7 @@ pub fn up(file: &Path, base: &Path, timeout: Duration) -> Result<String, Command
     let lab = lab::load(file, &Host::current())?;
     let run = RunDir::new(base, &lab.name);
     launch::check_socket_paths(&lab, &run)?;
+    crate::rundir::ensure_private(base)?;
     std::fs::create_dir_all(&run.path).map_err(io(&run.path))?;
     write_json(&run.lab_json(), &lab)?;
     let mut tokens = Vec::new();

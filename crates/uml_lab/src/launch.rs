@@ -319,8 +319,15 @@ pub fn start_machine(
             cmd.arg(&cow).arg(&machine.disk);
         })?;
     }
+    // Renamed into place, never written through: the guest can put a
+    // symbolic link at /lab/startup, which a plain write would follow.
     let startup = share.join("startup");
-    std::fs::write(&startup, startup_script(lab, machine)).map_err(io(&startup))?;
+    crate::rundir::write_atomic(&startup, startup_script(lab, machine).as_bytes()).map_err(
+        |e| LaunchError::Io {
+            path: startup.clone(),
+            source: std::io::Error::other(e.to_string()),
+        },
+    )?;
     let log_path = run.kernel_log(&machine.name);
     let log = File::options()
         .create(true)

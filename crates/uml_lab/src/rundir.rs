@@ -55,6 +55,31 @@ pub fn base_dir(option: Option<&Path>) -> PathBuf {
     PathBuf::from(format!("/tmp/uml_lab-{}", nix::unistd::geteuid()))
 }
 
+/// Makes the base directory (mode 0700) if needed and insists that it is
+/// ours and closed to others: in `/tmp`, another user could have made it
+/// first and would then control every state file.
+pub fn ensure_private(base: &Path) -> Result<(), RunDirError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !base.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(base)
+            .map_err(io_error(base))?;
+    }
+    let meta = std::fs::symlink_metadata(base).map_err(io_error(base))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(RunDirError::NoLab(format!(
+            "{} must be a directory of uid {me} that others cannot write to (it belongs to uid {}, mode {:o}); use --run-dir",
+            base.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// One lab's run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -520,4 +545,38 @@ pub struct NetworkRecord {
     pub tap_created: bool,
     /// Why the switch could not start, when it could not.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_base_directory_is_made_private_and_an_open_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("labs");
+        ensure_private(&base).unwrap();
+        let mode = std::fs::metadata(&base).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private(&base).unwrap_err().to_string();
+        assert!(err.contains("others cannot write"), "{err}");
+    }
+
+    #[test]
+    fn a_process_record_knows_its_process_and_not_a_stranger() {
+        let me = ProcessRecord::of(std::process::id(), "").unwrap();
+        assert!(me.is_alive());
+        let marked = ProcessRecord {
+            mark: "no-such-word-in-our-command-line".into(),
+            ..me.clone()
+        };
+        assert!(!marked.is_alive());
+        let reborn = ProcessRecord {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!reborn.is_alive());
+    }
 }
