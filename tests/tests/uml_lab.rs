@@ -646,3 +646,82 @@ ping -c 3 10.99.77.254 > /lab/result 2>&1 && echo PING-OK >> /lab/result
     lab.down_and_check_clean();
     assert!(!sysfs.exists(), "the tap {device} is left");
 }
+
+#[test]
+fn real_kernel_uml_lab_port_console_through_our_port_helper() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    our_tool("port-helper");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lab = Lab::new(
+        "port",
+        &format!(
+            r#"
+[machines.a]
+disk = "busybox.img"
+consoles = ["log", "port:{port}"]
+"#
+        ),
+    );
+    // The kernel runs `in.telnetd -L HELPER` from its PATH; Debian's telnetds
+    // spell the option differently, so busybox's serves the connection.
+    let stand_ins = lab.dir.path().join("bin");
+    std::fs::create_dir(&stand_ins).unwrap();
+    let telnetd = stand_ins.join("in.telnetd");
+    std::fs::write(
+        &telnetd,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -L ] || exit 1\nexec {} telnetd -i -f /dev/null -l \"$2\"\n",
+            host_program("busybox", "busybox-static").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&telnetd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        stand_ins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let up = Command::new(uml_lab_binary())
+        .args(["up", lab.file.to_str().unwrap()])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{up:?}");
+    let console = lab.machine("a")["consoles"][1].clone();
+    assert_eq!(console["kind"], format!("port:{port}"), "{console}");
+
+    // The kernel listens early in boot and keeps a connection that comes before
+    // the guest's init opens tty1 until it does; the shell's prompt says the
+    // line is read (typed earlier, it would answer the shell's cursor query).
+    let mut client = try_wait_until(Instant::now() + WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .unwrap();
+    let output = collect(client.try_clone().unwrap());
+    let text = || String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    let prompt = try_wait_until(Instant::now() + WAIT, || {
+        text().contains("a:/# ").then_some(())
+    });
+    assert!(
+        prompt.is_some(),
+        "no prompt on the port console: {:?}",
+        text()
+    );
+    client.write_all(b"echo PORT-$((6*7))\n").unwrap();
+    let answered = try_wait_until(Instant::now() + WAIT, || {
+        text().contains("PORT-42").then_some(())
+    });
+    let seen = text();
+    assert!(
+        answered.is_some(),
+        "no answer on the port console: {seen:?}"
+    );
+    std::fs::remove_dir_all(&stand_ins).unwrap();
+    lab.down_and_check_clean();
+}

@@ -42,11 +42,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     }
 }
 
-/// busybox init's table: the rc script at boot, a shell on the console, a
+/// busybox init's table: the rc script at boot, a shell on con0 and con1, a
 /// power-off on Ctrl-Alt-Del (`uml_lab stop` sends `cad`), kept in a script
 /// a lab may change.
 const INITTAB: &str = "::sysinit:/etc/rc
 ::respawn:/etc/console
+tty1::respawn:/etc/console
 ::ctrlaltdel:/bin/sh /etc/cad
 ::shutdown:/bin/sh /etc/shutdown
 ";
