@@ -725,3 +725,47 @@ consoles = ["log", "port:{port}"]
     std::fs::remove_dir_all(&stand_ins).unwrap();
     lab.down_and_check_clean();
 }
+
+#[test]
+fn uml_lab_restart_always_backs_off_and_stop_ends_the_waiting() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new(
+        "backoff",
+        r#"
+[machines.crashy]
+kernel = "./crashing-kernel"
+disk = "busybox.img"
+consoles = ["log"]
+restart = "always"
+"#,
+    );
+    // A stand-in kernel that fails soon after it starts, every time.
+    let kernel = lab.dir.path().join("crashing-kernel");
+    std::fs::write(&kernel, "#!/bin/sh\nsleep 0.3\nexit 3\n").unwrap();
+    std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let up = lab.run(&["up", "--timeout", "1", lab.file.to_str().unwrap()]);
+    assert_eq!(up.status.code(), Some(1), "{up:?}");
+    let events = || lab.status()["events"].to_string();
+    wait_until(Instant::now() + WAIT, "a second restart, after 2 s", || {
+        events().contains("restarting in 2 s")
+    });
+    assert!(events().contains("exit status: 3"), "{}", events());
+    assert!(events().contains("restarting in 1 s"), "{}", events());
+    wait_until(Instant::now() + WAIT, "waiting out a backoff", || {
+        lab.machine("crashy")["state"] == "restarting"
+    });
+    // Usually caught waiting ("was not running"); a restart may just have begun.
+    let stop = lab.ok(&["stop", "crashy", "--timeout", "2"]);
+    assert!(stop.starts_with("crashy: "), "{stop}");
+    wait_until(Instant::now() + WAIT, "stopped", || {
+        lab.machine("crashy")["state"] == "stopped"
+    });
+    let restarts = lab.machine("crashy")["restarts"].clone();
+    // Past its longest backoff so far, it is still not started again.
+    std::thread::sleep(Duration::from_secs(5));
+    let state = lab.machine("crashy");
+    assert_eq!(state["state"], "stopped", "{state}");
+    assert_eq!(state["restarts"], restarts, "{state}");
+    std::fs::remove_file(&kernel).unwrap();
+    lab.down_and_check_clean();
+}

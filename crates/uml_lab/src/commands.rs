@@ -254,7 +254,19 @@ pub fn stop_machine(
 ) -> Result<StoppedBy, CommandError> {
     run.set_wanted(name, false)?;
     let rec: MachineRecord = read_json(&run.machine_state(name))?.unwrap_or_default();
-    let Some(process) = rec.process.filter(ProcessRecord::is_alive) else {
+    let Some(process) = rec.process.clone().filter(ProcessRecord::is_alive) else {
+        if !supervise::is_running(run)
+            && matches!(
+                rec.state,
+                MachineState::Booting | MachineState::Running | MachineState::Restarting
+            )
+        {
+            // Nobody else will record that it is not coming back.
+            let mut rec = rec;
+            rec.process = None;
+            rec.state = MachineState::Stopped;
+            write_json(&run.machine_state(name), &rec)?;
+        }
         return Ok(StoppedBy::NotRunning);
     };
     let mut by = StoppedBy::Signal;

@@ -258,6 +258,10 @@ impl Supervisor {
             }
         } else if let Some(process) = rec.process.take() {
             self.ended(lab, machine, &mut rec, &process, exit);
+        } else if wanted.is_none() && rec.state == MachineState::Restarting {
+            // Stopped while it waited out its backoff.
+            rec.state = MachineState::Stopped;
+            self.run.log_event(name, "stopped", "before its restart");
         }
         let may_start = rec.process.is_none()
             && wanted.is_some()
