@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -202,10 +203,11 @@ struct RawLab {
     name: Option<Spanned<String>>,
     #[serde(default)]
     defaults: RawDefaults,
+    // In the file's order: that is the order of `status` and of start-up.
     #[serde(default)]
-    networks: BTreeMap<String, Spanned<RawNetwork>>,
+    networks: IndexMap<String, Spanned<RawNetwork>>,
     #[serde(default)]
-    machines: BTreeMap<String, Spanned<RawMachine>>,
+    machines: IndexMap<String, Spanned<RawMachine>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -684,7 +686,7 @@ impl Checker<'_> {
         name: &str,
         machine: &Spanned<RawMachine>,
         defaults: &RawDefaults,
-        networks: &BTreeMap<String, Spanned<RawNetwork>>,
+        networks: &IndexMap<String, Spanned<RawNetwork>>,
         host: &Host,
     ) -> Machine {
         let field = format!("machines.{name}");
