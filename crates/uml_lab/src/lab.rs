@@ -328,6 +328,7 @@ pub fn parse(text: &str, file: &Path, host: &Host) -> Result<Lab, LabErrors> {
         }
     };
     let lab = check.lab(raw, host);
+    check.errors.sort_by_key(|e| (e.line, e.column));
     if check.errors.is_empty() {
         Ok(lab)
     } else {
@@ -1024,10 +1025,10 @@ interfaces = [{ network = "lan", mac = "02:00:00:00:00:02" }]
         assert_eq!(
             fields,
             [
+                "machines.b.kernel_args[1]",
                 "machines.b.memory",
                 "machines.b.consoles[1]",
                 "machines.b.restart",
-                "machines.b.kernel_args[1]"
             ]
         );
     }
