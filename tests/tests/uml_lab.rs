@@ -544,12 +544,20 @@ fn real_kernel_uml_lab_console_attaches_to_the_pts_and_watch_follows_events() {
         r#"
 [machines.a]
 disk = "busybox.img"
-startup = "touch /lab/ready"
+startup = "echo up-and-ready > /proc/mconsole; touch /lab/ready"
 "#,
     );
     lab.up();
     wait_until(Instant::now() + WAIT, "the ready file", || {
         lab.run_dir().join("vm/a/share/ready").exists()
+    });
+    // What the guest wrote to /proc/mconsole came through its notify socket.
+    wait_until(Instant::now() + WAIT, "the guest's notification", || {
+        lab.status()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "guest" && e["detail"] == "up-and-ready")
     });
     let console = lab.machine("a")["consoles"][0].clone();
     assert_eq!(console["kind"], "pts", "{console}");
