@@ -76,8 +76,8 @@ pub fn up(file: &Path, base: &Path, timeout: Duration) -> Result<String, Command
     write_json(&run.lab_json(), &lab)?;
     let mut tokens = Vec::new();
     for m in &lab.machines {
-        run.set_wanted(&m.name, true)?;
-        tokens.push((m.name.clone(), run.wanted_token(&m.name)));
+        let request = run.set_wanted(&m.name, true)?;
+        tokens.push((m.name.clone(), Some(request)));
     }
     if !supervise::is_running(&run) {
         start_supervisor(&run)?;
@@ -252,7 +252,17 @@ pub fn stop_machine(
     name: &str,
     step: Duration,
 ) -> Result<StoppedBy, CommandError> {
-    run.set_wanted(name, false)?;
+    let request = run.set_wanted(name, false)?;
+    // A supervisor may be starting the machine right now: once it has seen
+    // the request, it starts nothing more, and its record names every process.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while supervise::is_running(run) && Instant::now() < deadline {
+        let rec: MachineRecord = read_json(&run.machine_state(name))?.unwrap_or_default();
+        if rec.token.as_deref() == Some(request.as_str()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let rec: MachineRecord = read_json(&run.machine_state(name))?.unwrap_or_default();
     let Some(process) = rec.process.clone().filter(ProcessRecord::is_alive) else {
         if !supervise::is_running(run)

@@ -244,24 +244,28 @@ impl RunDir {
         self.wanted_token(machine).is_some()
     }
 
-    /// The token of the user's latest `up` of `machine`, while it is wanted up.
-    pub fn wanted_token(&self, machine: &str) -> Option<String> {
+    /// The user's latest request for `machine`: `up TOKEN` or `down TOKEN`.
+    pub fn request(&self, machine: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.wanted(machine)).ok()?;
-        Some(text.trim().strip_prefix("up")?.trim().to_owned())
+        Some(text.trim().to_owned())
     }
 
-    /// Records whether the user wants `machine` up. Each `up` gets a fresh
-    /// token, so the supervisor starts again a machine that had ended.
-    pub fn set_wanted(&self, machine: &str, up: bool) -> Result<(), RunDirError> {
-        let text = if up {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("up {nanos}\n")
-        } else {
-            "down\n".to_owned()
-        };
-        write_atomic(&self.wanted(machine), text.as_bytes())
+    /// The user's latest request for `machine`, while it is an `up`.
+    pub fn wanted_token(&self, machine: &str) -> Option<String> {
+        self.request(machine).filter(|r| r.starts_with("up "))
+    }
+
+    /// Records whether the user wants `machine` up, as a request with a
+    /// fresh token: the supervisor starts again a machine that had ended on
+    /// each new `up`, and records the last request it acted on, which
+    /// `stop` waits for. Returns the request.
+    pub fn set_wanted(&self, machine: &str, up: bool) -> Result<String, RunDirError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let request = format!("{} {nanos}", if up { "up" } else { "down" });
+        write_atomic(&self.wanted(machine), format!("{request}\n").as_bytes())?;
+        Ok(request)
     }
 
     /// Appends an event to the log.
@@ -510,7 +514,7 @@ pub struct MachineRecord {
     pub last_exit: Option<String>,
     /// Why it could not start, when it could not.
     pub error: Option<String>,
-    /// The `up` request last acted on.
+    /// The request (`up TOKEN`, `down TOKEN`) last acted on.
     pub token: Option<String>,
 }
 

@@ -225,12 +225,11 @@ impl Supervisor {
             self.machines.remove(name);
         }
         let alive = rec.process.as_ref().is_some_and(ProcessRecord::is_alive);
-        let wanted = self.run.wanted_token(name);
-        let new_request = wanted
-            .as_ref()
-            .is_some_and(|t| Some(t) != rec.token.as_ref());
-        if let Some(token) = &wanted {
-            rec.token = Some(token.clone());
+        let request = self.run.request(name);
+        let wanted = request.as_ref().filter(|r| r.starts_with("up "));
+        let new_request = wanted.is_some_and(|r| Some(r) != rec.token.as_ref());
+        if request.is_some() {
+            rec.token = request.clone();
         }
         if alive {
             if hang {
