@@ -504,8 +504,9 @@ fn root_uml_net_makes_bare_taps_for_anyone_and_nothing_more_without_a_policy() {
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
     assert!(fdinfo.contains(&format!("iff:\t{name}")), "{fdinfo}");
     assert_eq!(ns.sysfs(&name, "owner"), "1000");
+    // No address at all: none of IPv4, and IPv6 is off.
     let link = ns.show(&["-o", "addr", "show", "dev", &name]);
-    assert!(link.contains(&name) && !link.contains("inet "), "{link}");
+    assert!(!link.contains("inet"), "{link}");
     // The tap goes with its last fd.
     drop(fd);
     assert_eq!(host_state(&ns), before);
@@ -739,13 +740,15 @@ fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 
 /// Waits until the host answers, on the tap, the ARP request for `target`:
 /// frames written to a tap are processed in order, so everything written
-/// before the request has been processed by then.
-fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
+/// before the request has been processed by then, and frames the host sent
+/// out of the tap before its answer are read before it. Returns those frames.
+fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) -> Vec<Vec<u8>> {
     use std::io::Read;
     let mut reader = tap.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
+        let mut before = Vec::new();
         while let Ok(n) = reader.read(&mut buf) {
             let frame = &buf[..n];
             if n >= 42
@@ -753,13 +756,14 @@ fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
                 && frame[20..22] == [0, 2]
                 && frame[28..32] == target
             {
-                let _ = tx.send(());
+                let _ = tx.send(before);
                 return;
             }
+            before.push(frame.to_vec());
         }
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .expect("the host never answered ARP on the tap");
+        .expect("the host never answered ARP on the tap")
 }
 
 #[test]
@@ -1302,4 +1306,93 @@ fn root_uml_net_taps_ignore_ipv4_redirects_from_the_guest() {
         sysctl(&ns, &format!("ipv4/conf/{name}/accept_redirects")),
         "0"
     );
+}
+
+/// An Ethernet frame to `mac` carrying an IPv6 packet with no payload (next
+/// header 59) from `src` to `dst`.
+fn ipv6_packet(mac: [u8; 6], src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut frame = EthernetHeader::new(MacAddr(mac), GUEST_MAC, 0x86dd)
+        .as_bytes()
+        .to_vec();
+    frame.extend([0x60, 0, 0, 0, 0, 0, 59, 64]);
+    frame.extend(src);
+    frame.extend(dst);
+    frame
+}
+
+#[test]
+fn root_uml_net_taps_carry_no_ipv6_from_the_guest() {
+    use std::io::Write;
+    let ns = NetNamespace::new("umlnet-ipv6");
+    let helper = Helper::new(None);
+    // Anyone's bare tap, and root's, out of which the host would forward to
+    // 2001:db8:99:1::/64; the host forwards IPv6.
+    let (code, datagram, fd) = helper.tap_up(&ns, NOBODY, &["4", "tuntap", "up"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let name = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
+    let mut tap = std::fs::File::from(fd.expect("the tap's fd"));
+    let (code, datagram, fd) = helper.tap_up(&ns, 0, &["4", "tuntap", "up"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let out = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
+    let mut out_tap = std::fs::File::from(fd.expect("the tap's fd"));
+    let set = ns.run(
+        Path::new("sh"),
+        &[
+            "-c",
+            &format!(
+                "echo 0 > /proc/sys/net/ipv6/conf/{out}/disable_ipv6 && \
+                 echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
+            ),
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    ns.ip(&["addr", "add", "10.99.32.1/32", "dev", &out]);
+    ns.ip(&["-6", "route", "add", "2001:db8:99:1::/64", "dev", &out]);
+    ns.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        "2001:db8:99:1::9",
+        "lladdr",
+        "02:00:0a:63:20:09",
+        "dev",
+        &out,
+        "nud",
+        "permanent",
+    ]);
+    let mac: Vec<u8> = ns
+        .sysfs(&name, "address")
+        .split(':')
+        .map(|octet| u8::from_str_radix(octet, 16).unwrap())
+        .collect();
+    // A source nobody gave the guest, to an address the host forwards to.
+    let spoofed: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5,
+    ];
+    let dst: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9,
+    ];
+    tap.write_all(&ipv6_packet(mac.try_into().unwrap(), spoofed, dst))
+        .unwrap();
+    tap.write_all(&arp_request([0, 0, 0, 0], [10, 99, 32, 1]))
+        .unwrap();
+    wait_for_arp_reply(&tap, [10, 99, 32, 1]);
+    // Whatever the host forwarded out of the other tap comes out before its
+    // answer to this.
+    out_tap
+        .write_all(&arp_request([0, 0, 0, 0], [10, 99, 32, 1]))
+        .unwrap();
+    let forwarded: Vec<Vec<u8>> = wait_for_arp_reply(&out_tap, [10, 99, 32, 1])
+        .into_iter()
+        .filter(|frame| {
+            frame.len() >= 54 && frame[12..14] == [0x86, 0xdd] && frame[22..38] == spoofed
+        })
+        .collect();
+    assert!(
+        forwarded.is_empty(),
+        "the host forwarded IPv6 from the guest: {forwarded:02x?}"
+    );
+    assert_eq!(sysctl(&ns, &format!("ipv6/conf/{name}/disable_ipv6")), "1");
+    let addresses = ns.show(&["-6", "-o", "addr", "show", "dev", &name]);
+    assert!(addresses.is_empty(), "{addresses}");
 }

@@ -248,8 +248,9 @@ pub fn up(
         rtnl.add_host_address(ifindex, gate, &what)?;
         report.step(&what);
     }
-    // Before the link is up: a guest's first frame could be an advertisement.
-    ignore_ipv6_configuration(&tun.name, ifindex, report)?;
+    // Before the link is up: a guest's first frame could be an advertisement,
+    // or an IPv6 packet with any source at all.
+    refuse_ipv6(&tun.name, ifindex, report)?;
     // Strict reverse-path filtering: the host takes from the guest only
     // packets whose source it routes back through the tap, so a guest cannot
     // pose as the host's router (an ICMP redirect the kernel would otherwise
@@ -280,22 +281,22 @@ pub fn up(
     })
 }
 
-/// Makes the host ignore router advertisements, redirects and address
-/// autoconfiguration arriving on the tap: its other end is a guest, which must
-/// not choose the host's routes or addresses.
-fn ignore_ipv6_configuration(
-    name: &str,
-    ifindex: u32,
-    report: &mut Report,
-) -> Result<(), NetError> {
+/// Switches IPv6 off on the tap, and with it router advertisements, redirects
+/// and address autoconfiguration arriving there. Neither helper configures
+/// IPv6 for a guest, and the host filters no IPv6 source on the tap: with
+/// IPv6 on, a guest (a bare tap's holder included) could send packets from
+/// any address, and a host that forwards IPv6 would pass them on.
+fn refuse_ipv6(name: &str, ifindex: u32, report: &mut Report) -> Result<(), NetError> {
     let dir = sysctl::ipv6_dir(name);
     if !Path::new(&dir).is_dir() {
         // No IPv6 on this host (or this device): nothing to accept.
         return Ok(());
     }
+    // The switches stay off too, should someone switch IPv6 back on.
     for switch in sysctl::IPV6_FROM_LINK {
         sysctl::set(&format!("{dir}/{switch}"), false)?;
     }
+    sysctl::set(&format!("{dir}/{}", sysctl::IPV6_DISABLE), true)?;
     // The switches are reached by name. Only a holder of CAP_NET_ADMIN could
     // rename the tap meanwhile, and the helper holds its only fd; still, check.
     if nix::net::if_::if_nametoindex(name).ok() != Some(ifindex) {
@@ -303,10 +304,11 @@ fn ignore_ipv6_configuration(
             "{name} changed while it was being set up"
         )));
     }
-    let settings: Vec<String> = sysctl::IPV6_FROM_LINK
+    let mut settings: Vec<String> = sysctl::IPV6_FROM_LINK
         .iter()
         .map(|switch| format!("net.ipv6.conf.{name}.{switch}=0"))
         .collect();
+    settings.push(format!("net.ipv6.conf.{name}.{}=1", sysctl::IPV6_DISABLE));
     report.step(&format!("sysctl -w {}", settings.join(" ")));
     Ok(())
 }
