@@ -1308,6 +1308,99 @@ fn root_uml_net_taps_ignore_ipv4_redirects_from_the_guest() {
     );
 }
 
+#[test]
+fn root_uml_net_add_never_takes_an_address_in_use() {
+    let ns = NetNamespace::new("umlnet-add");
+    let gid = uml_net_group();
+    // Debian's model: the group's members, no policy file.
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    let member = Who::in_groups(1000, &[gid]);
+    make_tap(&ns, "tapm", 1000);
+    // The host's LAN: its router 10.99.33.254 (the default route) and a host
+    // 10.99.33.9, both live in the neighbour table; a network behind the
+    // router; an address routed to one LAN host; an address the
+    // administrator publishes for a host behind this one.
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.33.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    for (addr, mac) in [
+        ("10.99.33.254", "02:00:00:00:00:fe"),
+        ("10.99.33.9", "02:00:00:00:00:09"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "lan0",
+            "nud",
+            "reachable",
+        ]);
+    }
+    ns.ip(&["route", "add", "default", "via", "10.99.33.254"]);
+    ns.ip(&["route", "add", "10.99.34.0/24", "via", "10.99.33.254"]);
+    ns.ip(&["route", "add", "10.99.35.5/32", "dev", "lan0"]);
+    ns.ip(&["neigh", "add", "proxy", "10.99.33.20", "dev", "lan0"]);
+    let before = host_state(&ns);
+    for (addr, why) in [
+        ("10.99.33.254", "a host on lan0 has it"),
+        ("10.99.33.9", "a host on lan0 has it"),
+        ("10.99.33.20", "published by proxy ARP on lan0"),
+        ("10.99.34.5", "routed through a gateway"),
+        ("10.99.35.5", "already routed through lan0"),
+        // The host's DNS resolver, say, reached through the default route.
+        ("192.0.2.53", "can grant it"),
+    ] {
+        let (code, text) = helper.route(&ns, &member, &["4", "add", "tapm", addr, "255.255.255.0"]);
+        assert_eq!(code, Some(1), "{addr}: {text}");
+        assert!(text.contains(why), "{addr}: {text}");
+        assert_eq!(host_state(&ns), before, "add {addr} changed the host");
+        let route = ns.show(&["route", "get", addr]);
+        assert!(
+            !route.contains("dev tapm"),
+            "{addr} went to the guest: {route}"
+        );
+    }
+    // A public GATE under the implicit grant is refused the same way.
+    let (code, datagram, fd) = helper.tap_up(&ns, &member, &["4", "tuntap", "up", "192.0.2.53"]);
+    let text = String::from_utf8_lossy(&datagram);
+    assert_eq!((code, fd.is_none()), (Some(1), true), "{text}");
+    assert!(text.contains("can grant it"), "{text}");
+    assert_eq!(host_state(&ns), before, "GATE 192.0.2.53 changed the host");
+    // What the lab needs still works: a free LAN address, published on the
+    // LAN, and a private address reached only through the default route.
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "10.99.33.50", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("* ip neigh add proxy 10.99.33.50 dev lan0"),
+        "{text}"
+    );
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "10.99.36.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(ns.show(&["route"]).contains("10.99.36.2 dev tapm"));
+    // An explicit policy line is the administrator's decision.
+    let granted = Helper::new(Some("allow user 1000 192.0.2.0/24\n")).installed_as(gid, 0o4754);
+    let (code, text) = granted.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "192.0.2.53", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+}
+
 /// An Ethernet frame to `mac` carrying an IPv6 packet with no payload (next
 /// header 59) from `src` to `dst`.
 fn ipv6_packet(mac: [u8; 6], src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {

@@ -89,7 +89,7 @@ pub fn not_callers_tap(perms: &Permissions, link: &Link) -> Option<String> {
 }
 
 /// Whether device `ifindex` is the caller's tap.
-fn is_callers_tap(rtnl: &mut Rtnl, perms: &Permissions, ifindex: u32) -> bool {
+pub fn is_callers_tap(rtnl: &mut Rtnl, perms: &Permissions, ifindex: u32) -> bool {
     rtnl.link(ifindex)
         .is_ok_and(|link| not_callers_tap(perms, &link).is_none())
 }
@@ -135,7 +135,9 @@ pub fn name_of(ifindex: u32) -> String {
 /// LAN's or a remote network's, which a local address would capture), or one
 /// published by proxy ARP. An address the host already has is no such thing:
 /// it is delivered locally already, and the HOWTO's way is to reuse the host's
-/// own LAN address as every tap's host end.
+/// own LAN address as every tap's host end. A GATE reached only through the
+/// default route is judged by the policy
+/// ([`Permissions::check_beyond_default_route`]).
 pub fn check_gate_unused(
     rtnl: &mut Rtnl,
     gate: Ipv4Addr,
@@ -168,7 +170,8 @@ pub fn check_gate_unused(
     let longest = matching.iter().map(|r| r.prefix).max();
     for route in matching.iter().filter(|r| Some(r.prefix) == longest) {
         match route.oif {
-            Some(index) if is_callers_tap(rtnl, perms, index) => {}
+            // A gateway's network is elsewhere, whichever device leads there.
+            Some(index) if route.on_link && is_callers_tap(rtnl, perms, index) => {}
             Some(index) if route.on_link && route.prefix < 32 => {
                 return Err(in_use(format!(
                     "it is on the network of {} ({}/{}), where a host may have it",
@@ -188,6 +191,11 @@ pub fn check_gate_unused(
             "it is published by proxy ARP on {}",
             name_of(index)
         )));
+    }
+    if longest.is_none() {
+        perms
+            .check_beyond_default_route(gate, "a tap's host address")
+            .map_err(NetError::Denied)?;
     }
     Ok(())
 }
