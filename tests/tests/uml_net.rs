@@ -1202,6 +1202,50 @@ fn root_real_kernel_uml_net_group_member_gets_the_c_packages_host_state() {
     assert_eq!(sysctl(&ns, "ipv4/ip_forward"), "1");
 }
 
+#[test]
+fn root_real_kernel_uml_net_group_member_gets_the_standard_lab_beyond_the_default_route() {
+    let ns = NetNamespace::new("umlnet-lab");
+    let gid = uml_net_group();
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    // A host whose only route to the lab's network is its default route, as
+    // with `eth0=tuntap,,,10.0.0.1` and a guest at 10.0.0.2.
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.38.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    ns.ip(&["route", "add", "default", "via", "10.99.38.254"]);
+    let launcher = helper.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let mut uml = UmlBuilder::new(
+        "ip link set eth0 up\nip addr add 10.99.37.2/24 dev eth0\n\
+         n=0; until ping -c 1 -W 1 10.99.37.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 30 ] && break; done\n\
+         ping -c 3 -i 0.2 -W 2 10.99.37.1 | tail -2\necho PING-DONE\nsleep 600",
+    )
+    .arg("eth0=tuntap,,,10.99.37.1")
+    .launcher(&launcher)
+    .netns(ns.name())
+    .user(1000, 1000)
+    .groups(&[gid])
+    .env("PATH", helper.path())
+    .start();
+    uml.wait_for_console("PING-DONE", Duration::from_secs(60));
+    let console = uml.console();
+    assert!(
+        console.contains("3 packets received, 0% packet loss"),
+        "{console}"
+    );
+    assert!(
+        console.contains("* ip route add 10.99.37.2/32 dev tap0"),
+        "{console}"
+    );
+    let routes = ns.show(&["route"]);
+    assert!(routes.contains("10.99.37.2 dev tap0"), "{routes}");
+    // Nowhere to publish it: no LAN of the host holds it.
+    assert_eq!(ns.show(&["neigh", "show", "proxy"]), "");
+}
+
 /// An IPv4 header (no options) with its checksum.
 fn ipv4_header(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: usize) -> Vec<u8> {
     let mut header = vec![0x45, 0];
