@@ -12,6 +12,7 @@
 //! `recvmmsg`/`sendmmsg` of the shared data socket.
 
 pub mod batch;
+pub mod cli;
 mod control;
 mod event_loop;
 pub mod forward;
