@@ -11,6 +11,7 @@
 //! [`event_loop`] the epoll loop and data path, [`batch`] the batched
 //! `recvmmsg`/`sendmmsg` of the shared data socket.
 
+pub mod activation;
 pub mod batch;
 pub mod cli;
 mod control;

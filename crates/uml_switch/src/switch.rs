@@ -60,6 +60,9 @@ pub enum SwitchError {
         /// The failure.
         source: TunError,
     },
+    /// The sockets passed by socket activation cannot be used.
+    #[error("socket activation: {0}")]
+    Activation(#[from] crate::activation::ActivationError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {
@@ -108,7 +111,7 @@ pub struct Switch {
 
 impl Switch {
     /// Binds every socket and prints the start-up lines; the switch then runs with [`Switch::run`].
-    pub fn start(cfg: Config) -> Result<Self, SwitchError> {
+    pub fn start(mut cfg: Config) -> Result<Self, SwitchError> {
         let mut signals_set = SigSet::empty();
         signals_set.add(Signal::SIGINT);
         signals_set.add(Signal::SIGTERM);
@@ -120,7 +123,14 @@ impl Switch {
         let signals =
             SignalFd::with_flags(&signals_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
                 .map_err(sys("creating a signalfd"))?;
-        let control = BoundPath::bind(&cfg.control, SockType::Stream)?;
+        let passed = crate::activation::take_passed()?;
+        let control = match passed.control {
+            Some(listener) => {
+                cfg.control = listener.path.unwrap_or(cfg.control);
+                BoundPath::inherited(listener.fd, &cfg.control)
+            }
+            None => BoundPath::bind(&cfg.control, SockType::Stream)?,
+        };
         let data = match &cfg.compat_v0_data {
             Some(path) => {
                 let bound = BoundPath::bind(path, SockType::Datagram)?;
@@ -137,11 +147,17 @@ impl Switch {
             }
             None => bind_abstract_data_socket()?,
         };
-        let bess = cfg
-            .bess
-            .as_deref()
-            .map(|path| BoundPath::bind(path, SockType::SeqPacket))
-            .transpose()?;
+        let bess = match passed.bess {
+            Some(listener) => {
+                let path = listener.path.or(cfg.bess.clone()).unwrap_or_default();
+                Some(BoundPath::inherited(listener.fd, &path))
+            }
+            None => cfg
+                .bess
+                .as_deref()
+                .map(|path| BoundPath::bind(path, SockType::SeqPacket))
+                .transpose()?,
+        };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(sys("creating an epoll instance"))?;
         let watch = |fd: BorrowedFd<'_>, token: Token| {
@@ -185,6 +201,7 @@ impl Switch {
         if switch.cfg.daemon {
             nix::unistd::daemon(false, true).map_err(sys("detaching into the background"))?;
         }
+        crate::activation::notify_ready();
         Ok(switch)
     }
 
