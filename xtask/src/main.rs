@@ -10,6 +10,7 @@
 //!   under one load generator.
 
 mod bench;
+mod dist;
 mod fuzz;
 mod provision;
 
@@ -43,6 +44,8 @@ fn run_command() -> Result<()> {
             fuzz::run_all(&workspace_root(), seconds)
         }
         Some("provision") => provision::ensure_test_bed(),
+        Some("dist") => dist::dist(&workspace_root(), &args[1..]),
+        Some("install") => dist::install(&workspace_root(), &args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         // Internal: the reference writer `bench cow` starts as a process.
         Some("bench-write-runs") => bench::write_runs(&args[1..]),
