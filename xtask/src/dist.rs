@@ -270,7 +270,9 @@ pub fn build_deb(root: &Path, out: &Path) -> Result<PathBuf> {
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zxz", "--build"])
             .arg(&tree)
-            .arg(&deb),
+            .arg(&deb)
+            // Standard output carries only the package's path.
+            .stdout(std::io::stderr()),
     )?;
     Ok(deb)
 }
