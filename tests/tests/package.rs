@@ -25,6 +25,18 @@ const PACKAGE: &str = "uml-utilities-rs";
 const DEBIAN: &str = "uml-utilities";
 const WAIT: Duration = Duration::from_secs(120);
 
+/// A started switch, killed (if still running) when the test ends, also by a panic.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Every program, where the package puts it, and its man section.
 const TOOLS: &[(&str, &str, &str)] = &[
     ("uml_switch", "/usr/bin", "1"),
@@ -438,35 +450,37 @@ fn socket_activated_switch_serves_guests() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
     let activate = host_program("systemd-socket-activate", "systemd");
-    let mut switch: Child = Command::new(&activate)
-        .arg("-l")
-        .arg(&ctl)
-        .arg("--")
-        .arg(&activate)
-        // The activators pass on only the environment they are told to.
-        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
-        .arg("--seqpacket")
-        .arg("-l")
-        .arg(&bess)
-        .arg("--")
-        .arg(host_program("setpriv", "util-linux"))
-        .args([
-            "--reuid=uml-net",
-            "--regid=uml-net",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "/usr/bin/uml_switch",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut switch = Running(
+        Command::new(&activate)
+            .arg("-l")
+            .arg(&ctl)
+            .arg("--")
+            .arg(&activate)
+            // The activators pass on only the environment they are told to.
+            .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+            .arg("--seqpacket")
+            .arg("-l")
+            .arg(&bess)
+            .arg("--")
+            .arg(host_program("setpriv", "util-linux"))
+            .args([
+                "--reuid=uml-net",
+                "--regid=uml-net",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "/usr/bin/uml_switch",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let log = Arc::new(Mutex::new(String::new()));
     for stream in [
-        Box::new(switch.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(switch.stderr.take().unwrap()),
+        Box::new(switch.0.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(switch.0.stderr.take().unwrap()),
     ] {
         let log = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -524,12 +538,12 @@ fn socket_activated_switch_serves_guests() {
         String::from_utf8_lossy(&buf[..n])
     );
     // The activators exec'd: the child's PID is the switch's.
-    kill(pid_of(&switch), Signal::SIGTERM).unwrap();
+    kill(pid_of(&switch.0), Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + WAIT;
     wait_until(deadline, "the switch to exit", || {
-        switch.try_wait().unwrap().is_some()
+        switch.0.try_wait().unwrap().is_some()
     });
-    let exit = switch.wait().unwrap();
+    let exit = switch.0.wait().unwrap();
     assert!(exit.success(), "{exit}\n{}", log_text());
     assert!(
         ctl.exists() && bess.exists(),

@@ -17,6 +17,18 @@ use uml_testbed::{host_program, our_tool, pid_of, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A started switch, killed (if still running) when the test ends, also by a panic.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Collects a child's stdout and stderr into one log.
 fn collect(child: &mut Child) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
@@ -57,19 +69,21 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     // No -unix: the control socket is the one passed.
-    let mut switch = Command::new(host_program("systemd-socket-activate", "systemd"))
-        .arg("-l")
-        .arg(&ctl)
-        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
-        .arg("--")
-        .arg(our_tool("uml_switch"))
-        .arg("-hub")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = collect(&mut switch);
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .arg("-l")
+            .arg(&ctl)
+            .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .arg("-hub")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the control socket", || ctl.exists());
     // The first connection starts the switch, which then answers it.
     let a = connect_within(&ctl, "a");
@@ -91,11 +105,15 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
         text.contains(&format!("attached to unix socket '{}'", ctl.display())),
         "{text}"
     );
-    kill(pid_of(&switch), Signal::SIGTERM).unwrap();
+    kill(pid_of(&switch.0), Signal::SIGTERM).unwrap();
     wait_until(Instant::now() + WAIT, "the switch to exit", || {
-        switch.try_wait().unwrap().is_some()
+        switch.0.try_wait().unwrap().is_some()
     });
-    assert!(switch.wait().unwrap().success(), "{}", log.lock().unwrap());
+    assert!(
+        switch.0.wait().unwrap().success(),
+        "{}",
+        log.lock().unwrap()
+    );
     assert!(
         ctl.exists(),
         "the switch removed the socket file it was passed"
@@ -106,19 +124,21 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
 fn a_passed_datagram_socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dgram");
-    let mut switch = Command::new(host_program("systemd-socket-activate", "systemd"))
-        .args(["--datagram", "-l"])
-        .arg(&path)
-        .arg("--")
-        .arg(our_tool("uml_switch"))
-        .arg("-unix")
-        .arg(dir.path().join("ctl"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = collect(&mut switch);
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .args(["--datagram", "-l"])
+            .arg(&path)
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(dir.path().join("ctl"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the datagram socket", || {
         path.exists()
     });
@@ -127,9 +147,9 @@ fn a_passed_datagram_socket_is_refused() {
         .send_to(b"wake up", &path)
         .unwrap();
     wait_until(Instant::now() + WAIT, "the switch to exit", || {
-        switch.try_wait().unwrap().is_some()
+        switch.0.try_wait().unwrap().is_some()
     });
-    let status = switch.wait().unwrap();
+    let status = switch.0.wait().unwrap();
     let text = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
