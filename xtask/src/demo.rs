@@ -80,6 +80,8 @@ impl Running {
         cleanup: &Shared,
     ) -> Result<Self> {
         println!("    $ {}", show(cmd));
+        // Held from spawn to registration, so an interruption cannot miss the child.
+        let mut registry = lock(cleanup);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -88,7 +90,8 @@ impl Running {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let pid = i32::try_from(child.id()).context("a process id out of range")?;
-        lock(cleanup).groups.push(Pid::from_raw(pid));
+        registry.groups.push(Pid::from_raw(pid));
+        drop(registry);
         let output = Arc::new(Mutex::new(String::new()));
         let streams: [Option<Box<dyn Read + Send>>; 2] = [
             child
@@ -184,8 +187,11 @@ pub fn run(root: &Path) -> Result<()> {
         let cleanup = Arc::clone(&cleanup);
         std::thread::spawn(move || {
             if let Ok(signal) = signals.wait() {
+                // Held until the process exits: the main thread, which sees
+                // its guests die, must not end the process first (with 1).
+                let mut cleanup = lock(&cleanup);
                 println!("==> {signal} received: stopping the guests and the switch");
-                lock(&cleanup).run();
+                cleanup.run();
                 std::process::exit(130);
             }
         });
