@@ -12,7 +12,9 @@
 //! `recvmmsg`/`sendmmsg` of the shared data socket, [`owner`] who a
 //! requested data socket belongs to.
 
+pub mod activation;
 pub mod batch;
+pub mod cli;
 mod control;
 mod event_loop;
 pub mod forward;

@@ -66,6 +66,9 @@ pub enum SwitchError {
         /// The failure.
         source: TunError,
     },
+    /// The sockets passed by socket activation cannot be used.
+    #[error("socket activation: {0}")]
+    Activation(#[from] crate::activation::ActivationError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {
@@ -121,7 +124,7 @@ pub struct Switch {
 
 impl Switch {
     /// Binds every socket and prints the start-up lines; the switch then runs with [`Switch::run`].
-    pub fn start(cfg: Config) -> Result<Self, SwitchError> {
+    pub fn start(mut cfg: Config) -> Result<Self, SwitchError> {
         let mut signals_set = SigSet::empty();
         signals_set.add(Signal::SIGINT);
         signals_set.add(Signal::SIGTERM);
@@ -133,7 +136,14 @@ impl Switch {
         let signals =
             SignalFd::with_flags(&signals_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
                 .map_err(sys("creating a signalfd"))?;
-        let control = BoundPath::bind(&cfg.control, SockType::Stream)?;
+        let passed = crate::activation::take_passed()?;
+        let control = match passed.control {
+            Some(listener) => {
+                cfg.control = listener.path.unwrap_or(cfg.control);
+                BoundPath::inherited(listener.fd, &cfg.control)
+            }
+            None => BoundPath::bind(&cfg.control, SockType::Stream)?,
+        };
         let data = match &cfg.compat_v0_data {
             Some(path) => {
                 let bound = BoundPath::bind(path, SockType::Datagram)?;
@@ -150,11 +160,17 @@ impl Switch {
             }
             None => bind_abstract_data_socket()?,
         };
-        let bess = cfg
-            .bess
-            .as_deref()
-            .map(|path| BoundPath::bind(path, SockType::SeqPacket))
-            .transpose()?;
+        let bess = match passed.bess {
+            Some(listener) => {
+                let path = listener.path.or(cfg.bess.clone()).unwrap_or_default();
+                Some(BoundPath::inherited(listener.fd, &path))
+            }
+            None => cfg
+                .bess
+                .as_deref()
+                .map(|path| BoundPath::bind(path, SockType::SeqPacket))
+                .transpose()?,
+        };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(sys("creating an epoll instance"))?;
         let watch = |fd: BorrowedFd<'_>, token: Token| {
@@ -225,6 +241,8 @@ impl Switch {
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.into()),
             )
             .map_err(sys("watching the signals"))?;
+        // Ready only now, with every socket bound and the signals watched.
+        crate::activation::notify_ready();
         Ok(switch)
     }
 

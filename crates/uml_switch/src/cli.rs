@@ -1,0 +1,46 @@
+//! The command line of `uml_switch`, shared by the binary (parsing) and by
+//! `cargo xtask` (man page and shell completions).
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+/// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
+///
+/// Guests attach with `ethN=daemon,,unix,CTL` (kernels up to 6.15) or with
+/// `vecN:transport=bess,dst=BESS` (current kernels); both kinds of port share
+/// one switch. The old single-dash options (`-unix`, `-hub`, `-tap`,
+/// `-daemon`, `-compat-v0`) work as they did.
+#[derive(Parser)]
+#[command(name = "uml_switch", version)]
+pub struct Args {
+    /// Control socket for daemon-transport guests (with --compat-v0: CTL DATA).
+    #[arg(long, value_name = "CTL", num_args = 1..=2)]
+    pub unix: Vec<PathBuf>,
+    /// Flood every frame to every other port instead of switching.
+    #[arg(long)]
+    pub hub: bool,
+    /// Attach the tap device DEV as one more port.
+    #[arg(long, value_name = "DEV")]
+    pub tap: Option<String>,
+    /// Listen for BESS (SOCK_SEQPACKET) guests at PATH: `vec0:transport=bess,dst=PATH`.
+    #[arg(long, value_name = "PATH")]
+    pub bess: Option<PathBuf>,
+    /// Accept version 0 requests (very old kernels) and use a data socket file.
+    #[arg(long = "compat-v0")]
+    pub compat_v0: bool,
+    /// Detach into the background once the sockets are bound.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Write the switch's pid to PATH (after detaching), removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
+    /// Seconds a learned address is kept after its last frame.
+    #[arg(long, value_name = "SECS", default_value_t = 100)]
+    pub max_age: u64,
+}
+
+/// The clap definition, for the man page and the completions.
+pub fn command() -> clap::Command {
+    Args::command()
+}
