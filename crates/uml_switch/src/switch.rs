@@ -268,7 +268,13 @@ impl Switch {
         if let Some(tap) = &self.cfg.tap {
             line.push_str(&format!(" tap device '{tap}'"));
         }
-        if let Some(bess) = &self.cfg.bess {
+        // As the user gave it; a socket passed by systemd, as it was passed.
+        let bess = self
+            .cfg
+            .bess
+            .as_deref()
+            .or_else(|| self.bess.as_ref().map(BoundPath::path));
+        if let Some(bess) = bess {
             line.push_str(&format!(" bess socket '{}'", bess.display()));
         }
         log_line(&line);
