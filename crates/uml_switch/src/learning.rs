@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use uml_proto::ethernet::MacAddr;
 
 use crate::ports::PortId;
+use crate::vlan::TRANSPARENT;
 
 /// What learning a source address changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +28,12 @@ struct Entry {
     last_seen: Instant,
 }
 
-/// Source addresses and their ports, forgotten after `max_age` of silence.
+/// Source addresses and their ports, per VLAN (see [`crate::vlan`]; ports
+/// without a VLAN setting learn in [`TRANSPARENT`]), forgotten after
+/// `max_age` of silence.
 #[derive(Debug)]
 pub struct MacTable {
-    entries: HashMap<MacAddr, Entry>,
+    entries: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
 }
 
@@ -45,7 +48,12 @@ impl MacTable {
 
     /// Records that `mac` sent a frame from `port` at `now`.
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> Learned {
-        match self.entries.get_mut(&mac) {
+        self.learn_in(TRANSPARENT, mac, port, now)
+    }
+
+    /// Records that `mac` sent a frame of VLAN `vid` from `port` at `now`.
+    pub fn learn_in(&mut self, vid: u16, mac: MacAddr, port: PortId, now: Instant) -> Learned {
+        match self.entries.get_mut(&(vid, mac)) {
             Some(entry) if entry.port == port => {
                 entry.last_seen = now;
                 Learned::Known
@@ -60,7 +68,7 @@ impl MacTable {
             }
             None => {
                 self.entries.insert(
-                    mac,
+                    (vid, mac),
                     Entry {
                         port,
                         last_seen: now,
@@ -75,7 +83,12 @@ impl MacTable {
     /// [`MacTable::expire`] (the switch runs it every 2 seconds), so an entry
     /// may outlive its age by that much, as in the C switch.
     pub fn lookup(&self, mac: &MacAddr) -> Option<PortId> {
-        self.entries.get(mac).map(|e| e.port)
+        self.lookup_in(TRANSPARENT, mac)
+    }
+
+    /// The port `mac` was last seen on in VLAN `vid`.
+    pub fn lookup_in(&self, vid: u16, mac: &MacAddr) -> Option<PortId> {
+        self.entries.get(&(vid, *mac)).map(|e| e.port)
     }
 
     /// Drops entries silent for longer than the maximum age; returns how many.
@@ -121,6 +134,17 @@ mod tests {
         table.learn(B, 2, t0);
         table.forget_port(2);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn each_vlan_learns_apart() {
+        let mut table = MacTable::new(Duration::from_secs(100));
+        let t0 = Instant::now();
+        assert_eq!(table.learn_in(10, A, 1, t0), Learned::New);
+        assert_eq!(table.learn_in(20, A, 2, t0), Learned::New);
+        assert_eq!(table.lookup_in(10, &A), Some(1));
+        assert_eq!(table.lookup_in(20, &A), Some(2));
+        assert_eq!(table.lookup(&A), None);
     }
 
     #[test]

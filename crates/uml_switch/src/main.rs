@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use uml_switch::endpoint::EndpointSpec;
 use uml_switch::switch::{Config, Switch};
+use uml_switch::vxlan::VxlanConfig;
 
 /// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
 ///
@@ -40,6 +42,13 @@ struct Args {
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     max_age: u64,
+    /// One more place guests plug in, with what their ports get:
+    /// `unix:CTL|bess:PATH|tap:DEV[,vlan=N|,trunk=A:B-C[,native=N]][,delay=100ms,jitter=5ms,loss=1%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=100,dir=out|in|both]`.
+    #[arg(long, value_name = "SPEC")]
+    endpoint: Vec<EndpointSpec>,
+    /// A VXLAN uplink: `local=IP[:PORT],vni=N,remote=IP[:PORT]...|group=MCAST[,vlan=N|,trunk=A:B]`.
+    #[arg(long, value_name = "SPEC")]
+    vxlan: Vec<VxlanConfig>,
 }
 
 /// The C switch's single-dash long options, rewritten to `--` forms.
@@ -94,6 +103,8 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
+        endpoints: args.endpoint,
+        vxlan: args.vxlan,
     };
     let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());
     match result {
