@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::vxlan::VxlanHeader;
 use uml_testbed::switch_client::SwitchClient;
-use uml_testbed::{NetNamespace, our_tool, pid_of, try_wait_until};
+use uml_testbed::{NetNamespace, Uml, UmlBuilder, our_tool, pid_of, try_wait_until};
 use zerocopy::IntoBytes;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -69,7 +69,11 @@ impl Switch {
         let printed = try_wait_until(Instant::now() + WAIT, || {
             self.log().contains(needle).then_some(())
         });
-        assert!(printed.is_some(), "switch never printed `{needle}`:\n{}", self.log());
+        assert!(
+            printed.is_some(),
+            "switch never printed `{needle}`:\n{}",
+            self.log()
+        );
     }
 }
 
@@ -177,13 +181,19 @@ fn uml_switch_vlans_keep_domains_apart_and_trunks_carry_tags() {
     let hello = frame(MacAddr::BROADCAST, a.mac, b"hello ten");
     a.send(&hello);
     assert_eq!(b.recv(), Some(hello.clone()));
-    assert_eq!(t.recv(), Some(tagged(MacAddr::BROADCAST, a.mac, 10, b"hello ten")));
+    assert_eq!(
+        t.recv(),
+        Some(tagged(MacAddr::BROADCAST, a.mac, 10, b"hello ten"))
+    );
     assert_eq!(c.drain(), Vec::<Vec<u8>>::new());
     assert_eq!(plain.drain(), Vec::<Vec<u8>>::new());
 
     // A tagged frame for VLAN 20 from the trunk reaches C untagged only.
     t.send(&tagged(MacAddr::BROADCAST, t.mac, 20, b"to twenty"));
-    assert_eq!(c.recv(), Some(frame(MacAddr::BROADCAST, t.mac, b"to twenty")));
+    assert_eq!(
+        c.recv(),
+        Some(frame(MacAddr::BROADCAST, t.mac, b"to twenty"))
+    );
     assert_eq!(a.drain(), Vec::<Vec<u8>>::new());
     assert_eq!(b.drain(), Vec::<Vec<u8>>::new());
 
@@ -212,7 +222,11 @@ fn uml_switch_vlans_keep_domains_apart_and_trunks_carry_tags() {
     assert_eq!(out, tagged(t.mac, a.mac, 10, &payload));
     t.send(&tagged(a.mac, t.mac, 10, &payload));
     assert_eq!(a.recv().map(|f| f.len()), Some(1514));
-    assert_eq!(b.drain(), Vec::<Vec<u8>>::new(), "known unicast was flooded");
+    assert_eq!(
+        b.drain(),
+        Vec::<Vec<u8>>::new(),
+        "known unicast was flooded"
+    );
     drop(switch);
 }
 
@@ -270,7 +284,8 @@ fn uml_switch_emulated_links_delay_lose_and_limit_the_rate() {
     // The other ports are not slowed.
     let fast = one_way(&plain, &other, 10, Duration::from_secs(2));
     assert!(
-        fast.iter().all(|d| d.is_some_and(|d| d < Duration::from_millis(80))),
+        fast.iter()
+            .all(|d| d.is_some_and(|d| d < Duration::from_millis(80))),
         "{fast:?}"
     );
 
@@ -302,7 +317,10 @@ fn uml_switch_emulated_links_delay_lose_and_limit_the_rate() {
     }
     let took = start.elapsed();
     assert_eq!(got, 100);
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 /// Two switches joined over VXLAN on loopback addresses; a third address
@@ -348,17 +366,292 @@ fn uml_switch_vxlan_joins_two_switches_and_drops_what_is_not_ours() {
         p
     };
     let from_remote = UdpSocket::bind("127.0.0.2:0").unwrap();
-    from_remote.send_to(&packet(43), ("127.0.0.1", port)).unwrap();
-    from_remote.send_to(&packet(42)[..12], ("127.0.0.1", port)).unwrap();
+    from_remote
+        .send_to(&packet(43), ("127.0.0.1", port))
+        .unwrap();
+    from_remote
+        .send_to(&packet(42)[..12], ("127.0.0.1", port))
+        .unwrap();
     let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
     stranger.send_to(&packet(42), ("127.0.0.1", port)).unwrap();
     one.wait_for_line("VNI 43 (1 such so far)");
     one.wait_for_line("truncated VXLAN packet (12 bytes) (1 such so far)");
     one.wait_for_line("127.0.0.3");
-    assert!(one.log().contains("not a remote (1 such so far)"), "{}", one.log());
-    assert_eq!(a.drain(), Vec::<Vec<u8>>::new(), "a bad packet was forwarded");
+    assert!(
+        one.log().contains("not a remote (1 such so far)"),
+        "{}",
+        one.log()
+    );
+    assert_eq!(
+        a.drain(),
+        Vec::<Vec<u8>>::new(),
+        "a bad packet was forwarded"
+    );
     // The same packet from the remote's address with the right VNI is taken.
-    from_remote.send_to(&packet(42), ("127.0.0.1", port)).unwrap();
+    from_remote
+        .send_to(&packet(42), ("127.0.0.1", port))
+        .unwrap();
     assert_eq!(a.recv(), Some(inner));
     drop(two);
+}
+
+/// The guest side of the real-kernel tests, configured by kernel
+/// command-line variables: IF, IP; MODS=1 loads 802.1Q from /mod; TAG=N
+/// puts the address on a tagged sub-interface IF.N; HTTP=KB serves a file of
+/// that size; PEERS (colon-separated) are waited for, then pinged COUNT
+/// times every INT seconds with SIZE-byte payloads; NOPEERS are pinged 5
+/// times without waiting; FETCH=IP times a download of the file IP serves.
+const GUEST: &str = r#"ip link set lo up
+ip link set "$IF" up
+if [ -n "$MODS" ]; then for m in llc stp garp mrp 8021q; do insmod /mod/$m.ko || echo "INSMOD-FAIL $m"; done; fi
+DEV="$IF"
+if [ -n "$TAG" ]; then
+  ip link add link "$IF" name "$IF.$TAG" type vlan id "$TAG" || echo VLAN-FAIL
+  ip link set "$IF.$TAG" up
+  DEV="$IF.$TAG"
+fi
+ip addr add "$IP/24" dev "$DEV"
+if [ -n "$HTTP" ]; then
+  mkdir -p /tmp/www
+  dd if=/dev/zero of=/tmp/www/blob bs=1000 count="$HTTP" 2>/dev/null
+  httpd -p 8080 -h /tmp/www
+fi
+echo GUEST-READY
+for p in $(echo "$PEERS" | tr : ' '); do
+  n=0
+  until ping -c 1 -W 1 "$p" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+  echo "PINGRESULT $p $(ping -c ${COUNT:-10} -i ${INT:-0.2} -W 2 -s ${SIZE:-56} "$p" | tail -2 | tr '\n' ' ')"
+done
+for p in $(echo "$NOPEERS" | tr : ' '); do
+  echo "PINGRESULT $p $(ping -c 5 -W 1 "$p" | tail -2 | tr '\n' ' ')"
+done
+if [ -n "$FETCH" ]; then
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  wget -q -O /dev/null "http://$FETCH:8080/blob" && echo "FETCH-OK"
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "FETCHTIME $t0 $t1"
+fi
+echo PINGS-DONE
+while true; do sleep 1; done"#;
+
+/// Boots a guest plugged into the daemon control socket `ctl` (in a
+/// namespace when one is named), with MAC 02:00:00:00:9a:`mac`.
+fn guest(netns: Option<&str>, ctl: &Path, mac: u8, vars: &[&str], modules: bool) -> Uml {
+    let mut builder = UmlBuilder::new(GUEST)
+        .arg(format!(
+            "eth0=daemon,02:00:00:00:9a:{mac:02x},unix,{}",
+            ctl.display()
+        ))
+        .arg("IF=eth0");
+    for var in vars {
+        builder = builder.arg(*var);
+    }
+    if modules {
+        builder = builder.arg("MODS=1");
+        for (dir, name) in [
+            ("llc", "llc"),
+            ("802", "stp"),
+            ("802", "garp"),
+            ("802", "mrp"),
+            ("8021q", "8021q"),
+        ] {
+            builder = builder.file(
+                &format!("/mod/{name}.ko"),
+                &std::fs::read(module(dir, name)).unwrap(),
+            );
+        }
+    }
+    if let Some(ns) = netns {
+        builder = builder.netns(ns);
+    }
+    let mut uml = builder.start();
+    uml.wait_for_console("GUEST-READY", WAIT);
+    uml
+}
+
+/// A module of the guest kernel (Debian's user-mode-linux ships 802.1Q as one).
+fn module(dir: &str, name: &str) -> PathBuf {
+    let base = Path::new("/usr/lib/uml/modules");
+    let version = std::fs::read_dir(base)
+        .unwrap_or_else(|e| panic!("{}: {e}: install user-mode-linux", base.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("kernel/net").is_dir())
+        .expect("a module tree for linux.uml");
+    version.join(format!("kernel/net/{dir}/{name}.ko"))
+}
+
+/// What a guest's ping of `peer` reported: (received of sent, min and max
+/// round trip in ms when any came back).
+fn ping_result(uml: &Uml, peer: &str) -> (u32, u32, Option<(f64, f64)>) {
+    let console = uml.console();
+    let line = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("PINGRESULT {peer} ")))
+        .unwrap_or_else(|| panic!("no ping result for {peer}:\n{console}"))
+        .to_owned();
+    // "[--- statistics ---] 10 packets transmitted, 9 packets received, 10% packet loss round-trip ..."
+    let at = line
+        .find(" packets transmitted")
+        .unwrap_or_else(|| panic!("unreadable ping result: {line}"));
+    let line = &line[line[..at].rfind(' ').map_or(0, |i| i + 1)..];
+    let count = |part: usize| -> u32 {
+        line.split(',')
+            .nth(part)
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable ping result: {line}"))
+    };
+    let (sent, received) = (count(0), count(1));
+    let rtt = line.split("= ").nth(1).map(|t| {
+        let v: Vec<f64> = t
+            .split(' ')
+            .next()
+            .unwrap()
+            .split('/')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[2])
+    });
+    (received, sent, rtt)
+}
+
+#[test]
+fn real_kernel_vlan_guests_reach_their_vlan_only_and_a_trunk_sub_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = |n: &str| dir.path().join(n);
+    let switch = Switch::start(
+        None,
+        &[
+            "-unix".to_owned(),
+            path_arg(&ctl("ctl")),
+            "--endpoint".to_owned(),
+            format!("unix:{},vlan=10", ctl("v10").display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},vlan=20", ctl("v20").display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},trunk=10:20", ctl("trunk").display()),
+        ],
+    );
+    let _ten = guest(None, &ctl("v10"), 1, &["IP=10.99.30.1"], false);
+    let _twenty = guest(None, &ctl("v20"), 3, &["IP=10.99.30.3"], false);
+    let mut other_ten = guest(
+        None,
+        &ctl("v10"),
+        2,
+        &["IP=10.99.30.2", "PEERS=10.99.30.1", "NOPEERS=10.99.30.3"],
+        false,
+    );
+    // The trunk guest's tagged sub-interface, with full-size frames
+    // (1472 + 28 = a 1500-byte packet, a 1518-byte tagged frame).
+    let mut trunk = guest(
+        None,
+        &ctl("trunk"),
+        4,
+        &[
+            "IP=10.99.30.4",
+            "TAG=10",
+            "PEERS=10.99.30.1",
+            "SIZE=1472",
+            "COUNT=5",
+        ],
+        true,
+    );
+    other_ten.wait_for_console("PINGS-DONE", WAIT);
+    trunk.wait_for_console("PINGS-DONE", WAIT);
+    let (got, sent, _) = ping_result(&other_ten, "10.99.30.1");
+    assert_eq!((got, sent), (10, 10), "{}", other_ten.console());
+    let (got, _, _) = ping_result(&other_ten, "10.99.30.3");
+    assert_eq!(got, 0, "VLAN 10 reached VLAN 20:\n{}", other_ten.console());
+    assert!(!trunk.console().contains("-FAIL"), "{}", trunk.console());
+    let (got, sent, _) = ping_result(&trunk, "10.99.30.1");
+    assert_eq!((got, sent), (5, 5), "{}\n{}", trunk.console(), switch.log());
+}
+
+#[test]
+fn real_kernel_emulated_links_delay_lose_and_limit_guests_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = |n: &str| dir.path().join(n);
+    let _switch = Switch::start(
+        None,
+        &[
+            "-unix".to_owned(),
+            path_arg(&ctl("ctl")),
+            "--endpoint".to_owned(),
+            format!("unix:{},delay=100ms", ctl("slow").display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},loss=20%", ctl("lossy").display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},rate=1mbit", ctl("thin").display()),
+        ],
+    );
+    // 250 kB is 2 Mbit: two seconds at 1 Mbit/s.
+    let _server = guest(
+        None,
+        &ctl("ctl"),
+        0x11,
+        &["IP=10.99.31.1", "HTTP=250"],
+        false,
+    );
+    let mut plain = guest(
+        None,
+        &ctl("ctl"),
+        0x12,
+        &["IP=10.99.31.2", "PEERS=10.99.31.1"],
+        false,
+    );
+    let mut slow = guest(
+        None,
+        &ctl("slow"),
+        0x13,
+        &["IP=10.99.31.3", "PEERS=10.99.31.1"],
+        false,
+    );
+    let mut lossy = guest(
+        None,
+        &ctl("lossy"),
+        0x14,
+        &["IP=10.99.31.4", "PEERS=10.99.31.1", "COUNT=200", "INT=0.05"],
+        false,
+    );
+    let mut thin = guest(
+        None,
+        &ctl("thin"),
+        0x15,
+        &["IP=10.99.31.5", "PEERS=10.99.31.1", "FETCH=10.99.31.1"],
+        false,
+    );
+    for uml in [&mut plain, &mut slow, &mut lossy, &mut thin] {
+        uml.wait_for_console("PINGS-DONE", Duration::from_secs(120));
+    }
+    // 100 ms one way: every round trip at least 100 ms, none far beyond.
+    let (got, _, rtt) = ping_result(&slow, "10.99.31.1");
+    let (min, max) = rtt.unwrap();
+    assert!(
+        got >= 9 && min >= 100.0 && max < 400.0,
+        "{}",
+        slow.console()
+    );
+    // The port without emulation is not slowed.
+    let (got, _, rtt) = ping_result(&plain, "10.99.31.1");
+    assert!(got == 10 && rtt.unwrap().0 < 100.0, "{}", plain.console());
+    // 20 % of the replies lost, within a wide tolerance over 200 pings.
+    let (got, sent, _) = ping_result(&lossy, "10.99.31.1");
+    let lost = f64::from(sent - got) / f64::from(sent);
+    assert!((0.08..=0.35).contains(&lost), "{lost}: {}", lossy.console());
+    // 2 Mbit at 1 Mbit/s.
+    let console = thin.console();
+    assert!(console.contains("FETCH-OK"), "{console}");
+    let times: Vec<f64> = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("FETCHTIME "))
+        .unwrap()
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let took = times[1] - times[0];
+    assert!(
+        (1.8..8.0).contains(&took),
+        "the transfer took {took} s:\n{console}"
+    );
 }
