@@ -655,3 +655,139 @@ fn real_kernel_emulated_links_delay_lose_and_limit_guests_traffic() {
         "the transfer took {took} s:\n{console}"
     );
 }
+
+/// Two network namespaces joined by a veth pair, `10.99.<net>.1` in the
+/// first and `.2` in the second.
+fn namespace_pair(tag: &str, net: u8) -> (NetNamespace, NetNamespace) {
+    let (one, two) = (
+        NetNamespace::new(&format!("{tag}-a")),
+        NetNamespace::new(&format!("{tag}-b")),
+    );
+    one.ip(&[
+        "link",
+        "add",
+        "vx-a",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vx-b",
+        "netns",
+        two.name(),
+    ]);
+    for (ns, dev, host) in [(&one, "vx-a", 1), (&two, "vx-b", 2)] {
+        ns.ip(&["addr", "add", &format!("10.99.{net}.{host}/24"), "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+    }
+    (one, two)
+}
+
+#[test]
+fn root_real_kernel_guests_on_two_switches_joined_by_vxlan() {
+    let (one, two) = namespace_pair("uml-vxlan", 40);
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl1, ctl2) = (dir.path().join("one"), dir.path().join("two"));
+    let _s1 = Switch::start(
+        Some(&one),
+        &args(&[
+            "-unix",
+            ctl1.to_str().unwrap(),
+            "--vxlan",
+            "local=10.99.40.1,vni=4242,remote=10.99.40.2",
+        ]),
+    );
+    let _s2 = Switch::start(
+        Some(&two),
+        &args(&[
+            "-unix",
+            ctl2.to_str().unwrap(),
+            "--vxlan",
+            "local=10.99.40.2,vni=4242,remote=10.99.40.1",
+        ]),
+    );
+    // Each guest runs in its switch's namespace: the daemon transport's
+    // abstract data socket is only reachable there.
+    let _far = guest(Some(two.name()), &ctl2, 0x22, &["IP=10.99.41.2"], false);
+    let mut near = guest(
+        Some(one.name()),
+        &ctl1,
+        0x21,
+        &["IP=10.99.41.1", "PEERS=10.99.41.2"],
+        false,
+    );
+    near.wait_for_console("PINGS-DONE", WAIT);
+    let (got, sent, _) = ping_result(&near, "10.99.41.2");
+    assert_eq!((got, sent), (10, 10), "{}", near.console());
+}
+
+#[test]
+fn root_real_kernel_guest_reaches_a_kernel_vxlan_device() {
+    let (ours, kernel) = namespace_pair("uml-vxlan-k", 42);
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let switch = Switch::start(
+        Some(&ours),
+        &args(&[
+            "-unix",
+            ctl.to_str().unwrap(),
+            "--vxlan",
+            "local=10.99.42.1,vni=77,remote=10.99.42.2",
+        ]),
+    );
+    // The kernel's side: a vxlan device of the same VNI on the standard
+    // port, bridged to a veth whose peer has the address the guest pings.
+    for args in [
+        &[
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "77",
+            "dstport",
+            "4789",
+            "local",
+            "10.99.42.2",
+            "remote",
+            "10.99.42.1",
+            "dev",
+            "vx-b",
+        ][..],
+        &["link", "add", "br0", "type", "bridge"],
+        &["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"],
+        &["link", "set", "vx0", "master", "br0"],
+        &["link", "set", "vb0", "master", "br0"],
+        &["addr", "add", "10.99.43.9/24", "dev", "vb1"],
+        &["link", "set", "vx0", "up"],
+        &["link", "set", "br0", "up"],
+        &["link", "set", "vb0", "up"],
+        &["link", "set", "vb1", "up"],
+    ] {
+        kernel.ip(args);
+    }
+    let mut uml = guest(
+        Some(ours.name()),
+        &ctl,
+        0x31,
+        &["IP=10.99.43.1", "PEERS=10.99.43.9"],
+        false,
+    );
+    uml.wait_for_console("PINGS-DONE", WAIT);
+    let (got, sent, _) = ping_result(&uml, "10.99.43.9");
+    assert_eq!((got, sent), (10, 10), "{}\n{}", uml.console(), switch.log());
+    // The kernel learned the guest's MAC behind our switch's address.
+    let fdb = kernel.show(&["-d", "link", "show", "vx0"]);
+    assert!(fdb.contains("vxlan id 77"), "{fdb}");
+    let out = Command::new(uml_testbed::host_program("bridge", "iproute2"))
+        .args(["-n", kernel.name(), "fdb", "show", "dev", "vx0"])
+        .output()
+        .unwrap();
+    let fdb = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with("02:00:00:00:9a:31") && l.contains("dst 10.99.42.1")),
+        "the kernel did not learn the guest behind our switch:\n{fdb}"
+    );
+}
