@@ -683,18 +683,20 @@ fn namespace_pair(tag: &str, net: u8) -> (NetNamespace, NetNamespace) {
     (one, two)
 }
 
-#[test]
-fn root_real_kernel_guests_on_two_switches_joined_by_vxlan() {
-    let (one, two) = namespace_pair("uml-vxlan", 40);
+/// A guest on each of two switches in two namespaces, the switches joined
+/// by the `--vxlan` settings `link(local, remote)`: the guests ping.
+fn guests_across_vxlan(tag: &str, net: u8, link: impl Fn(&str, &str) -> String) {
+    let (one, two) = namespace_pair(tag, net);
     let dir = tempfile::tempdir().unwrap();
     let (ctl1, ctl2) = (dir.path().join("one"), dir.path().join("two"));
-    let _s1 = Switch::start(
+    let (ip1, ip2) = (format!("10.99.{net}.1"), format!("10.99.{net}.2"));
+    let s1 = Switch::start(
         Some(&one),
         &args(&[
             "-unix",
             ctl1.to_str().unwrap(),
             "--vxlan",
-            "local=10.99.40.1,vni=4242,remote=10.99.40.2",
+            &link(&ip1, &ip2),
         ]),
     );
     let _s2 = Switch::start(
@@ -703,22 +705,44 @@ fn root_real_kernel_guests_on_two_switches_joined_by_vxlan() {
             "-unix",
             ctl2.to_str().unwrap(),
             "--vxlan",
-            "local=10.99.40.2,vni=4242,remote=10.99.40.1",
+            &link(&ip2, &ip1),
         ]),
     );
+    let inner = net + 1;
     // Each guest runs in its switch's namespace: the daemon transport's
     // abstract data socket is only reachable there.
-    let _far = guest(Some(two.name()), &ctl2, 0x22, &["IP=10.99.41.2"], false);
+    let _far = guest(
+        Some(two.name()),
+        &ctl2,
+        net,
+        &[&format!("IP=10.99.{inner}.2")],
+        false,
+    );
+    let peer = format!("10.99.{inner}.2");
     let mut near = guest(
         Some(one.name()),
         &ctl1,
-        0x21,
-        &["IP=10.99.41.1", "PEERS=10.99.41.2"],
+        inner,
+        &[&format!("IP=10.99.{inner}.1"), &format!("PEERS={peer}")],
         false,
     );
     near.wait_for_console("PINGS-DONE", WAIT);
-    let (got, sent, _) = ping_result(&near, "10.99.41.2");
-    assert_eq!((got, sent), (10, 10), "{}", near.console());
+    let (got, sent, _) = ping_result(&near, &peer);
+    assert_eq!((got, sent), (10, 10), "{}\n{}", near.console(), s1.log());
+}
+
+#[test]
+fn root_real_kernel_guests_on_two_switches_joined_by_vxlan() {
+    guests_across_vxlan("uml-vxlan", 40, |local, remote| {
+        format!("local={local},vni=4242,remote={remote}")
+    });
+}
+
+#[test]
+fn root_real_kernel_guests_on_two_switches_joined_by_a_vxlan_multicast_group() {
+    guests_across_vxlan("uml-vxlan-m", 44, |local, _| {
+        format!("local={local},vni=4243,group=239.1.99.44")
+    });
 }
 
 #[test]

@@ -46,7 +46,8 @@ pub(crate) enum Token {
     Port(PortId),
     /// An `--endpoint` listener, by its place on the command line.
     Endpoint(u32),
-    /// A VXLAN uplink's socket, by its place on the command line.
+    /// A VXLAN uplink's socket: twice its place on the command line, plus
+    /// one for its multicast group's socket.
     Vxlan(u32),
 }
 
@@ -134,9 +135,7 @@ impl Switch {
                     Some(Token::Data) => self.data_ready(),
                     Some(Token::Bess) => self.accept_bess(),
                     Some(Token::Endpoint(i)) => self.endpoint_ready(i),
-                    Some(Token::Vxlan(i)) => {
-                        self.vxlan_ready(usize::try_from(i).unwrap_or(usize::MAX));
-                    }
+                    Some(Token::Vxlan(i)) => self.vxlan_ready(i),
                     Some(Token::Stdin) => {
                         let mut byte = [0u8; 64];
                         if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))

@@ -30,7 +30,9 @@ use crate::log::log_line;
 use crate::ports::{Link, PortId};
 use crate::switch::{Switch, SwitchError};
 use crate::vlan::{Classified, VlanConfig, egress, ingress};
-use crate::vxlan::{MAX_GROUP_PEERS, Uplink, VxlanConfig, VxlanStats, bind, ipv4_source};
+use crate::vxlan::{
+    MAX_GROUP_PEERS, Uplink, VxlanConfig, VxlanStats, bind, bind_group, ipv4_source,
+};
 
 /// Datagrams taken from one uplink before the other sockets get a turn.
 const VXLAN_READS_PER_TURN: usize = 64;
@@ -177,18 +179,27 @@ impl Switch {
         self.fabric.active = true;
         let index = self.fabric.uplinks.len();
         let socket = Rc::new(bind(config).map_err(sys_io("binding a VXLAN socket"))?);
+        let group_socket = config
+            .group
+            .map(|group| bind_group(config, group))
+            .transpose()
+            .map_err(sys_io("joining a VXLAN multicast group"))?;
+        let token = |group: bool| {
+            let id = u32::try_from(index * 2 + usize::from(group)).unwrap_or(u32::MAX);
+            EpollEvent::new(EpollFlags::EPOLLIN, Token::Vxlan(id).into())
+        };
         self.epoll
-            .add(
-                socket.as_fd(),
-                EpollEvent::new(
-                    EpollFlags::EPOLLIN,
-                    Token::Vxlan(u32::try_from(index).unwrap_or(u32::MAX)).into(),
-                ),
-            )
+            .add(socket.as_fd(), token(false))
             .map_err(crate::switch::sys("watching a VXLAN socket"))?;
+        if let Some(group_socket) = &group_socket {
+            self.epoll
+                .add(group_socket.as_fd(), token(true))
+                .map_err(crate::switch::sys("watching a VXLAN socket"))?;
+        }
         let mut uplink = Uplink {
             config: config.clone(),
             socket: Rc::clone(&socket),
+            group_socket,
             remotes: Vec::new(),
             group_port: None,
             stats: VxlanStats::default(),
@@ -469,13 +480,25 @@ impl Switch {
     /// Datagrams on uplink `index`: each from a remote (or, with a group,
     /// from any sender, which becomes a port) with our VNI is switched as a
     /// frame from that remote's port; anything else is dropped and counted.
-    pub(crate) fn vxlan_ready(&mut self, index: usize) {
+    pub(crate) fn vxlan_ready(&mut self, token: u32) {
+        let Ok(token) = usize::try_from(token) else {
+            return;
+        };
+        let (index, group) = (token / 2, token % 2 == 1);
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..VXLAN_READS_PER_TURN {
             let Some(uplink) = self.fabric.uplinks.get(index) else {
                 break;
             };
-            let (len, source) = match uplink.socket.recv_from(&mut buf) {
+            let socket = if group {
+                uplink.group_socket.as_ref()
+            } else {
+                Some(&*uplink.socket)
+            };
+            let Some(socket) = socket else {
+                break;
+            };
+            let (len, source) = match socket.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,

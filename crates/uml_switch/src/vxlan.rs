@@ -140,6 +140,8 @@ pub struct Uplink {
     pub config: VxlanConfig,
     /// The UDP socket, shared with its ports.
     pub socket: std::rc::Rc<UdpSocket>,
+    /// The socket the multicast group's datagrams arrive on.
+    pub group_socket: Option<UdpSocket>,
     /// Remote endpoints (listed or learned from the group) and their ports.
     pub remotes: Vec<(Ipv4Addr, crate::ports::PortId)>,
     /// The port whose frames go to the multicast group.
@@ -151,23 +153,26 @@ pub struct Uplink {
 /// The most senders a multicast uplink makes ports for.
 pub const MAX_GROUP_PEERS: usize = 1024;
 
-/// Binds an uplink's socket: the local address itself, or with a multicast
-/// group the wildcard address (the kernel only gives a socket bound to a
-/// unicast address its unicast datagrams), joined to the group on the local
-/// address's interface.
+/// Binds an uplink's socket to the local address: everything is sent from
+/// it, and unicast datagrams arrive on it. A datagram to a multicast group
+/// from a socket bound to an address leaves through that address's
+/// interface (the kernel picks it from the source), so no route to the
+/// group is needed.
 pub fn bind(config: &VxlanConfig) -> io::Result<UdpSocket> {
-    let socket = match config.group {
-        Some(group) => {
-            let socket = UdpSocket::bind(SocketAddrV4::new(
-                Ipv4Addr::UNSPECIFIED,
-                config.local.port(),
-            ))?;
-            socket.join_multicast_v4(group.ip(), config.local.ip())?;
-            socket.set_multicast_loop_v4(false)?;
-            socket
-        }
-        None => UdpSocket::bind(config.local)?,
-    };
+    let socket = UdpSocket::bind(config.local)?;
+    socket.set_nonblocking(true)?;
+    // Our own floods to the group are not ours to receive.
+    socket.set_multicast_loop_v4(false)?;
+    Ok(socket)
+}
+
+/// The socket a multicast uplink receives the group's datagrams on: bound
+/// to the group's address (the kernel gives a socket bound to a unicast
+/// address only its unicast datagrams) and joined on the local address's
+/// interface.
+pub fn bind_group(config: &VxlanConfig, group: SocketAddrV4) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(group)?;
+    socket.join_multicast_v4(group.ip(), config.local.ip())?;
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
