@@ -401,6 +401,9 @@ impl Switch {
         }
         self.backoff.freed = true;
         self.table.forget_port(id);
+        if port.fabric.is_some() {
+            self.refresh_active();
+        }
         log_line(message);
     }
 }

@@ -149,7 +149,7 @@ impl Switch {
                 }
             }
             let now = Instant::now();
-            if self.fabric.active {
+            if self.next_timer().is_some() {
                 self.release_due(now);
             }
             if now.duration_since(self.last_aged) >= AGE_EVERY {

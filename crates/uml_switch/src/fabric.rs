@@ -271,9 +271,8 @@ impl Switch {
         fabric.vlan = vlan;
         if fabric.is_plain() {
             port.fabric = None;
-        } else {
-            self.fabric.active = true;
         }
+        self.refresh_active();
         self.table.forget_port(id);
         Ok(())
     }
@@ -301,10 +300,22 @@ impl Switch {
         }
         if fabric.is_plain() {
             port.fabric = None;
-        } else {
-            self.fabric.active = true;
         }
+        self.refresh_active();
         Ok(())
+    }
+
+    /// Frames take the fabric's path while anything needs it: an uplink, an
+    /// endpoint whose ports get a template, or a port with a setting. Once
+    /// nothing does, the plain fast path serves again.
+    pub(crate) fn refresh_active(&mut self) {
+        self.fabric.active = !self.fabric.uplinks.is_empty()
+            || self
+                .fabric
+                .endpoints
+                .iter()
+                .any(|e| !e.spec.template.is_plain())
+            || self.ports.any_fabric();
     }
 
     /// A port's VLAN setting (`None`: transparent, or no such port).
@@ -610,4 +621,140 @@ fn describe(spec: &EndpointSpec) -> String {
         None => String::new(),
     };
     format!("{place}{vlan}{emulated}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    use uml_proto::ethernet::{ETHERTYPE_VLAN, MacAddr};
+    use zerocopy::IntoBytes;
+
+    use super::*;
+    use crate::switch::Config;
+
+    fn switch(dir: &std::path::Path) -> Switch {
+        Switch::start(Config {
+            program: "uml_switch".to_owned(),
+            control: dir.join("ctl"),
+            compat_v0_data: None,
+            hub: false,
+            tap: None,
+            bess: None,
+            daemon: false,
+            pidfile: None,
+            max_age: Duration::from_secs(100),
+            endpoints: Vec::new(),
+            vxlan: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    /// A port whose frames the test reads from the other end of a socket pair.
+    fn port(sw: &mut Switch) -> (PortId, UnixDatagram) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        (sw.add_port(Link::Bess(OwnedFd::from(ours))), theirs)
+    }
+
+    fn broadcast(src: u8) -> Vec<u8> {
+        let mut f = EthernetHeader::new(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, src]), 0x88b5)
+            .as_bytes()
+            .to_vec();
+        f.extend_from_slice(b"frame");
+        f
+    }
+
+    fn received(s: &UnixDatagram) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())).collect()
+    }
+
+    #[test]
+    fn vlans_change_at_run_time_and_plain_ports_return_to_the_fast_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sw = switch(dir.path());
+        let (p1, s1) = port(&mut sw);
+        let (p2, s2) = port(&mut sw);
+        let (p3, s3) = port(&mut sw);
+        sw.set_port_vlan(p1, Some(VlanConfig::Access(10))).unwrap();
+        assert!(sw.fabric.active);
+        sw.forward_fabric(p2, &broadcast(2));
+        assert!(
+            received(&s1).is_empty(),
+            "a transparent port reached VLAN 10"
+        );
+        assert_eq!(received(&s3), [broadcast(2)]);
+        sw.set_port_vlan(p2, Some(VlanConfig::Access(10))).unwrap();
+        sw.set_port_vlan(p3, Some("trunk:10".parse().unwrap()))
+            .unwrap();
+        sw.forward_fabric(p2, &broadcast(2));
+        assert_eq!(received(&s1), [broadcast(2)]);
+        let tagged = received(&s3);
+        assert_eq!(tagged.len(), 1);
+        assert_eq!(
+            EthernetHeader::parse(&tagged[0]).unwrap().ethertype.get(),
+            ETHERTYPE_VLAN
+        );
+        assert!(
+            received(&s2).is_empty(),
+            "a frame went back to its own port"
+        );
+        assert_eq!(sw.port_vlan(p1), Some(&VlanConfig::Access(10)));
+        for p in [p1, p2, p3] {
+            sw.set_port_vlan(p, None).unwrap();
+            assert!(sw.ports.get(p).unwrap().fabric.is_none());
+        }
+        assert!(!sw.fabric.active, "plain ports left on the slow path");
+        assert_eq!(
+            sw.set_port_vlan(999, None),
+            Err(FabricError::NoSuchPort(999))
+        );
+    }
+
+    #[test]
+    fn emulation_changes_at_run_time_and_waiting_frames_are_released_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sw = switch(dir.path());
+        let (p1, s1) = port(&mut sw);
+        let (p2, s2) = port(&mut sw);
+        let delay: LinkEmulation = "delay=50ms".parse().unwrap();
+        sw.set_port_emulation(p2, Direction::Out, Some(delay.clone()))
+            .unwrap();
+        assert_eq!(sw.port_emulation(p2, Direction::Out), Some(&delay));
+        assert_eq!(sw.port_emulation(p2, Direction::In), None);
+        let sent = Instant::now();
+        sw.forward_fabric(p1, &broadcast(1));
+        assert!(received(&s2).is_empty());
+        assert_eq!(sw.frames_waiting(), 1);
+        let due = sw.next_timer().unwrap();
+        assert!(due >= sent + Duration::from_millis(50));
+        sw.release_due(due - Duration::from_millis(1));
+        assert!(received(&s2).is_empty());
+        sw.release_due(due);
+        assert_eq!(received(&s2), [broadcast(1)]);
+        assert_eq!(sw.frames_waiting(), 0);
+
+        // Loss on the way in: nothing from p1 reaches anyone, nothing waits.
+        let lossy: LinkEmulation = "loss=100%".parse().unwrap();
+        sw.set_port_emulation(p1, Direction::In, Some(lossy))
+            .unwrap();
+        sw.set_port_emulation(p2, Direction::Out, None).unwrap();
+        sw.forward_fabric(p1, &broadcast(1));
+        assert_eq!(sw.frames_waiting(), 0);
+        assert!(received(&s2).is_empty());
+        // Off again: frames flow at once, and the ports are plain.
+        sw.set_port_emulation(p1, Direction::Both, None).unwrap();
+        assert!(sw.ports.get(p1).unwrap().fabric.is_none());
+        sw.forward_fabric(p2, &broadcast(2));
+        assert_eq!(received(&s1), [broadcast(2)]);
+        assert_eq!(
+            sw.set_port_emulation(42, Direction::In, None),
+            Err(FabricError::NoSuchPort(42))
+        );
+    }
 }

@@ -140,6 +140,11 @@ impl PortTable {
         self.ports.get_mut(&id)
     }
 
+    /// Whether any port has a VLAN, emulation or horizon setting.
+    pub fn any_fabric(&self) -> bool {
+        self.ports.values().any(|p| p.fabric.is_some())
+    }
+
     /// The daemon port whose frames come from `key`.
     pub fn by_source(&self, key: &PeerAddr) -> Option<PortId> {
         self.by_key.get(key).copied()
