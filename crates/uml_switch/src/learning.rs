@@ -33,8 +33,40 @@ struct Entry {
 /// `max_age` of silence.
 #[derive(Debug)]
 pub struct MacTable {
-    entries: HashMap<(u16, MacAddr), Entry>,
+    /// The transparent domain, keyed by the address alone: the plain fast
+    /// path hashes exactly what it always did.
+    entries: HashMap<MacAddr, Entry>,
+    /// Every VLAN's addresses.
+    vlans: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
+}
+
+/// Learns in one map, whichever key it has.
+fn learn_at<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Entry>,
+    key: K,
+    port: PortId,
+    now: Instant,
+) -> Learned {
+    let fresh = Entry {
+        port,
+        last_seen: now,
+    };
+    match map.get_mut(&key) {
+        Some(entry) if entry.port == port => {
+            entry.last_seen = now;
+            Learned::Known
+        }
+        Some(entry) => {
+            let from = entry.port;
+            *entry = fresh;
+            Learned::Moved { from }
+        }
+        None => {
+            map.insert(key, fresh);
+            Learned::New
+        }
+    }
 }
 
 impl MacTable {
@@ -42,6 +74,7 @@ impl MacTable {
     pub fn new(max_age: Duration) -> Self {
         Self {
             entries: HashMap::new(),
+            vlans: HashMap::new(),
             max_age,
         }
     }
@@ -53,29 +86,10 @@ impl MacTable {
 
     /// Records that `mac` sent a frame of VLAN `vid` from `port` at `now`.
     pub fn learn_in(&mut self, vid: u16, mac: MacAddr, port: PortId, now: Instant) -> Learned {
-        match self.entries.get_mut(&(vid, mac)) {
-            Some(entry) if entry.port == port => {
-                entry.last_seen = now;
-                Learned::Known
-            }
-            Some(entry) => {
-                let from = entry.port;
-                *entry = Entry {
-                    port,
-                    last_seen: now,
-                };
-                Learned::Moved { from }
-            }
-            None => {
-                self.entries.insert(
-                    (vid, mac),
-                    Entry {
-                        port,
-                        last_seen: now,
-                    },
-                );
-                Learned::New
-            }
+        if vid == TRANSPARENT {
+            learn_at(&mut self.entries, mac, port, now)
+        } else {
+            learn_at(&mut self.vlans, (vid, mac), port, now)
         }
     }
 
@@ -88,31 +102,37 @@ impl MacTable {
 
     /// The port `mac` was last seen on in VLAN `vid`.
     pub fn lookup_in(&self, vid: u16, mac: &MacAddr) -> Option<PortId> {
-        self.entries.get(&(vid, *mac)).map(|e| e.port)
+        if vid == TRANSPARENT {
+            self.entries.get(mac).map(|e| e.port)
+        } else {
+            self.vlans.get(&(vid, *mac)).map(|e| e.port)
+        }
     }
 
     /// Drops entries silent for longer than the maximum age; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
+        let before = self.len();
         let max_age = self.max_age;
-        self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) <= max_age);
-        before - self.entries.len()
+        let fresh = |e: &Entry| now.saturating_duration_since(e.last_seen) <= max_age;
+        self.entries.retain(|_, e| fresh(e));
+        self.vlans.retain(|_, e| fresh(e));
+        before - self.len()
     }
 
     /// Forgets every address learned on a port that closed.
     pub fn forget_port(&mut self, port: PortId) {
         self.entries.retain(|_, e| e.port != port);
+        self.vlans.retain(|_, e| e.port != port);
     }
 
     /// Number of addresses known.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.vlans.len()
     }
 
     /// Whether no address is known.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.vlans.is_empty()
     }
 }
 
