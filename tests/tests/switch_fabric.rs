@@ -685,7 +685,7 @@ fn namespace_pair(tag: &str, net: u8) -> (NetNamespace, NetNamespace) {
 
 /// A guest on each of two switches in two namespaces, the switches joined
 /// by the `--vxlan` settings `link(local, remote)`: the guests ping.
-fn guests_across_vxlan(tag: &str, net: u8, link: impl Fn(&str, &str) -> String) {
+fn guests_across_vxlan(tag: &str, net: u8, size: u32, link: impl Fn(&str, &str) -> String) {
     let (one, two) = namespace_pair(tag, net);
     let dir = tempfile::tempdir().unwrap();
     let (ctl1, ctl2) = (dir.path().join("one"), dir.path().join("two"));
@@ -723,7 +723,11 @@ fn guests_across_vxlan(tag: &str, net: u8, link: impl Fn(&str, &str) -> String) 
         Some(one.name()),
         &ctl1,
         inner,
-        &[&format!("IP=10.99.{inner}.1"), &format!("PEERS={peer}")],
+        &[
+            &format!("IP=10.99.{inner}.1"),
+            &format!("PEERS={peer}"),
+            &format!("SIZE={size}"),
+        ],
         false,
     );
     near.wait_for_console("PINGS-DONE", WAIT);
@@ -733,14 +737,15 @@ fn guests_across_vxlan(tag: &str, net: u8, link: impl Fn(&str, &str) -> String) 
 
 #[test]
 fn root_real_kernel_guests_on_two_switches_joined_by_vxlan() {
-    guests_across_vxlan("uml-vxlan", 40, |local, remote| {
+    // 1500-byte packets: 1550-byte datagrams on a 1500-byte veth, fragmented by the host.
+    guests_across_vxlan("uml-vxlan", 40, 1472, |local, remote| {
         format!("local={local},vni=4242,remote={remote}")
     });
 }
 
 #[test]
 fn root_real_kernel_guests_on_two_switches_joined_by_a_vxlan_multicast_group() {
-    guests_across_vxlan("uml-vxlan-m", 44, |local, _| {
+    guests_across_vxlan("uml-vxlan-m", 44, 56, |local, _| {
         format!("local={local},vni=4243,group=239.1.99.44")
     });
 }
