@@ -230,6 +230,79 @@ fn uml_switch_vlans_keep_domains_apart_and_trunks_carry_tags() {
     drop(switch);
 }
 
+/// A BESS connection (SOCK_SEQPACKET, one frame per message) to `path`.
+fn bess_client(path: &Path) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, UnixAddr, connect, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    setsockopt(
+        &fd,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(0, 300_000),
+    )
+    .unwrap();
+    fd
+}
+
+fn bess_recv(fd: &std::os::fd::OwnedFd) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 70000];
+    let n = nix::sys::socket::recv(
+        fd.as_raw_fd(),
+        &mut buf,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+#[test]
+fn uml_switch_bess_endpoints_put_their_connections_in_a_vlan() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let switch = Switch::start(
+        None,
+        &[
+            "-unix".to_owned(),
+            path_arg(&path("ctl")),
+            "--endpoint".to_owned(),
+            format!("bess:{},vlan=10", path("v10.bess").display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},trunk=10", path("trunk").display()),
+        ],
+    );
+    switch.wait_for_line("bess socket");
+    let bess = bess_client(&path("v10.bess"));
+    let trunk = Client::connect(&path("trunk"));
+    let plain = Client::connect(&path("ctl"));
+    let mac = MacAddr([2, 0, 0, 0x55, 0, 1]);
+    let hello = frame(MacAddr::BROADCAST, mac, b"from bess");
+    nix::sys::socket::send(
+        bess.as_raw_fd(),
+        &hello,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        trunk.recv(),
+        Some(tagged(MacAddr::BROADCAST, mac, 10, b"from bess"))
+    );
+    assert_eq!(plain.drain(), Vec::<Vec<u8>>::new());
+    trunk.send(&tagged(mac, trunk.mac, 10, b"to bess"));
+    assert_eq!(bess_recv(&bess), Some(frame(mac, trunk.mac, b"to bess")));
+}
+
 /// Sends `count` frames from `from` to `to` and returns each one's arrival
 /// time after its sending (None when lost).
 fn one_way(from: &Client, to: &Client, count: usize, gap: Duration) -> Vec<Option<Duration>> {
@@ -818,5 +891,58 @@ fn root_real_kernel_guest_reaches_a_kernel_vxlan_device() {
         fdb.lines()
             .any(|l| l.starts_with("02:00:00:00:9a:31") && l.contains("dst 10.99.42.1")),
         "the kernel did not learn the guest behind our switch:\n{fdb}"
+    );
+}
+
+#[test]
+fn root_real_kernel_tap_endpoint_in_a_vlan() {
+    let ns = NetNamespace::new("uml-fabric-tap");
+    ns.ip(&["tuntap", "add", "dev", "tap-v10", "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.99.50.1/24", "dev", "tap-v10"]);
+    ns.ip(&["link", "set", "tap-v10", "up"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, v10, v20) = (
+        dir.path().join("ctl"),
+        dir.path().join("v10"),
+        dir.path().join("v20"),
+    );
+    let _switch = Switch::start(
+        Some(&ns),
+        &[
+            "-unix".to_owned(),
+            path_arg(&ctl),
+            "--endpoint".to_owned(),
+            "tap:tap-v10,vlan=10".to_owned(),
+            "--endpoint".to_owned(),
+            format!("unix:{},vlan=10", v10.display()),
+            "--endpoint".to_owned(),
+            format!("unix:{},vlan=20", v20.display()),
+        ],
+    );
+    let mut twenty = guest(
+        Some(ns.name()),
+        &v20,
+        0x51,
+        &["IP=10.99.50.3", "NOPEERS=10.99.50.1"],
+        false,
+    );
+    let mut ten = guest(
+        Some(ns.name()),
+        &v10,
+        0x52,
+        &["IP=10.99.50.2", "PEERS=10.99.50.1"],
+        false,
+    );
+    ten.wait_for_console("PINGS-DONE", WAIT);
+    twenty.wait_for_console("PINGS-DONE", WAIT);
+    let (got, sent, _) = ping_result(&ten, "10.99.50.1");
+    assert_eq!((got, sent), (10, 10), "{}", ten.console());
+    let (got, _, _) = ping_result(&twenty, "10.99.50.1");
+    assert_eq!(
+        got,
+        0,
+        "VLAN 20 reached the VLAN 10 tap:\n{}",
+        twenty.console()
     );
 }
