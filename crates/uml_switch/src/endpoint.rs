@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::link_emulation::{DEFAULT_QUEUE, Direction, EmulationError, LinkEmulation};
+use crate::link_emulation::{Direction, EmulationError, LinkEmulation};
 use crate::vlan::{VlanConfig, VlanError, parse_vid};
 
 /// Why an `--endpoint` is unusable.
@@ -78,10 +78,7 @@ impl FromStr for EndpointSpec {
             _ => return Err(EndpointError::Kind(head.to_owned())),
         };
         let mut template = PortTemplate::default();
-        let mut emulation = LinkEmulation {
-            queue: DEFAULT_QUEUE,
-            ..LinkEmulation::default()
-        };
+        let mut emulation = LinkEmulation::default();
         let mut emulated = false;
         let mut direction = Direction::Out;
         let mut trunk: Option<&str> = None;

@@ -14,13 +14,16 @@ use crate::ports::PortId;
 
 /// Frames waiting for a rate-limited link when no `queue=` is given.
 pub const DEFAULT_QUEUE: usize = 100;
+/// Frames one emulated link holds at once when no `limit=` is given (netem's
+/// default): a fast sender into a long delay cannot make the switch hoard memory.
+pub const DEFAULT_LIMIT: usize = 1000;
 
 /// Why an emulation setting is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmulationError {
     /// An unknown `key=` or a value that does not parse.
     #[error(
-        "link emulation: '{0}' (expected delay=, jitter=, loss=, burst=, dup=, reorder=, rate=, queue=, dir=)"
+        "link emulation: '{0}' (expected delay=, jitter=, loss=, burst=, dup=, reorder=, rate=, queue=, limit=, dir=)"
     )]
     Bad(String),
 }
@@ -62,7 +65,7 @@ impl Direction {
 }
 
 /// What a link does to frames; the default does nothing.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinkEmulation {
     /// Fixed one-way delay.
     pub delay: Duration,
@@ -81,6 +84,24 @@ pub struct LinkEmulation {
     pub rate: Option<u64>,
     /// Frames that may wait for the rate limit; more are dropped.
     pub queue: usize,
+    /// Frames the link may hold at once (waiting for the rate or the delay); more are dropped.
+    pub limit: usize,
+}
+
+impl Default for LinkEmulation {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            loss_burst: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            rate: None,
+            queue: DEFAULT_QUEUE,
+            limit: DEFAULT_LIMIT,
+        }
+    }
 }
 
 impl LinkEmulation {
@@ -107,6 +128,7 @@ impl LinkEmulation {
             "reorder" => self.reorder = parse_fraction(value).ok_or_else(bad)?,
             "rate" => self.rate = Some(parse_rate(value).ok_or_else(bad)?),
             "queue" => self.queue = value.parse().map_err(|_| bad())?,
+            "limit" => self.limit = value.parse().map_err(|_| bad())?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -118,10 +140,7 @@ impl FromStr for LinkEmulation {
 
     /// `delay=100ms,jitter=10ms,loss=20%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=50`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut emulation = Self {
-            queue: DEFAULT_QUEUE,
-            ..Self::default()
-        };
+        let mut emulation = Self::default();
         for item in text.split(',').filter(|s| !s.is_empty()) {
             let (key, value) = item
                 .split_once('=')
@@ -233,6 +252,8 @@ pub struct Emulator {
     busy_until: Option<Instant>,
     /// When each frame still waiting for the rate limit leaves.
     departures: VecDeque<Instant>,
+    /// When each frame the link holds is due, earliest on top.
+    held: BinaryHeap<std::cmp::Reverse<Instant>>,
 }
 
 impl Emulator {
@@ -244,6 +265,7 @@ impl Emulator {
             losing: false,
             busy_until: None,
             departures: VecDeque::new(),
+            held: BinaryHeap::new(),
         }
     }
 
@@ -264,6 +286,12 @@ impl Emulator {
         };
         self.losing = lost;
         if lost {
+            return;
+        }
+        while self.held.peek().is_some_and(|r| r.0 <= now) {
+            self.held.pop();
+        }
+        if self.held.len() >= s.limit.max(1) {
             return;
         }
         let mut leaves = now;
@@ -290,6 +318,7 @@ impl Emulator {
                 self.jittered()
             };
             due.push(leaves + delay);
+            self.held.push(std::cmp::Reverse(leaves + delay));
         }
     }
 
@@ -488,6 +517,23 @@ mod tests {
         // Once the first has left, one more fits, after the third.
         e.admit(1250, now + Duration::from_millis(10), &mut due);
         assert_eq!(due, [now + Duration::from_millis(40)]);
+    }
+
+    #[test]
+    fn a_link_holds_at_most_its_limit() {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut e = emulator("delay=1s,limit=3");
+        let held: Vec<bool> = (0..5)
+            .map(|_| {
+                e.admit(100, now, &mut due);
+                !due.is_empty()
+            })
+            .collect();
+        assert_eq!(held, [true, true, true, false, false]);
+        // Once the first are delivered, there is room again.
+        e.admit(100, now + Duration::from_secs(1), &mut due);
+        assert_eq!(due.len(), 1);
     }
 
     #[test]
