@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     max_age: u64,
     /// One more place guests plug in, with what their ports get:
-    /// `unix:CTL|bess:PATH|tap:DEV[,vlan=N|,trunk=A:B-C[,native=N]][,delay=100ms,jitter=5ms,loss=1%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=100,dir=out|in|both]`.
+    /// `unix:CTL|bess:PATH|tap:DEV[,vlan=N|,trunk=A:B-C[,native=N]][,delay=100ms,jitter=5ms,loss=1%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=100,limit=1000,dir=out|in|both]`.
     #[arg(long, value_name = "SPEC")]
     endpoint: Vec<EndpointSpec>,
     /// A VXLAN uplink: `local=IP[:PORT],vni=N,remote=IP[:PORT]...|group=MCAST[,vlan=N|,trunk=A:B]`.
