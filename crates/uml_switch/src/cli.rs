@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
+use crate::endpoint::EndpointSpec;
+use crate::vxlan::VxlanConfig;
+
 /// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
 ///
 /// Guests attach with `ethN=daemon,,unix,CTL` (kernels up to 6.15) or with
@@ -38,6 +41,13 @@ pub struct Args {
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     pub max_age: u64,
+    /// One more place guests plug in, with what their ports get:
+    /// `unix:CTL|bess:PATH|tap:DEV[,vlan=N|,trunk=A:B-C[,native=N]][,delay=100ms,jitter=5ms,loss=1%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=100,limit=1000,dir=out|in|both]`.
+    #[arg(long, value_name = "SPEC")]
+    pub endpoint: Vec<EndpointSpec>,
+    /// A VXLAN uplink: `local=IP[:PORT],vni=N,remote=IP[:PORT]...|group=MCAST[,vlan=N|,trunk=A:B]`.
+    #[arg(long, value_name = "SPEC")]
+    pub vxlan: Vec<VxlanConfig>,
 }
 
 /// The clap definition, for the man page and the completions.

@@ -1,14 +1,15 @@
 //! The event loop and the data path: one thread, one epoll set over the
 //! listeners, the shared data socket, every port and the signals.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{MsgFlags, send, sendto};
+use nix::sys::socket::{MsgFlags, SockaddrIn, send, sendmsg, sendto};
 use uml_proto::ethernet::EthernetHeader;
+use zerocopy::IntoBytes;
 
 use crate::batch::{Outgoing, RX_BATCH, destination_gone};
 use crate::control::ACCEPT_RETRY;
@@ -43,6 +44,11 @@ pub(crate) enum Token {
     Pending(u32),
     /// A port: its control connection (daemon) or its frames (BESS, tap).
     Port(PortId),
+    /// An `--endpoint` listener, by its place on the command line.
+    Endpoint(u32),
+    /// A VXLAN uplink's socket: twice its place on the command line, plus
+    /// one for its multicast group's socket.
+    Vxlan(u32),
 }
 
 /// Where the kind of a token sits in epoll's 64-bit word; the low half holds an id.
@@ -58,6 +64,8 @@ impl From<Token> for u64 {
             Token::Stdin => (5, 0),
             Token::Pending(id) => (6, id),
             Token::Port(id) => (7, id),
+            Token::Endpoint(id) => (8, id),
+            Token::Vxlan(id) => (9, id),
         };
         (kind << KIND_SHIFT) | u64::from(id)
     }
@@ -75,6 +83,8 @@ impl Token {
             5 => Token::Stdin,
             6 => Token::Pending(id),
             7 => Token::Port(id),
+            8 => Token::Endpoint(id),
+            9 => Token::Vxlan(id),
             _ => return None,
         })
     }
@@ -91,11 +101,17 @@ impl Switch {
         loop {
             // Wake at least as often as the table is aged, and as accepting
             // is retried while out of descriptors.
-            let wake = if self.backoff.paused() {
+            let mut wake = if self.backoff.paused() {
                 ACCEPT_RETRY
             } else {
                 AGE_EVERY
             };
+            // An emulated link's next frame: rounded up to the next
+            // millisecond (epoll's unit), so the loop never spins early.
+            if let Some(due) = self.next_timer() {
+                let left = due.saturating_duration_since(Instant::now());
+                wake = wake.min(left.checked_add(Duration::from_micros(999)).unwrap_or(left));
+            }
             let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -118,6 +134,8 @@ impl Switch {
                     Some(Token::Control) => self.accept_control(),
                     Some(Token::Data) => self.data_ready(),
                     Some(Token::Bess) => self.accept_bess(),
+                    Some(Token::Endpoint(i)) => self.endpoint_ready(i),
+                    Some(Token::Vxlan(i)) => self.vxlan_ready(i),
                     Some(Token::Stdin) => {
                         let mut byte = [0u8; 64];
                         if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))
@@ -131,6 +149,9 @@ impl Switch {
                 }
             }
             let now = Instant::now();
+            if self.next_timer().is_some() {
+                self.release_due(now);
+            }
             if now.duration_since(self.last_aged) >= AGE_EVERY {
                 self.table.expire(now);
                 self.expire_pending(now);
@@ -198,6 +219,9 @@ impl Switch {
 
     /// Learns a frame from a BESS or tap port and sends it where it belongs.
     fn forward(&mut self, from: PortId, frame: &[u8]) {
+        if self.fabric.active {
+            return self.forward_fabric(from, frame);
+        }
         if !forwardable(frame.len()) {
             return;
         }
@@ -236,6 +260,12 @@ impl Switch {
                 let Some(from) = source_key(&addr).and_then(|k| self.ports.by_source(&k)) else {
                     continue;
                 };
+                if self.fabric.active {
+                    // VLANs and emulation rewrite or keep frames: off the batch.
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    self.forward_fabric(from, &frame);
+                    continue;
+                }
                 if !forwardable(len) {
                     continue;
                 }
@@ -281,7 +311,7 @@ impl Switch {
 /// Sends one frame to a port without waiting; a full queue drops the frame for
 /// that port only. Returns false when the port is gone for good (for a daemon
 /// port: its data socket is; another socket may bind the name later).
-fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
+pub(crate) fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
     match &port.link {
         Link::Daemon { addr, .. } => !matches!(
             sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT),
@@ -297,6 +327,22 @@ fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
         ),
         Link::Tap(file) => {
             let _ = (&*file).write(frame);
+            true
+        }
+        Link::Vxlan {
+            socket,
+            dest,
+            header,
+        } => {
+            // Header and frame gathered by the kernel: no copy of the frame.
+            let parts = [IoSlice::new(header.as_bytes()), IoSlice::new(frame)];
+            let _ = sendmsg(
+                socket.as_raw_fd(),
+                &parts,
+                &[],
+                MsgFlags::MSG_DONTWAIT,
+                Some(&SockaddrIn::from(*dest)),
+            );
             true
         }
     }
@@ -318,10 +364,12 @@ mod tests {
             Token::Pending(u32::MAX),
             Token::Port(1),
             Token::Port(u32::MAX),
+            Token::Endpoint(3),
+            Token::Vxlan(u32::MAX),
         ] {
             assert_eq!(Token::from_event(token.into()), Some(token));
         }
         assert_eq!(Token::from_event(0), None);
-        assert_eq!(Token::from_event(9 << KIND_SHIFT), None);
+        assert_eq!(Token::from_event(10 << KIND_SHIFT), None);
     }
 }

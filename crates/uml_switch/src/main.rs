@@ -60,6 +60,8 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
+        endpoints: args.endpoint,
+        vxlan: args.vxlan,
     };
     let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());
     match result {

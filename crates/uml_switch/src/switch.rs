@@ -19,11 +19,14 @@ use uml_proto::switch::PeerAddr;
 
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
+use crate::endpoint::EndpointSpec;
 use crate::event_loop::Token;
+use crate::fabric::Fabric;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
 use crate::log::log_line;
 use crate::ports::{Link, PortId, PortTable};
+use crate::vxlan::VxlanConfig;
 
 /// What the command line chose.
 #[derive(Debug, Clone)]
@@ -47,6 +50,10 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How long a MAC stays learned after its last frame.
     pub max_age: Duration,
+    /// More listeners (or taps), each with the VLAN and emulation of its ports.
+    pub endpoints: Vec<EndpointSpec>,
+    /// VXLAN uplinks.
+    pub vxlan: Vec<VxlanConfig>,
 }
 
 /// Why the switch could not start.
@@ -116,6 +123,8 @@ pub struct Switch {
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
     pub(crate) last_aged: Instant,
+    /// VLANs, emulated links, endpoints and uplinks.
+    pub(crate) fabric: Fabric,
     /// A signal that came before the event loop: it ends the switch at once.
     pub(crate) stop_before_loop: Option<i32>,
     /// Removed when the switch is dropped, after the socket files.
@@ -205,6 +214,7 @@ impl Switch {
             targets: Vec::new(),
             now: Instant::now(),
             last_aged: Instant::now(),
+            fabric: Fabric::new(),
             stop_before_loop: None,
             _pidfile: None,
         };
@@ -214,6 +224,8 @@ impl Switch {
             let id = switch.add_port(Link::Tap(file));
             log_line(&format!("Attached tap device as port {id}"));
         }
+        let (endpoints, uplinks) = (switch.cfg.endpoints.clone(), switch.cfg.vxlan.clone());
+        switch.start_fabric(&endpoints, &uplinks)?;
         let pidfile = switch
             .cfg
             .pidfile
