@@ -41,11 +41,16 @@ pub struct Args {
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     pub max_age: u64,
-    /// One more place guests plug in, with what their ports get:
-    /// `unix:CTL|bess:PATH|tap:DEV[,vlan=N|,trunk=A:B-C[,native=N]][,delay=100ms,jitter=5ms,loss=1%,burst=25%,dup=1%,reorder=5%,rate=1mbit,queue=100,limit=1000,dir=out|in|both]`.
+    /// One more place guests plug in, with what their ports get: `unix:CTL`,
+    /// `bess:PATH` or `tap:DEV`, then comma-separated options: `vlan=N`, or
+    /// `trunk=A:B-C` with `native=N`; link emulation `delay=100ms`,
+    /// `jitter=5ms`, `loss=1%`, `burst=25%`, `dup=1%`, `reorder=5%`,
+    /// `rate=1mbit`, `queue=100`, `limit=1000`, `dir=out|in|both`.
     #[arg(long, value_name = "SPEC")]
     pub endpoint: Vec<EndpointSpec>,
-    /// A VXLAN uplink: `local=IP[:PORT],vni=N,remote=IP[:PORT]...|group=MCAST[,vlan=N|,trunk=A:B]`.
+    /// A VXLAN uplink, comma-separated: `local=IP[:PORT]`, `vni=N`, then
+    /// `remote=IP[:PORT]` (repeatable) or `group=MCAST`, and optionally
+    /// `vlan=N` or `trunk=A:B`.
     #[arg(long, value_name = "SPEC")]
     pub vxlan: Vec<VxlanConfig>,
 }
