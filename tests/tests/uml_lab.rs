@@ -515,10 +515,17 @@ fn uml_lab_commented_example_is_a_valid_lab() {
     let lab = Lab::new("commented", &std::fs::read_to_string(example).unwrap());
     let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
     assert!(out.contains("lab 'commented' is fine"), "{out}");
-    // Its commented-out switch features are refused when switched on.
-    let text = std::fs::read_to_string(&lab.file)
-        .unwrap()
-        .replace("# capture = ", "capture = ");
+    // Its commented-out VLAN, link and VXLAN settings are valid as written.
+    let text = std::fs::read_to_string(&lab.file).unwrap();
+    let fabric = text
+        .replace("# vlan = 10", "vlan = 10")
+        .replace("# link = ", "link = ")
+        .replace("# vxlan = ", "vxlan = ");
+    std::fs::write(&lab.file, &fabric).unwrap();
+    let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
+    assert!(out.contains("is fine"), "{out}");
+    // The switch features still missing are refused when switched on.
+    let text = text.replace("# capture = ", "capture = ");
     std::fs::write(&lab.file, text).unwrap();
     let out = lab.run(&["check", lab.file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
