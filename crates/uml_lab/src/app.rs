@@ -36,6 +36,10 @@ pub enum Verb {
         /// Seconds to wait for the machines.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// In a lab spanning hosts, the host this is (default: the one
+        /// whose address this machine has).
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Check a lab file without starting anything.
     Check {
@@ -121,9 +125,12 @@ pub fn run(args: Args) -> ExitCode {
     let base = base_dir(args.run_dir.as_deref());
     let find = || RunDir::find(&base, args.lab.as_deref()).map_err(CommandError::from);
     let result: Result<(String, u8), CommandError> = match args.command {
-        Verb::Up { file, timeout } => {
-            commands::up(&file, &base, Duration::from_secs(timeout)).map(|s| (s, 0))
-        }
+        Verb::Up {
+            file,
+            timeout,
+            host,
+        } => commands::up(&file, &base, host.as_deref(), Duration::from_secs(timeout))
+            .map(|s| (s, 0)),
         Verb::Check { file } => crate::lab::load(&file, &crate::lab::Host::current())
             .map(|lab| {
                 (

@@ -56,6 +56,9 @@ pub enum CommandError {
     /// The console cannot be attached.
     #[error("{0}")]
     Console(String),
+    /// The host to run on is unknown or cannot be told.
+    #[error(transparent)]
+    Host(#[from] lab::HostError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
@@ -66,9 +69,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
 }
 
 /// `up FILE`: checks the file, records what is wanted, makes sure a
-/// supervisor runs, and waits until every machine's mconsole answers.
-pub fn up(file: &Path, base: &Path, timeout: Duration) -> Result<String, CommandError> {
-    let lab = lab::load(file, &Host::current())?;
+/// supervisor runs, and waits until every machine's mconsole answers. In a
+/// lab spanning hosts, only `host`'s part (by default, the host whose
+/// address this machine has).
+pub fn up(
+    file: &Path,
+    base: &Path,
+    host: Option<&str>,
+    timeout: Duration,
+) -> Result<String, CommandError> {
+    let whole = lab::load(file, &Host::current())?;
+    let host = match host {
+        Some(h) => Some(h.to_owned()),
+        None => whole.detect_host()?,
+    };
+    let lab = whole.for_host(host.as_deref())?;
     let run = RunDir::new(base, &lab.name);
     launch::check_socket_paths(&lab, &run)?;
     crate::rundir::ensure_private(base)?;

@@ -60,6 +60,78 @@ pub struct Network {
     pub hub: bool,
     /// A host tap made with tunctl (root only).
     pub tap: Option<HostTap>,
+    /// The VLAN of its host tap and of interfaces that set none.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Its VXLAN settings, when it may span hosts.
+    #[serde(default)]
+    pub vxlan: Option<Vxlan>,
+    /// The switch's `--vxlan` argument on this host (set by [`Lab::for_host`]).
+    #[serde(default)]
+    pub uplink: Option<String>,
+}
+
+/// A network's VXLAN settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vxlan {
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The UDP port, on every host.
+    pub port: u16,
+    /// A multicast group instead of a list of the other hosts.
+    pub group: Option<String>,
+    /// VTEPs outside the lab (`IP` or `IP:PORT`).
+    pub remotes: Vec<String>,
+    /// Every VLAN the network's interfaces use: the uplink trunks them.
+    pub vlans: Vec<u16>,
+}
+
+/// A host of a lab spanning hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabHost {
+    /// Its name in the lab.
+    pub name: String,
+    /// Its address on the network between the hosts (VXLAN's underlay).
+    pub address: std::net::Ipv4Addr,
+}
+
+/// A port's 802.1Q setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortVlan {
+    /// Untagged frames of one VLAN.
+    Access(u16),
+    /// Tagged frames of these VLANs, and untagged ones of `native`.
+    Trunk {
+        /// The VLANs carried tagged.
+        vlans: Vec<u16>,
+        /// The VLAN carried untagged.
+        native: Option<u16>,
+    },
+}
+
+impl PortVlan {
+    /// The switch's `--endpoint` options for it.
+    pub fn options(&self) -> String {
+        match self {
+            Self::Access(vid) => format!("vlan={vid}"),
+            Self::Trunk { vlans, native } => {
+                let list: Vec<String> = vlans.iter().map(u16::to_string).collect();
+                let mut text = format!("trunk={}", list.join(":"));
+                if let Some(n) = native {
+                    text.push_str(&format!(",native={n}"));
+                }
+                text
+            }
+        }
+    }
+
+    fn vlans(&self) -> Vec<u16> {
+        match self {
+            Self::Access(vid) => vec![*vid],
+            Self::Trunk { vlans, native } => vlans.iter().chain(native).copied().collect(),
+        }
+    }
 }
 
 /// Where a console goes.
@@ -132,6 +204,21 @@ pub struct Interface {
     pub mac: String,
     /// An address with prefix length set up at boot by the lab's images.
     pub address: Option<String>,
+    /// Its switch port's VLAN setting.
+    #[serde(default)]
+    pub vlan: Option<PortVlan>,
+    /// Its link emulation, as the switch's `key=value` options.
+    #[serde(default)]
+    pub link: Vec<String>,
+}
+
+impl Interface {
+    /// The options of the switch endpoint it plugs into, when it needs one of its own.
+    pub fn endpoint_options(&self) -> Option<String> {
+        let mut options: Vec<String> = self.vlan.iter().map(PortVlan::options).collect();
+        options.extend(self.link.iter().cloned());
+        (!options.is_empty()).then(|| options.join(","))
+    }
 }
 
 /// One guest.
@@ -157,6 +244,9 @@ pub struct Machine {
     pub interfaces: Vec<Interface>,
     /// Seconds the host watchdog waits for the guest (`UML_WATCHDOG_TIMEOUT`).
     pub watchdog_timeout: Option<f64>,
+    /// The host that runs it, in a lab spanning hosts.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 impl Machine {
@@ -180,6 +270,26 @@ pub struct Lab {
     pub networks: Vec<Network>,
     /// Machines by name.
     pub machines: Vec<Machine>,
+    /// The hosts of a lab spanning hosts (none: everything runs here).
+    #[serde(default)]
+    pub hosts: Vec<LabHost>,
+    /// The host this run directory's part of the lab runs on.
+    #[serde(default)]
+    pub local_host: Option<String>,
+}
+
+/// Why a lab cannot be run on a host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// `--host` names no host of the lab.
+    #[error("the lab has no host '{0}' (its hosts: {1})")]
+    Unknown(String, String),
+    /// `--host` on a lab without `[hosts]`.
+    #[error("the lab has no [hosts]: it runs on one host, without --host")]
+    NoHosts,
+    /// No or several of the hosts' addresses are this machine's.
+    #[error("{0}: say which host this is with --host")]
+    Ambiguous(String),
 }
 
 impl Lab {
@@ -191,6 +301,100 @@ impl Lab {
     /// The machine named `name`.
     pub fn machine(&self, name: &str) -> Option<&Machine> {
         self.machines.iter().find(|m| m.name == name)
+    }
+
+    /// The host whose address this machine has (a UDP socket binds to it),
+    /// for a lab spanning hosts; `None` for a lab without `[hosts]`.
+    pub fn detect_host(&self) -> Result<Option<String>, HostError> {
+        if self.hosts.is_empty() {
+            return Ok(None);
+        }
+        let mine: Vec<&LabHost> = self
+            .hosts
+            .iter()
+            .filter(|h| std::net::UdpSocket::bind((h.address, 0)).is_ok())
+            .collect();
+        match mine.as_slice() {
+            [one] => Ok(Some(one.name.clone())),
+            [] => Err(HostError::Ambiguous(
+                "none of the lab's host addresses is this machine's".into(),
+            )),
+            _ => Err(HostError::Ambiguous(format!(
+                "this machine has the addresses of {}",
+                mine.iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The part of the lab that runs on `host`: its machines, the networks
+    /// they join, and those networks' VXLAN uplinks to the other hosts.
+    pub fn for_host(&self, host: Option<&str>) -> Result<Lab, HostError> {
+        let Some(host) = host else {
+            return Ok(self.clone());
+        };
+        if self.hosts.is_empty() {
+            return Err(HostError::NoHosts);
+        }
+        let Some(me) = self.hosts.iter().find(|h| h.name == host) else {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(HostError::Unknown(host.to_owned(), names.join(", ")));
+        };
+        let on = |m: &Machine, h: &str| m.host.as_deref() == Some(h);
+        let joins = |m: &Machine, net: &str| m.interfaces.iter().any(|i| i.network == net);
+        let mut networks = Vec::new();
+        for net in &self.networks {
+            if !self
+                .machines
+                .iter()
+                .any(|m| on(m, host) && joins(m, &net.name))
+            {
+                continue;
+            }
+            let mut net = net.clone();
+            net.uplink = net.vxlan.as_ref().and_then(|vx| {
+                let mut parts = vec![format!("local={}:{},vni={}", me.address, vx.port, vx.vni)];
+                if let Some(group) = &vx.group {
+                    parts.push(format!("group={group}"));
+                } else {
+                    for other in &self.hosts {
+                        if other.name != host
+                            && self
+                                .machines
+                                .iter()
+                                .any(|m| on(m, &other.name) && joins(m, &net.name))
+                        {
+                            parts.push(format!("remote={}:{}", other.address, vx.port));
+                        }
+                    }
+                    parts.extend(vx.remotes.iter().map(|r| format!("remote={r}")));
+                    if parts.len() == 1 {
+                        return None;
+                    }
+                }
+                if !vx.vlans.is_empty() {
+                    let list: Vec<String> = vx.vlans.iter().map(u16::to_string).collect();
+                    parts.push(format!("trunk={}", list.join(":")));
+                }
+                Some(parts.join(","))
+            });
+            networks.push(net);
+        }
+        Ok(Lab {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            networks,
+            machines: self
+                .machines
+                .iter()
+                .filter(|m| on(m, host))
+                .cloned()
+                .collect(),
+            hosts: self.hosts.clone(),
+            local_host: Some(host.to_owned()),
+        })
     }
 }
 
@@ -208,6 +412,14 @@ struct RawLab {
     networks: IndexMap<String, Spanned<RawNetwork>>,
     #[serde(default)]
     machines: IndexMap<String, Spanned<RawMachine>>,
+    #[serde(default)]
+    hosts: IndexMap<String, Spanned<RawHost>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    address: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -218,6 +430,20 @@ struct RawDefaults {
     disk: Option<Spanned<String>>,
     consoles: Option<Spanned<Vec<Spanned<String>>>>,
     restart: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+}
+
+/// Link emulation: the switch's option names, each with a string or a number.
+type RawLink = Spanned<IndexMap<String, Spanned<toml::Value>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    vni: Spanned<i64>,
+    port: Option<Spanned<i64>>,
+    group: Option<Spanned<String>>,
+    #[serde(default)]
+    remotes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -226,10 +452,10 @@ struct RawNetwork {
     transport: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     host_tap: Option<Spanned<RawTap>>,
-    vlan: Unsupported,
+    vlan: Option<Spanned<i64>>,
+    link: Option<RawLink>,
+    vxlan: Option<Spanned<RawVxlan>>,
     capture: Unsupported,
-    link: Unsupported,
-    vxlan: Unsupported,
     mgmt: Unsupported,
 }
 
@@ -263,8 +489,10 @@ struct RawInterface {
     network: Spanned<String>,
     mac: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
-    vlan: Unsupported,
-    link: Unsupported,
+    vlan: Option<Spanned<i64>>,
+    trunk: Option<Spanned<Vec<Spanned<i64>>>>,
+    native: Option<Spanned<i64>>,
+    link: Option<RawLink>,
 }
 
 /// Where the host looks for things the lab names.
@@ -317,6 +545,7 @@ pub fn parse(text: &str, file: &Path, host: &Host) -> Result<Lab, LabErrors> {
         text,
         file: &file,
         errors: Vec::new(),
+        hosts: Vec::new(),
     };
     let raw: RawLab = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -361,6 +590,8 @@ struct Checker<'a> {
     text: &'a str,
     file: &'a Path,
     errors: Vec<LabError>,
+    /// The lab's `[hosts]`, once read.
+    hosts: Vec<LabHost>,
 }
 
 /// A lab name, machine or network name: used in file names, umids and
@@ -393,6 +624,32 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(part, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
+}
+
+/// A link setting's value as the switch's option takes it.
+fn link_value(value: &Spanned<toml::Value>) -> Option<String> {
+    match value.get_ref() {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+/// The network's link settings, overridden key by key by the interface's.
+fn merged_link(network: Option<&RawLink>, interface: Option<&RawLink>) -> Vec<String> {
+    let mut merged: IndexMap<&str, String> = IndexMap::new();
+    for link in network.into_iter().chain(interface) {
+        for (key, value) in link.get_ref() {
+            if let Some(text) = link_value(value) {
+                merged.insert(key, text);
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 fn valid_cidr(text: &str) -> bool {
@@ -491,7 +748,9 @@ impl Checker<'_> {
         if raw.machines.is_empty() {
             self.error(&(0..0), "machines", "the lab has no machines");
         }
-        let networks: Vec<Network> = raw
+        let hosts = self.lab_hosts(&raw.hosts);
+        self.hosts = hosts.clone();
+        let mut networks: Vec<Network> = raw
             .networks
             .iter()
             .map(|(name, net)| self.network(name, net, host))
@@ -536,11 +795,87 @@ impl Checker<'_> {
                 );
             }
         }
+        for (net, raw_net) in networks.iter_mut().zip(raw.networks.values()) {
+            self.spanning(net, raw_net, &machines);
+        }
         Lab {
             name,
             file: self.file.to_path_buf(),
             networks,
             machines,
+            hosts,
+            local_host: None,
+        }
+    }
+
+    fn lab_hosts(&mut self, raw: &IndexMap<String, Spanned<RawHost>>) -> Vec<LabHost> {
+        let mut out: Vec<LabHost> = Vec::new();
+        for (name, h) in raw {
+            let field = format!("hosts.{name}");
+            if !valid_name(name) || matches!(name.as_str(), "localhost" | "local") {
+                self.error(
+                    &h.span(),
+                    &field,
+                    "a host name is 1 to 32 letters, digits, '-' or '_' (and not localhost)",
+                );
+            }
+            let a = &h.get_ref().address;
+            let Ok(address) = a.get_ref().parse::<std::net::Ipv4Addr>() else {
+                self.error(
+                    &a.span(),
+                    format!("{field}.address"),
+                    "expected the host's IPv4 address between the hosts, like \"10.99.0.1\"",
+                );
+                continue;
+            };
+            if let Some(other) = out.iter().find(|o| o.address == address) {
+                let message = format!("hosts.{} has this address too", other.name);
+                self.error(&a.span(), format!("{field}.address"), message);
+            }
+            out.push(LabHost {
+                name: name.clone(),
+                address,
+            });
+        }
+        out
+    }
+
+    /// A network joined from several hosts needs VXLAN, and its uplink
+    /// trunks every VLAN its interfaces use.
+    fn spanning(&mut self, net: &mut Network, raw: &Spanned<RawNetwork>, machines: &[Machine]) {
+        let field = format!("networks.{}", net.name);
+        let ifaces = || {
+            machines.iter().flat_map(|m| {
+                m.interfaces
+                    .iter()
+                    .filter(|i| i.network == net.name)
+                    .map(move |i| (m, i))
+            })
+        };
+        let on: BTreeSet<&str> = ifaces().filter_map(|(m, _)| m.host.as_deref()).collect();
+        let vlans: BTreeSet<u16> = ifaces()
+            .filter_map(|(_, i)| i.vlan.as_ref())
+            .flat_map(PortVlan::vlans)
+            .collect();
+        if on.len() > 1 {
+            let list = on.iter().copied().collect::<Vec<_>>().join(" and ");
+            if net.vxlan.is_none() {
+                self.error(
+                    &raw.span(),
+                    &field,
+                    format!("machines on {list} join this network: give it `vxlan = {{ vni = N }}` to span the hosts"),
+                );
+            }
+            if let Some(tap) = &raw.get_ref().host_tap {
+                self.error(
+                    &tap.span(),
+                    format!("{field}.host_tap"),
+                    format!("a host tap on a network spanning {list} is not supported: which host would have it is ambiguous"),
+                );
+            }
+        }
+        if let Some(vx) = &mut net.vxlan {
+            vx.vlans = vlans.into_iter().collect();
         }
     }
 
@@ -554,27 +889,27 @@ impl Checker<'_> {
             );
         }
         let raw = net.get_ref();
-        self.unsupported(&raw.vlan, &format!("{field}.vlan"), "VLANs per switch port");
         self.unsupported(
             &raw.capture,
             &format!("{field}.capture"),
-            "the switch's capture (--pcap)",
-        );
-        self.unsupported(
-            &raw.link,
-            &format!("{field}.link"),
-            "the switch's link emulation",
-        );
-        self.unsupported(
-            &raw.vxlan,
-            &format!("{field}.vxlan"),
-            "the switch's VXLAN uplinks",
+            "the switch's capture (--pcap), coming with its management socket",
         );
         self.unsupported(
             &raw.mgmt,
             &format!("{field}.mgmt"),
             "the switch's management socket (--mgmt)",
         );
+        let vlan = raw
+            .vlan
+            .as_ref()
+            .and_then(|v| self.vid(v, &format!("{field}.vlan")));
+        if let Some(link) = &raw.link {
+            self.check_link(link, &format!("{field}.link"));
+        }
+        let vxlan = raw
+            .vxlan
+            .as_ref()
+            .map(|vx| self.vxlan(vx.get_ref(), &field));
         let transport = match raw
             .transport
             .as_ref()
@@ -644,6 +979,117 @@ impl Checker<'_> {
             transport,
             hub,
             tap,
+            vlan,
+            vxlan,
+            uplink: None,
+        }
+    }
+
+    /// A VLAN id, 1 to 4094.
+    fn vid(&mut self, value: &Spanned<i64>, field: &str) -> Option<u16> {
+        match u16::try_from(*value.get_ref()) {
+            Ok(vid @ 1..=4094) => Some(vid),
+            _ => {
+                self.error(&value.span(), field, "a VLAN id is 1 to 4094");
+                None
+            }
+        }
+    }
+
+    fn vxlan(&mut self, raw: &RawVxlan, network: &str) -> Vxlan {
+        let field = format!("{network}.vxlan");
+        let vni = u32::try_from(*raw.vni.get_ref())
+            .ok()
+            .filter(|v| *v < 1 << 24)
+            .unwrap_or_else(|| {
+                self.error(
+                    &raw.vni.span(),
+                    format!("{field}.vni"),
+                    "a VNI is 0 to 16777215",
+                );
+                0
+            });
+        let port = match &raw.port {
+            None => 4789,
+            Some(p) => u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|p| *p > 0)
+                .unwrap_or_else(|| {
+                    self.error(
+                        &p.span(),
+                        format!("{field}.port"),
+                        "a UDP port is 1 to 65535",
+                    );
+                    4789
+                }),
+        };
+        if let Some(g) = &raw.group {
+            if !g
+                .get_ref()
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_multicast())
+            {
+                self.error(
+                    &g.span(),
+                    format!("{field}.group"),
+                    "expected an IPv4 multicast address, like \"239.1.1.1\"",
+                );
+            }
+            if !raw.remotes.is_empty() {
+                self.error(
+                    &g.span(),
+                    format!("{field}.group"),
+                    "a group or remotes, not both",
+                );
+            }
+        }
+        for (i, r) in raw.remotes.iter().enumerate() {
+            let text = r.get_ref();
+            if text.parse::<std::net::Ipv4Addr>().is_err()
+                && text.parse::<std::net::SocketAddrV4>().is_err()
+            {
+                self.error(
+                    &r.span(),
+                    format!("{field}.remotes[{i}]"),
+                    "expected an IPv4 address, with or without :PORT",
+                );
+            }
+        }
+        Vxlan {
+            vni,
+            port,
+            group: raw.group.as_ref().map(|g| g.get_ref().clone()),
+            remotes: raw.remotes.iter().map(|r| r.get_ref().clone()).collect(),
+            vlans: Vec::new(),
+        }
+    }
+
+    /// Checks each link setting with the switch's own parser.
+    fn check_link(&mut self, link: &RawLink, field: &str) {
+        for (key, value) in link.get_ref() {
+            let kfield = format!("{field}.{key}");
+            let Some(text) = link_value(value) else {
+                self.error(&value.span(), kfield, "expected a string or a number");
+                continue;
+            };
+            if matches!(key.as_str(), "vlan" | "trunk" | "native") {
+                self.error(
+                    &value.span(),
+                    kfield,
+                    "not a link setting: VLANs are the interface's `vlan`, `trunk` and `native`",
+                );
+                continue;
+            }
+            if let Err(e) =
+                format!("unix:x,{key}={text}").parse::<uml_switch::endpoint::EndpointSpec>()
+            {
+                let message = e.to_string();
+                self.error(
+                    &value.span(),
+                    kfield,
+                    message.strip_prefix("--endpoint: ").unwrap_or(&message),
+                );
+            }
         }
     }
 
@@ -690,6 +1136,7 @@ impl Checker<'_> {
         networks: &IndexMap<String, Spanned<RawNetwork>>,
         host: &Host,
     ) -> Machine {
+        let hosts = self.hosts.clone();
         let field = format!("machines.{name}");
         if !valid_name(name) {
             self.error(
@@ -699,15 +1146,41 @@ impl Checker<'_> {
             );
         }
         let raw = machine.get_ref();
-        if let Some(h) = &raw.host {
-            if !matches!(h.get_ref().as_str(), "localhost" | "local") {
-                self.error(
-                    &h.span(),
-                    format!("{field}.host"),
-                    "not supported yet: machines on other hosts need the switch's VXLAN uplinks, which this build's uml_switch lacks; remove the field",
-                );
+        let on_host = match (&raw.host, &defaults.host) {
+            (Some(h), _) | (None, Some(h)) => {
+                let hfield = if raw.host.is_some() {
+                    format!("{field}.host")
+                } else {
+                    "defaults.host".into()
+                };
+                let text = h.get_ref().as_str();
+                if hosts.is_empty() {
+                    if !matches!(text, "localhost" | "local") {
+                        self.error(
+                            &h.span(),
+                            hfield,
+                            format!("no host '{text}': name the lab's hosts and their addresses in [hosts.NAME]"),
+                        );
+                    }
+                    None
+                } else if hosts.iter().any(|x| x.name == text) {
+                    Some(text.to_owned())
+                } else {
+                    self.error(&h.span(), hfield, format!("no host '{text}' in [hosts]"));
+                    None
+                }
             }
-        }
+            (None, None) => {
+                if !hosts.is_empty() {
+                    self.error(
+                        &machine.span(),
+                        format!("{field}.host"),
+                        "the lab has [hosts]: say which runs this machine (here or in [defaults])",
+                    );
+                }
+                None
+            }
+        };
         let (kernel_text, kernel_span, kernel_field) = match (&raw.kernel, &defaults.kernel) {
             (Some(k), _) => (k.get_ref().clone(), k.span(), format!("{field}.kernel")),
             (None, Some(k)) => (k.get_ref().clone(), k.span(), "defaults.kernel".into()),
@@ -813,20 +1286,20 @@ impl Checker<'_> {
         for (i, iface) in raw.interfaces.iter().enumerate() {
             let ifield = format!("{field}.interfaces[{i}]");
             let r = iface.get_ref();
-            self.unsupported(&r.vlan, &format!("{ifield}.vlan"), "VLANs per switch port");
-            self.unsupported(
-                &r.link,
-                &format!("{ifield}.link"),
-                "the switch's link emulation",
-            );
             let network = r.network.get_ref().clone();
-            if !networks.contains_key(&network) {
+            let raw_net = networks.get(&network).map(Spanned::get_ref);
+            if raw_net.is_none() {
                 self.error(
                     &r.network.span(),
                     format!("{ifield}.network"),
                     format!("no network '{network}' in [networks]"),
                 );
             }
+            if let Some(link) = &r.link {
+                self.check_link(link, &format!("{ifield}.link"));
+            }
+            let link = merged_link(raw_net.and_then(|n| n.link.as_ref()), r.link.as_ref());
+            let vlan = self.port_vlan(r, raw_net, &ifield);
             let mac = match &r.mac {
                 Some(m) => match parse_mac(m.get_ref()) {
                     Some(bytes) if bytes[0] & 1 == 0 && bytes != [0; 6] => {
@@ -859,6 +1332,8 @@ impl Checker<'_> {
                 network,
                 mac,
                 address: r.address.as_ref().map(|a| a.get_ref().clone()),
+                vlan,
+                link,
             });
         }
         for (i, arg) in raw.kernel_args.iter().enumerate() {
@@ -894,7 +1369,72 @@ impl Checker<'_> {
             startup: raw.startup.as_ref().map(|s| s.get_ref().clone()),
             interfaces,
             watchdog_timeout,
+            host: on_host,
         }
+    }
+
+    /// An interface's `vlan`, or `trunk` and `native`, else its network's `vlan`.
+    fn port_vlan(
+        &mut self,
+        r: &RawInterface,
+        net: Option<&RawNetwork>,
+        field: &str,
+    ) -> Option<PortVlan> {
+        if let (Some(v), Some(_)) = (&r.vlan, &r.trunk) {
+            self.error(
+                &v.span(),
+                format!("{field}.vlan"),
+                "an access port (`vlan`) or a trunk (`trunk`), not both",
+            );
+        }
+        if let (Some(n), None) = (&r.native, &r.trunk) {
+            self.error(
+                &n.span(),
+                format!("{field}.native"),
+                "`native` is the untagged VLAN of a `trunk`: set `trunk` too",
+            );
+        }
+        if let Some(trunk) = &r.trunk {
+            let vlans: Vec<u16> = trunk
+                .get_ref()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.vid(v, &format!("{field}.trunk[{i}]")))
+                .collect();
+            if trunk.get_ref().is_empty() {
+                self.error(
+                    &trunk.span(),
+                    format!("{field}.trunk"),
+                    "a trunk carries at least one VLAN",
+                );
+            }
+            let native = r
+                .native
+                .as_ref()
+                .and_then(|n| self.vid(n, &format!("{field}.native")));
+            let port = PortVlan::Trunk { vlans, native };
+            // The switch's own parser has the last word (the native VLAN
+            // must be one the trunk carries, ...).
+            if let Err(e) =
+                format!("unix:x,{}", port.options()).parse::<uml_switch::endpoint::EndpointSpec>()
+            {
+                let message = e.to_string();
+                self.error(
+                    &trunk.span(),
+                    format!("{field}.trunk"),
+                    message.strip_prefix("--endpoint: ").unwrap_or(&message),
+                );
+            }
+            return Some(port);
+        }
+        if let Some(v) = &r.vlan {
+            return self.vid(v, &format!("{field}.vlan")).map(PortVlan::Access);
+        }
+        // The network's default was checked with the network.
+        net.and_then(|n| n.vlan.as_ref())
+            .and_then(|v| u16::try_from(*v.get_ref()).ok())
+            .filter(|v| (1..=4094).contains(v))
+            .map(PortVlan::Access)
     }
 }
 
@@ -991,11 +1531,8 @@ interfaces = [{ network = "lan", mac = "02:00:00:00:00:02" }]
     #[test]
     fn features_the_switch_lacks_are_refused_by_name() {
         for (field, line) in [
-            ("vlan = 10", "networks.lan.vlan"),
             ("capture = \"lan.pcap\"", "networks.lan.capture"),
-            ("vxlan = { remote = \"10.99.0.2\" }", "networks.lan.vxlan"),
             ("mgmt = true", "networks.lan.mgmt"),
-            ("link = { delay_ms = 10 }", "networks.lan.link"),
         ] {
             let e =
                 one_error(&GOOD.replace("[networks.lan]\n", &format!("[networks.lan]\n{field}\n")));
@@ -1003,8 +1540,118 @@ interfaces = [{ network = "lan", mac = "02:00:00:00:00:02" }]
             assert!(e.message.starts_with("not supported yet"), "{e}");
             assert_eq!(e.line, 6);
         }
-        let e = one_error(&GOOD.replace("memory = \"96M\"", "host = \"far.example\""));
+        let e = one_error(&GOOD.replace("memory = \"96M\"", "host = \"far\""));
         assert_eq!(e.field, "machines.b.host");
+    }
+
+    #[test]
+    fn vlans_and_links_resolve_to_endpoint_options() {
+        let text = GOOD
+            .replace(
+                "[networks.lan]\n",
+                "[networks.lan]\nvlan = 10\nlink = { delay = \"50ms\", loss = \"1%\" }\n",
+            )
+            .replace(
+                "mac = \"02:00:00:00:00:02\" }",
+                "mac = \"02:00:00:00:00:02\", trunk = [10, 20], native = 20, link = { delay = 100, dir = \"both\" } }",
+            );
+        let lab = check(&text).unwrap();
+        let a = &lab.machine("a").unwrap().interfaces[0];
+        assert_eq!(
+            a.endpoint_options().as_deref(),
+            Some("vlan=10,delay=50ms,loss=1%")
+        );
+        let b = &lab.machine("b").unwrap().interfaces[0];
+        assert_eq!(
+            b.endpoint_options().as_deref(),
+            Some("trunk=10:20,native=20,delay=100,loss=1%,dir=both")
+        );
+        for option in [a, b].map(|i| i.endpoint_options().unwrap()) {
+            format!("unix:/x,{option}")
+                .parse::<uml_switch::endpoint::EndpointSpec>()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_vlans_and_links_are_placed_and_named() {
+        let errors = check(
+            &GOOD
+                .replace("[networks.lan]\n", "[networks.lan]\nvlan = 5000\n")
+                .replace(
+                    "address = \"10.99.1.1/24\" }",
+                    "address = \"10.99.1.1/24\", native = 3, link = { delay = \"soon\", speed = 1 } }",
+                ),
+        )
+        .unwrap_err()
+        .0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "networks.lan.vlan",
+                "machines.a.interfaces[0].native",
+                "machines.a.interfaces[0].link.delay",
+                "machines.a.interfaces[0].link.speed",
+            ],
+            "{errors:?}"
+        );
+    }
+
+    const SPANNING: &str = r#"
+[defaults]
+disk = "root.img"
+
+[hosts.one]
+address = "10.99.0.1"
+
+[hosts.two]
+address = "10.99.0.2"
+
+[networks.lan]
+vxlan = { vni = 42 }
+
+[networks.local]
+
+[machines.a]
+host = "one"
+interfaces = [{ network = "lan", vlan = 7 }, { network = "local" }]
+
+[machines.b]
+host = "two"
+interfaces = [{ network = "lan", vlan = 7 }]
+"#;
+
+    #[test]
+    fn a_lab_spanning_hosts_splits_into_each_hosts_part() {
+        let lab = check(SPANNING).unwrap();
+        let one = lab.for_host(Some("one")).unwrap();
+        assert_eq!(one.machines.len(), 1);
+        assert_eq!(one.networks.len(), 2);
+        assert_eq!(
+            one.network("lan").unwrap().uplink.as_deref(),
+            Some("local=10.99.0.1:4789,vni=42,remote=10.99.0.2:4789,trunk=7")
+        );
+        assert_eq!(one.network("local").unwrap().uplink, None);
+        let two = lab.for_host(Some("two")).unwrap();
+        assert_eq!(two.machine("b").unwrap().host.as_deref(), Some("two"));
+        assert!(two.network("local").is_none());
+        let uplink = two.network("lan").unwrap().uplink.clone().unwrap();
+        assert!(uplink.contains("remote=10.99.0.1:4789"), "{uplink}");
+        uplink.parse::<uml_switch::vxlan::VxlanConfig>().unwrap();
+        assert!(lab.for_host(Some("three")).is_err());
+        assert!(lab.for_host(None).unwrap().machines.len() == 2);
+    }
+
+    #[test]
+    fn a_network_across_hosts_needs_vxlan() {
+        let e = one_error(&SPANNING.replace("vxlan = { vni = 42 }", ""));
+        assert_eq!(e.field, "networks.lan", "{e}");
+        assert_eq!(e.line, 11, "{e}");
+        let e = one_error(&SPANNING.replace("host = \"two\"", "host = \"three\""));
+        assert_eq!((e.line, e.field.as_str()), (21, "machines.b.host"), "{e}");
+        let e = one_error(&SPANNING.replace("vni = 42", "vni = 42, group = \"10.99.0.9\""));
+        assert_eq!(e.field, "networks.lan.vxlan.group", "{e}");
     }
 
     #[test]

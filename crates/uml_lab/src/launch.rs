@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::lab::{Console, Lab, Machine, Network, Transport};
+use crate::lab::{Console, Interface, Lab, Machine, Network, Transport};
 use crate::rundir::{ProcessRecord, RunDir};
 
 /// Why something could not be started.
@@ -124,6 +124,9 @@ pub fn check_socket_paths(lab: &Lab, run: &RunDir) -> Result<(), LaunchError> {
         check_socket_path(&run.bess_socket(&net.name))?;
     }
     for m in &lab.machines {
+        for (i, iface) in m.interfaces.iter().enumerate() {
+            check_socket_path(&interface_socket(lab, run, m, i, iface))?;
+        }
         check_socket_path(&run.notify_socket(&m.name))?;
         check_socket_path(&run.mconsole_socket(&lab.name, &m.name))?;
     }
@@ -172,8 +175,68 @@ pub fn delete_tap(device: &str) -> Result<(), LaunchError> {
     )
 }
 
+/// The socket a machine's interface plugs into: its own endpoint when it has
+/// a VLAN or a link setting, else the network's control or BESS socket.
+pub fn interface_socket(
+    lab: &Lab,
+    run: &RunDir,
+    machine: &Machine,
+    index: usize,
+    iface: &Interface,
+) -> PathBuf {
+    let bess = lab
+        .network(&iface.network)
+        .is_some_and(|n| n.transport == Transport::Bess);
+    if iface.endpoint_options().is_some() {
+        run.interface_socket(&iface.network, &machine.name, index)
+    } else if bess {
+        run.bess_socket(&iface.network)
+    } else {
+        run.control_socket(&iface.network)
+    }
+}
+
+/// The switch's `--endpoint` and `--vxlan` arguments for a network, and the
+/// sockets it makes for them.
+pub fn fabric_args(lab: &Lab, run: &RunDir, net: &Network) -> (Vec<String>, Vec<PathBuf>) {
+    let mut args = Vec::new();
+    let mut sockets = Vec::new();
+    let kind = match net.transport {
+        Transport::Daemon => "unix",
+        Transport::Bess => "bess",
+    };
+    for m in &lab.machines {
+        for (i, iface) in m.interfaces.iter().enumerate() {
+            if iface.network != net.name {
+                continue;
+            }
+            if let Some(options) = iface.endpoint_options() {
+                let socket = run.interface_socket(&net.name, &m.name, i);
+                args.push("--endpoint".into());
+                args.push(format!("{kind}:{},{options}", socket.display()));
+                sockets.push(socket);
+            }
+        }
+    }
+    if let Some(tap) = &net.tap {
+        match net.vlan {
+            Some(vlan) => {
+                args.push("--endpoint".into());
+                args.push(format!("tap:{},vlan={vlan}", tap.device));
+            }
+            None => args.extend(["-tap".into(), tap.device.clone()]),
+        }
+    }
+    if let Some(uplink) = &net.uplink {
+        args.push("--vxlan".into());
+        args.push(uplink.clone());
+    }
+    (args, sockets)
+}
+
 /// Starts a network's switch and waits until its sockets exist.
 pub fn start_switch(
+    lab: &Lab,
     run_dir: &RunDir,
     net: &Network,
 ) -> Result<(Child, ProcessRecord), LaunchError> {
@@ -197,9 +260,8 @@ pub fn start_switch(
     if net.hub {
         cmd.arg("-hub");
     }
-    if let Some(tap) = &net.tap {
-        cmd.args(["-tap", &tap.device]);
-    }
+    let (fabric, endpoints) = fabric_args(lab, run_dir, net);
+    cmd.args(fabric);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(log)
@@ -220,7 +282,7 @@ pub fn start_switch(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut child = child;
     loop {
-        if wanted.exists() && ctl.exists() {
+        if wanted.exists() && ctl.exists() && endpoints.iter().all(|e| e.exists()) {
             break;
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
@@ -286,15 +348,12 @@ pub fn kernel_args(lab: &Lab, run: &RunDir, machine: &Machine) -> Vec<String> {
         let Some(net) = lab.network(&iface.network) else {
             continue;
         };
+        let socket = interface_socket(lab, run, machine, i, iface);
         args.push(match net.transport {
-            Transport::Daemon => format!(
-                "eth{i}=daemon,{},unix,{}",
-                iface.mac,
-                run.control_socket(&net.name).display()
-            ),
+            Transport::Daemon => format!("eth{i}=daemon,{},unix,{}", iface.mac, socket.display()),
             Transport::Bess => format!(
                 "vec{i}:transport=bess,dst={},mac={}",
-                run.bess_socket(&net.name).display(),
+                socket.display(),
                 iface.mac
             ),
         });

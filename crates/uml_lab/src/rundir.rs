@@ -177,6 +177,12 @@ impl RunDir {
         self.network_dir(name).join("bess")
     }
 
+    /// The switch endpoint of a machine's interface that has a VLAN or a
+    /// link of its own (a control socket or a BESS listener, as the network's).
+    pub fn interface_socket(&self, network: &str, machine: &str, index: usize) -> PathBuf {
+        self.network_dir(network).join(format!("{machine}.{index}"))
+    }
+
     /// A network's state record.
     pub fn network_state(&self, name: &str) -> PathBuf {
         self.network_dir(name).join("state.json")

@@ -27,6 +27,9 @@ pub struct Report {
     pub networks: Vec<NetworkStatus>,
     /// The latest events, oldest first.
     pub events: Vec<Event>,
+    /// In a lab spanning hosts, the host this part runs on (the report
+    /// shows only its machines and networks).
+    pub host: Option<String>,
 }
 
 /// The supervisor's state.
@@ -61,6 +64,10 @@ pub struct InterfaceStatus {
     pub mac: String,
     /// The address the lab gives it.
     pub address: Option<String>,
+    /// Its port's VLAN setting (`vlan=10`, `trunk=10:20`), if any.
+    pub vlan: Option<String>,
+    /// Its emulated link (`delay=100ms,loss=1%`), if any.
+    pub link: Option<String>,
 }
 
 /// One machine.
@@ -114,6 +121,8 @@ pub struct NetworkStatus {
     pub tap: Option<String>,
     /// The machine interfaces plugged into it (`machine.eth0`).
     pub ports: Vec<String>,
+    /// The switch's VXLAN uplink (its `--vxlan` setting), in a lab spanning hosts.
+    pub uplink: Option<String>,
     /// Traffic counters: `null` until the switch has a management socket.
     pub counters: Option<serde_json::Value>,
     /// Why the switch could not start.
@@ -210,6 +219,8 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
                         network: iface.network.clone(),
                         mac: iface.mac.clone(),
                         address: iface.address.clone(),
+                        vlan: iface.vlan.as_ref().map(crate::lab::PortVlan::options),
+                        link: (!iface.link.is_empty()).then(|| iface.link.join(",")),
                     })
                     .collect(),
             }
@@ -237,6 +248,7 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
                         })
                 })
                 .chain(n.tap.iter().map(|t| format!("host.{}", t.device)))
+                .chain(n.uplink.iter().map(|_| "vxlan".to_owned()))
                 .collect();
             NetworkStatus {
                 name: n.name.clone(),
@@ -253,6 +265,7 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
                     .then(|| run.bess_socket(&n.name).display().to_string()),
                 tap: n.tap.as_ref().map(|t| t.device.clone()),
                 ports,
+                uplink: n.uplink.clone(),
                 counters: None,
                 error: rec.error,
             }
@@ -271,6 +284,7 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
         machines,
         networks,
         events,
+        host: lab.local_host.clone(),
     }
 }
 
@@ -361,7 +375,12 @@ pub fn human(report: &Report) -> String {
                             .as_ref()
                             .map(|a| format!("={a}"))
                             .unwrap_or_default()
-                    )
+                    ) + &i
+                        .vlan
+                        .iter()
+                        .chain(&i.link)
+                        .map(|o| format!("[{o}]"))
+                        .collect::<String>()
                 })
                 .collect::<Vec<_>>()
                 .join(" "),

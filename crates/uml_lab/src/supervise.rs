@@ -114,7 +114,7 @@ pub fn supervise(run: &RunDir) -> Result<(), SuperviseError> {
         // Re-read every tick: a second `up` may have added machines.
         let lab = run.lab()?;
         for net in &lab.networks {
-            sup.network(net);
+            sup.network(&lab, net);
         }
         for machine in &lab.machines {
             sup.machine(&lab, machine);
@@ -124,7 +124,7 @@ pub fn supervise(run: &RunDir) -> Result<(), SuperviseError> {
 }
 
 impl Supervisor {
-    fn network(&mut self, net: &crate::lab::Network) {
+    fn network(&mut self, lab: &crate::lab::Lab, net: &crate::lab::Network) {
         let path = self.run.network_state(&net.name);
         let mut rec: NetworkRecord = read_json(&path).ok().flatten().unwrap_or_default();
         if let Some(child) = self.switches.get_mut(&net.name) {
@@ -150,7 +150,7 @@ impl Supervisor {
         }
         let result = launch::make_tap(net).and_then(|created| {
             rec.tap_created |= created;
-            launch::start_switch(&self.run, net)
+            launch::start_switch(lab, &self.run, net)
         });
         match result {
             Ok((child, record)) => {
