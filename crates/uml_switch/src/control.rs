@@ -314,6 +314,7 @@ impl Switch {
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Port(id).into()),
             );
         }
+        self.port_opened(id); // managed switch: described, announced
         id
     }
 
@@ -325,6 +326,7 @@ impl Switch {
         let _ = self.epoll.delete(port.link.fd());
         self.backoff.freed = true;
         self.table.forget_port(id);
+        self.port_closed(&port, message); // managed switch: counts kept, announced
         log_line(message);
     }
 }

@@ -12,9 +12,10 @@ use uml_proto::ethernet::EthernetHeader;
 
 use crate::batch::{Outgoing, RX_BATCH, destination_gone};
 use crate::control::ACCEPT_RETRY;
-use crate::forward::{Destination, decide, forwardable, learn_source};
+use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
+use crate::mgmt::wall_clock;
 use crate::ports::{Link, Port, PortId, source_key};
 use crate::switch::{Switch, SwitchError, sys};
 
@@ -43,6 +44,10 @@ pub(crate) enum Token {
     Pending(u32),
     /// A port: its control connection (daemon) or its frames (BESS, tap).
     Port(PortId),
+    /// The management listener (issue 13).
+    Mgmt,
+    /// A management connection.
+    MgmtConn(u32),
 }
 
 /// Where the kind of a token sits in epoll's 64-bit word; the low half holds an id.
@@ -58,6 +63,8 @@ impl From<Token> for u64 {
             Token::Stdin => (5, 0),
             Token::Pending(id) => (6, id),
             Token::Port(id) => (7, id),
+            Token::Mgmt => (8, 0),
+            Token::MgmtConn(id) => (9, id),
         };
         (kind << KIND_SHIFT) | u64::from(id)
     }
@@ -75,6 +82,8 @@ impl Token {
             5 => Token::Stdin,
             6 => Token::Pending(id),
             7 => Token::Port(id),
+            8 => Token::Mgmt,
+            9 => Token::MgmtConn(id),
             _ => return None,
         })
     }
@@ -96,6 +105,8 @@ impl Switch {
             } else {
                 AGE_EVERY
             };
+            // managed switch: capture output waiting for its reader.
+            let wake = self.managed.wake_within().map_or(wake, |w| w.min(wake));
             let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -118,6 +129,8 @@ impl Switch {
                     Some(Token::Control) => self.accept_control(),
                     Some(Token::Data) => self.data_ready(),
                     Some(Token::Bess) => self.accept_bess(),
+                    Some(Token::Mgmt) => self.accept_mgmt(),
+                    Some(Token::MgmtConn(id)) => self.mgmt_ready(id, event.events()),
                     Some(Token::Stdin) => {
                         let mut byte = [0u8; 64];
                         if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))
@@ -132,11 +145,12 @@ impl Switch {
             }
             let now = Instant::now();
             if now.duration_since(self.last_aged) >= AGE_EVERY {
-                self.table.expire(now);
+                self.age_table(now);
                 self.expire_pending(now);
                 self.last_aged = now;
             }
             self.resume_listeners(now);
+            self.managed_tick(now);
         }
     }
 
@@ -159,7 +173,7 @@ impl Switch {
         }
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..READS_PER_TURN {
-            let Some(port) = self.ports.get(id) else {
+            let Some(port) = self.ports.get_mut(id) else {
                 break;
             };
             match nix::unistd::read(port.link.fd(), &mut buf) {
@@ -167,7 +181,15 @@ impl Switch {
                     self.close_port(id, "Disconnect");
                     break;
                 }
-                Ok(n) => self.forward(id, &buf[..n]),
+                Ok(n) => {
+                    port.rx.frame(n);
+                    if n > MAX_FRAME {
+                        port.rx.oversize += 1;
+                    } else if !forwardable(n) {
+                        port.rx.runt += 1;
+                    }
+                    self.forward(id, &buf[..n]);
+                }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(_) => {
@@ -183,9 +205,13 @@ impl Switch {
     fn route(&mut self, from: PortId, header: &EthernetHeader) {
         self.targets.clear();
         match learn_source(&mut self.table, from, header, self.now) {
-            Some((mac, Learned::New)) => log_line(&format!(" Addr: {mac} New port {from}")),
+            Some((mac, Learned::New)) => {
+                log_line(&format!(" Addr: {mac} New port {from}"));
+                self.mac_event(mac, from, None);
+            }
             Some((mac, Learned::Moved { from: old })) => {
                 log_line(&format!(" Addr: {mac} New port {from} old port {old}"));
+                self.mac_event(mac, from, Some(old));
             }
             Some((_, Learned::Known)) | None => {}
         }
@@ -205,14 +231,27 @@ impl Switch {
             return;
         };
         self.now = Instant::now();
+        let ts = self.managed.captures.active().then(wall_clock);
+        if let Some(ts) = ts {
+            if !self.capture(from, false, frame, ts) {
+                if let Some(port) = self.ports.get_mut(from) {
+                    port.rx.capture += 1;
+                }
+            }
+        }
         self.route(from, header);
         let mut dead = Vec::new();
         for &to in &self.targets {
-            if let Some(port) = self.ports.get(to) {
-                if !deliver(&self.data.fd, port, frame) {
-                    dead.push(to);
+            if let Some(port) = self.ports.get_mut(to) {
+                match deliver(&self.data.fd, port, frame) {
+                    Delivery::Sent => port.tx.frame(frame.len()),
+                    Delivery::Full => port.tx.queue_full += 1,
+                    Delivery::Gone => dead.push(to),
                 }
             }
+        }
+        if let Some(ts) = ts {
+            self.capture_sent(frame, ts);
         }
         for id in dead {
             self.close_port(id, "Disconnect");
@@ -229,26 +268,48 @@ impl Switch {
                 return;
             }
             self.now = Instant::now();
+            // Captures stamp a batch with the time it was taken.
+            let ts = self.managed.captures.active().then(wall_clock);
             let mut dead = Vec::new();
             for &(slot, len, addr) in &received {
                 // Frames from addresses that never registered are dropped, and
                 // so are runts and frames our buffer cut.
-                let Some(from) = source_key(&addr).and_then(|k| self.ports.by_source(&k)) else {
+                let key = source_key(&addr);
+                let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) else {
+                    self.managed.unregistered += 1;
                     continue;
                 };
+                source.rx.frame(len);
+                let from = source.id;
                 if !forwardable(len) {
+                    if len > MAX_FRAME {
+                        source.rx.oversize += 1;
+                    } else {
+                        source.rx.runt += 1;
+                    }
                     continue;
                 }
                 let Some(header) = EthernetHeader::parse(self.rx.frame(slot, len)).copied() else {
                     continue;
                 };
+                if let Some(ts) = ts {
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    if !self.capture(from, false, &frame, ts) {
+                        if let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) {
+                            source.rx.capture += 1;
+                        }
+                    }
+                }
                 self.route(from, &header);
                 for &to in &self.targets {
-                    match self.ports.get(to) {
+                    match self.ports.get_mut(to) {
                         Some(Port {
                             link: Link::Daemon { addr, .. },
+                            tx,
                             ..
                         }) => {
+                            // Counted as sent; a copy refused below is moved to the drops.
+                            tx.frame(len);
                             self.tx.push(Outgoing {
                                 slot,
                                 len,
@@ -256,15 +317,31 @@ impl Switch {
                                 to,
                             });
                         }
-                        Some(port) if !deliver(&self.data.fd, port, self.rx.frame(slot, len)) => {
-                            dead.push(to);
+                        Some(port) => {
+                            match deliver(&self.data.fd, port, self.rx.frame(slot, len)) {
+                                Delivery::Sent => port.tx.frame(len),
+                                Delivery::Full => port.tx.queue_full += 1,
+                                Delivery::Gone => dead.push(to),
+                            }
                         }
-                        _ => {}
+                        None => {}
                     }
+                }
+                if let Some(ts) = ts {
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    self.capture_sent(&frame, ts);
                 }
             }
             // A copy whose port's queue is full is dropped for that port only.
-            self.rx.send(fd, &self.tx, &mut dead);
+            let mut refused = Vec::new();
+            self.rx.send(fd, &self.tx, &mut dead, &mut refused);
+            for i in refused {
+                if let Some(&Outgoing { to, len, .. }) = self.tx.get(i) {
+                    if let Some(port) = self.ports.get_mut(to) {
+                        port.tx.refused(len);
+                    }
+                }
+            }
             self.tx.clear();
             dead.sort_unstable();
             dead.dedup();
@@ -278,28 +355,37 @@ impl Switch {
     }
 }
 
-/// Sends one frame to a port without waiting; a full queue drops the frame for
-/// that port only. Returns false when the port is gone for good (for a daemon
-/// port: its data socket is; another socket may bind the name later).
-fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
-    match &port.link {
-        Link::Daemon { addr, .. } => !matches!(
-            sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT),
-            Err(e) if destination_gone(e)
-        ),
-        Link::Bess(fd) => !matches!(
-            send(
-                fd.as_raw_fd(),
-                frame,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL
-            ),
-            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
-        ),
-        Link::Tap(file) => {
-            let _ = (&*file).write(frame);
-            true
+/// What became of a frame sent to a port.
+enum Delivery {
+    /// The kernel took it.
+    Sent,
+    /// The port's queue was full (or the send failed otherwise): dropped for that port only.
+    Full,
+    /// The port is gone for good (for a daemon port: its data socket is;
+    /// another socket may bind the name later).
+    Gone,
+}
+
+/// Sends one frame to a port without waiting.
+fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
+    let sent = match &port.link {
+        Link::Daemon { addr, .. } => {
+            match sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT) {
+                Err(e) if destination_gone(e) => return Delivery::Gone,
+                other => other.is_ok(),
+            }
         }
-    }
+        Link::Bess(fd) => match send(
+            fd.as_raw_fd(),
+            frame,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Delivery::Gone,
+            other => other.is_ok(),
+        },
+        Link::Tap(file) => (&*file).write(frame).is_ok(),
+    };
+    if sent { Delivery::Sent } else { Delivery::Full }
 }
 
 #[cfg(test)]
@@ -318,10 +404,13 @@ mod tests {
             Token::Pending(u32::MAX),
             Token::Port(1),
             Token::Port(u32::MAX),
+            Token::Mgmt,
+            Token::MgmtConn(0),
+            Token::MgmtConn(u32::MAX),
         ] {
             assert_eq!(Token::from_event(token.into()), Some(token));
         }
         assert_eq!(Token::from_event(0), None);
-        assert_eq!(Token::from_event(9 << KIND_SHIFT), None);
+        assert_eq!(Token::from_event(10 << KIND_SHIFT), None);
     }
 }

@@ -10,14 +10,20 @@
 //! plane (requests, port lifetime), [`forward`] the forwarding decision,
 //! [`event_loop`] the epoll loop and data path, [`batch`] the batched
 //! `recvmmsg`/`sendmmsg` of the shared data socket, [`owner`] who a
-//! requested data socket belongs to.
+//! requested data socket belongs to. Management (issue 13): [`mgmt`] the
+//! management socket, [`capture`] pcapng captures, [`counters`] the frame
+//! counters, [`events`] the event stream.
 
 pub mod batch;
+pub mod capture;
 mod control;
+pub mod counters;
 mod event_loop;
+pub mod events;
 pub mod forward;
 pub mod learning;
-mod log;
+pub mod log;
+pub mod mgmt;
 pub mod owner;
 pub mod ports;
 pub mod switch;

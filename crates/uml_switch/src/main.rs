@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use uml_switch::capture::Rotate;
+use uml_switch::mgmt::ManagedConfig;
 use uml_switch::switch::{Config, Switch};
 
 /// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
@@ -40,6 +42,18 @@ struct Args {
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     max_age: u64,
+    /// Management socket (JSON lines; see uml_switchctl), owner-only.
+    #[arg(long, value_name = "PATH")]
+    mgmt: Option<PathBuf>,
+    /// Capture every frame received to FILE as pcapng (`-`: standard output, or a FIFO).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Also capture the copies the switch sends, on the egress port's interface.
+    #[arg(long, requires = "pcap")]
+    pcap_outbound: bool,
+    /// Start a new capture file before one grows beyond SIZE (k, M, G), keeping COUNT files.
+    #[arg(long, value_name = "SIZE[,COUNT]", requires = "pcap", value_parser = Rotate::parse)]
+    pcap_rotate: Option<Rotate>,
 }
 
 /// The C switch's single-dash long options, rewritten to `--` forms.
@@ -94,6 +108,12 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
+        managed: ManagedConfig {
+            mgmt: args.mgmt,
+            pcap: args.pcap,
+            pcap_rotate: args.pcap_rotate,
+            pcap_outbound: args.pcap_outbound,
+        },
     };
     let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());
     match result {

@@ -23,6 +23,7 @@ use crate::event_loop::Token;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
 use crate::log::log_line;
+use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
 use crate::ports::{Link, PortId, PortTable};
 
 /// What the command line chose.
@@ -47,6 +48,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How long a MAC stays learned after its last frame.
     pub max_age: Duration,
+    /// The management socket and captures (issue 13).
+    pub managed: ManagedConfig,
 }
 
 /// Why the switch could not start.
@@ -66,6 +69,9 @@ pub enum SwitchError {
         /// The failure.
         source: TunError,
     },
+    /// The capture given on the command line cannot start.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {
@@ -115,6 +121,8 @@ pub struct Switch {
     pub(crate) last_aged: Instant,
     /// A signal that came before the event loop: it ends the switch at once.
     pub(crate) stop_before_loop: Option<i32>,
+    /// Management socket, captures, counters' history (issue 13).
+    pub(crate) managed: Managed,
     /// Removed when the switch is dropped, after the socket files.
     _pidfile: Option<PidFile>,
 }
@@ -122,6 +130,10 @@ pub struct Switch {
 impl Switch {
     /// Binds every socket and prints the start-up lines; the switch then runs with [`Switch::run`].
     pub fn start(cfg: Config) -> Result<Self, SwitchError> {
+        if cfg.managed.pcap.as_deref() == Some(std::path::Path::new("-")) {
+            // Standard output carries the capture: not a log line may go there.
+            crate::log::to_stderr();
+        }
         let mut signals_set = SigSet::empty();
         signals_set.add(Signal::SIGINT);
         signals_set.add(Signal::SIGTERM);
@@ -155,6 +167,13 @@ impl Switch {
             .as_deref()
             .map(|path| BoundPath::bind(path, SockType::SeqPacket))
             .transpose()?;
+        // managed switch (issue 13): the management socket, bound like the others.
+        let mgmt = cfg
+            .managed
+            .mgmt
+            .as_deref()
+            .map(MgmtListener::bind)
+            .transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(sys("creating an epoll instance"))?;
         let watch = |fd: BorrowedFd<'_>, token: Token| {
@@ -166,6 +185,9 @@ impl Switch {
         watch(data.fd.as_fd(), Token::Data)?;
         if let Some(bess) = &bess {
             watch(bess.fd.as_fd(), Token::Bess)?;
+        }
+        if let Some(mgmt) = &mgmt {
+            watch(mgmt.fd.as_fd(), Token::Mgmt)?;
         }
         let stdin = io::stdin();
         if stdin.is_terminal() {
@@ -190,8 +212,10 @@ impl Switch {
             now: Instant::now(),
             last_aged: Instant::now(),
             stop_before_loop: None,
+            managed: Managed::new(mgmt),
             _pidfile: None,
         };
+        switch.start_pcap()?;
         switch.announce();
         if let Some(name) = switch.cfg.tap.clone() {
             let file = open_tap(&name).map_err(|source| SwitchError::Tap { name, source })?;
@@ -252,6 +276,9 @@ impl Switch {
         }
         if let Some(bess) = &self.cfg.bess {
             line.push_str(&format!(" bess socket '{}'", bess.display()));
+        }
+        if let Some(mgmt) = &self.cfg.managed.mgmt {
+            line.push_str(&format!(" management socket '{}'", mgmt.display()));
         }
         log_line(&line);
     }
