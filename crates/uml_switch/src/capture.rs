@@ -218,6 +218,8 @@ pub struct Ended {
 
 fn new_writer() -> Result<PcapNgWriter<Vec<u8>>, CaptureError> {
     let section = SectionHeaderBlock {
+        // The library's default is big-endian; readers expect the writer's own order.
+        endianness: pcap_file::Endianness::native(),
         options: vec![SectionHeaderOption::UserApplication(
             concat!("uml_switch ", env!("CARGO_PKG_VERSION")).into(),
         )],
