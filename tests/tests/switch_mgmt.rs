@@ -247,6 +247,8 @@ fn uml_switch_counts_every_frame_exactly() {
     let stalled = Port::connect(&switch); // never reads until the end
     let ids = port_ids(&switch);
     let (ia, ib, ic) = (ids[0], ids[1], ids[2]);
+    let mut events = Mgmt::connect(&switch.mgmt);
+    assert_eq!(events.ask("events")["ok"], true);
 
     // a broadcasts 200 frames of 100 bytes (114 on the wire), five at a time
     // while b keeps up: each goes to b and to the stalled port, whose queue
@@ -329,6 +331,25 @@ fn uml_switch_counts_every_frame_exactly() {
         1
     );
     assert_eq!(switch.ctl(&["macs"]).as_array().unwrap().len(), 1);
+
+    // The drops were reported as events, rate-limited: their counts add up.
+    let (mut runts, mut strangers) = (0, 0);
+    let mut all = Vec::new();
+    while runts < 2 || strangers < 1 {
+        let e = events
+            .line()
+            .unwrap_or_else(|| panic!("drops missing from {all:?}"));
+        if e["event"] == "drops" {
+            let count = e["count"].as_u64().unwrap();
+            match (e["port"].as_u64(), e["reason"].as_str()) {
+                (Some(p), Some("runt")) if p == ia => runts += count,
+                (None, Some("unregistered")) => strangers += count,
+                _ => {}
+            }
+        }
+        all.push(e);
+    }
+    assert_eq!((runts, strangers), (2, 1), "{all:?}");
 
     // A closed port's counts stay in the totals.
     assert_eq!(
@@ -937,4 +958,72 @@ fn real_kernel_live_capture_through_a_fifo_and_uml_switchctl() {
         frames.contains(&(format!("daemon:{p1}"), guest_mac(1), "0".to_owned())),
         "{frames:?}"
     );
+}
+
+#[test]
+fn uml_switch_pcap_to_stdout_keeps_the_log_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let mut child = Command::new(our_tool("uml_switch"))
+        .arg("-unix")
+        .arg(&ctl)
+        .args(["--pcap", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = Arc::clone(&stream);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("attached to unix socket"), "{first}");
+
+    let a = SwitchClient::connect(&ctl, &format!("mgmt-stdout-{}", std::process::id())).unwrap();
+    let frame = [
+        EthernetHeader::new(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 0x31]), 0x88b5).as_bytes(),
+        &[9u8; 1000],
+    ]
+    .concat();
+    for _ in 0..10 {
+        a.send(&frame).unwrap();
+    }
+    wait_until(
+        Instant::now() + WAIT,
+        "ten frames on standard output",
+        || {
+            blocks(&stream.lock().unwrap())
+                .iter()
+                .filter(|(k, _)| *k == EPB)
+                .count()
+                == 10
+        },
+    );
+    let bytes = stream.lock().unwrap().clone();
+    assert_eq!(
+        bytes[..4],
+        0x0a0d_0d0a_u32.to_le_bytes(),
+        "no section header first"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("New connection"),
+        "a log line in the capture"
+    );
+    kill(pid_of(&child), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("New connection"), "{rest}");
 }

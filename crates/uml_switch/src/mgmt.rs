@@ -192,7 +192,7 @@ fn reply_err(code: &str, message: impl Into<String>) -> Value {
 }
 
 /// How a port is described: its name, transport and peer.
-fn describe(id: PortId, link: &Link, bess: Option<&Path>) -> PortInfo {
+fn describe(id: PortId, link: &Link, bess: Option<&Path>, tap: Option<&str>) -> PortInfo {
     let (transport, name, peer) = match link {
         Link::Daemon { key, control, .. } => {
             let mut peer = peer_of_addr(key);
@@ -209,7 +209,10 @@ fn describe(id: PortId, link: &Link, bess: Option<&Path>) -> PortInfo {
             let path = bess.map_or_else(String::new, |p| p.display().to_string());
             ("bess", format!("bess:{path}#{id}"), peer)
         }
-        Link::Tap(_) => ("tap", format!("tap:{id}"), String::new()),
+        Link::Tap(_) => {
+            let dev = tap.unwrap_or_default();
+            ("tap", format!("tap:{dev}#{id}"), dev.to_owned())
+        }
     };
     PortInfo {
         name,
@@ -722,7 +725,12 @@ impl Switch {
         let Some(port) = self.ports.get(id) else {
             return;
         };
-        let info = describe(id, &port.link, self.bess.as_ref().map(|b| b.path()));
+        let info = describe(
+            id,
+            &port.link,
+            self.bess.as_ref().map(|b| b.path()),
+            self.cfg.tap.as_deref(),
+        );
         let event = Event::PortUp {
             port: id,
             name: info.name.clone(),
