@@ -88,6 +88,26 @@ pub fn our_tool(name: &str) -> PathBuf {
     path
 }
 
+/// `cargo xtask ARGS` as a user runs it (`cargo run -p xtask`), in the
+/// workspace and with the test's target directory, so it builds nothing twice.
+pub fn xtask(args: &[&str]) -> std::process::Command {
+    let exe = std::env::current_exe().expect("locating the test executable");
+    // Test executables live in <target>/<profile>/deps/.
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test executable under <target>/<profile>/deps");
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the test bed crate sits in the workspace");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["run", "--locked", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target);
+    cmd
+}
+
 /// Runs a program with arguments in `dir` and collects its output.
 pub fn run_in(
     program: &std::path::Path,

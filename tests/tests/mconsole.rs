@@ -920,3 +920,87 @@ fn real_kernel_mconsole_stops_waiting_when_the_guest_is_killed() {
     );
     assert!(uml.has_exited());
 }
+
+/// A bound abstract name may hold newlines, which the kernel prints raw in
+/// /proc/net/unix: another user can forge table lines that pair a victim
+/// process's socket with their own "machine" socket. `int` must still never
+/// signal a process of another user than the socket's owner.
+#[test]
+fn root_mconsole_int_ignores_a_forged_socket_table() {
+    let dir = shared_tempdir();
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::os::unix::fs::chown(&evil, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Root's victim: a process holding a socket, which SIGINT would end.
+    let perl = host_program("perl", "perl-base");
+    let mut victim = Command::new(&perl)
+        .args([
+            "-e",
+            "use Socket; socket(my $s, AF_UNIX, SOCK_DGRAM, 0) or die $!; \
+             bind($s, pack_sockaddr_un(\"\\0victim-of-a-forged-table\")) or die $!; \
+             $| = 1; print \"ready\\n\"; sleep 120",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(victim.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let victim_pid = victim.id();
+    let inode = std::fs::read_dir(format!("/proc/{victim_pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+        .find_map(|link| {
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap();
+    // nobody's "machine": a socket, a pid file naming the victim, and an
+    // abstract name whose second line pairs the victim's socket with it.
+    let socket = evil.join("m");
+    let script = format!(
+        "use Socket;\n\
+         socket(my $m, AF_UNIX, SOCK_DGRAM, 0) or die $!; bind($m, pack_sockaddr_un('{sock}')) or die $!;\n\
+         open(my $p, '>', '{pid}') or die $!; print $p \"{victim_pid}\\n\"; close($p);\n\
+         socket(my $f, AF_UNIX, SOCK_DGRAM, 0) or die $!;\n\
+         bind($f, pack_sockaddr_un(\"\\0x\\n0000000000000000: 00000002 00000000 00000000 0002 01 {inode} {sock}\")) or die $!;\n\
+         $| = 1; print \"ready\\n\"; sleep 120;\n",
+        sock = socket.display(),
+        pid = evil.join("pid").display(),
+    );
+    let mut attacker = Command::new(host_program("setpriv", "util-linux"))
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".to_owned(),
+        ])
+        .arg(&perl)
+        .args(["-e", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(attacker.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let out = Command::new(our_tool("uml_mconsole"))
+        .arg(&socket)
+        .arg("int")
+        .output()
+        .unwrap();
+    let still_running = victim.try_wait().unwrap().is_none();
+    for child in [&mut victim, &mut attacker] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        still_running,
+        "int signalled root's pid {victim_pid}: {out:?}"
+    );
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+}

@@ -19,6 +19,20 @@ fn c_moo() -> PathBuf {
     host_program("uml_moo", "uml-utilities")
 }
 
+/// `d/base.img` of `len` bytes and a V3 `d/x.cow` over it with `dirty`
+/// sectors; returns the image a merge must give.
+fn v3_cow_over_base(d: &Path, len: usize, dirty: &[(u64, u8)]) -> Vec<u8> {
+    fs::write(d.join("base.img"), backing_bytes(len)).unwrap();
+    TestCow::build(
+        &d.join("x.cow"),
+        &d.join("base.img"),
+        CowVersion::V3,
+        true,
+        dirty,
+    )
+    .expected
+}
+
 /// Copies a backing file keeping its mtime, so a COW's header still matches the copy.
 fn copy_keeping_mtime(from: &Path, to: &Path) {
     fs::copy(from, to).unwrap();
@@ -99,15 +113,7 @@ fn c_tool_uml_moo_drops_a_partial_last_sector_that_we_keep() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let size = (64 << 10) + 300;
-    fs::write(d.join("base.img"), backing_bytes(size)).unwrap();
-    let expected = TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(3, 0x33), (128, 0x44)],
-    )
-    .expected;
+    let expected = v3_cow_over_base(d, size, &[(3, 0x33), (128, 0x44)]);
     assert!(run_in(&c_moo(), d, &["x.cow", "c.img"]).status.success());
     assert!(
         run_in(&our_tool("uml_moo"), d, &["x.cow", "ours.img"])
@@ -129,15 +135,8 @@ fn c_tool_uml_moo_drops_a_partial_last_sector_that_we_keep() {
 fn c_tool_uml_moo_exit_codes_match_ours() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(8192)).unwrap();
     fs::write(d.join("junk.cow"), b"no magic here, nothing to see").unwrap();
-    TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[],
-    );
+    v3_cow_over_base(d, 8192, &[]);
     fs::write(d.join("short.img"), backing_bytes(4096)).unwrap();
     for args in [
         &[][..],
@@ -418,14 +417,7 @@ fn uml_moo_in_place_killed_at_any_point_is_finished_by_a_rerun() {
 fn root_full_disk_leaves_no_output_behind() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(8 << 20)).unwrap();
-    TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(5, 1)],
-    );
+    v3_cow_over_base(d, 8 << 20, &[(5, 1)]);
     fs::create_dir(d.join("small")).unwrap();
     // A 2 MiB tmpfs in a mount namespace of our own: the host sees nothing of it.
     let script = format!(
@@ -459,15 +451,7 @@ fn root_full_disk_leaves_no_output_behind() {
 fn uml_moo_in_place_never_writes_through_a_planted_marker_symlink() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
-    let expected = TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(3, 0x33), (700, 0x77)],
-    )
-    .expected;
+    let expected = v3_cow_over_base(d, 1 << 20, &[(3, 0x33), (700, 0x77)]);
     fs::write(d.join("victim"), "precious").unwrap();
     symlink(d.join("victim"), d.join("x.cow.uml_moo-in-progress")).unwrap();
     let out = run_in(&our_tool("uml_moo"), d, &["-q", "-d", "x.cow"]);
@@ -482,23 +466,36 @@ fn uml_moo_in_place_never_writes_through_a_planted_marker_symlink() {
 
 /// A marker cut short (no complete record) is not reported as a merge in progress.
 #[test]
-fn uml_moo_info_reports_only_a_complete_marker() {
+fn uml_moo_info_reports_only_a_complete_marker_of_our_own() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(64 << 10)).unwrap();
-    TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(1, 1)],
-    );
+    v3_cow_over_base(d, 64 << 10, &[(1, 1)]);
     fs::write(d.join("x.cow.uml_moo-in-progress"), "uml_moo in-place me").unwrap();
     let out = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("merge in progress"),
         "{out:?}"
+    );
+    // A complete marker, but another user's (planted where others may write):
+    // it does not count either.
+    let marker = d.join("x.cow.uml_moo-in-progress");
+    fs::write(
+        &marker,
+        "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n\
+         cow 1 2\nbacking 3 4\nsize 65536\nmtime 5\n",
+    )
+    .unwrap();
+    let ours = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
+    assert!(
+        String::from_utf8_lossy(&ours.stdout).contains("merge in progress"),
+        "{ours:?}"
+    );
+    std::os::unix::fs::chown(&marker, Some(65534), Some(65534)).unwrap();
+    let foreign = run_in(&our_tool("uml_moo"), d, &["--info", "x.cow"]);
+    assert!(
+        !String::from_utf8_lossy(&foreign.stdout).contains("merge in progress"),
+        "{foreign:?}"
     );
 }
 
@@ -508,14 +505,7 @@ fn uml_moo_info_reports_only_a_complete_marker() {
 fn uml_moo_refuses_a_cow_as_its_own_backing_file_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(64 << 10)).unwrap();
-    TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(1, 1)],
-    );
+    v3_cow_over_base(d, 64 << 10, &[(1, 1)]);
     let before = fs::read(d.join("x.cow")).unwrap();
     for args in [
         &["-d", "-b", "x.cow", "x.cow"][..],
@@ -570,15 +560,7 @@ fn uml_moo_info_on_a_huge_sparse_cow_needs_little_memory() {
 fn c_tool_uml_moo_replaces_an_existing_output_as_the_c_tool_overwrites_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
-    let expected = TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(2, 0x22), (1500, 0x15)],
-    )
-    .expected;
+    let expected = v3_cow_over_base(d, 1 << 20, &[(2, 0x22), (1500, 0x15)]);
     for tool in [c_moo(), our_tool("uml_moo")] {
         fs::write(d.join("out.img"), vec![0xee; 3 << 20]).unwrap();
         let out = run_in(&tool, d, &["x.cow", "out.img"]);
@@ -643,15 +625,7 @@ impl Drop for LoopDevice {
 fn root_c_tool_uml_moo_writes_through_a_block_device() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    fs::write(d.join("base.img"), backing_bytes(1 << 20)).unwrap();
-    let expected = TestCow::build(
-        &d.join("x.cow"),
-        &d.join("base.img"),
-        CowVersion::V3,
-        true,
-        &[(0, 0x01), (9, 0x09), (2047, 0x7f)],
-    )
-    .expected;
+    let expected = v3_cow_over_base(d, 1 << 20, &[(0, 0x01), (9, 0x09), (2047, 0x7f)]);
     // Old contents everywhere, so a skipped zero or hole would show.
     fs::write(d.join("volume"), vec![0xa5; 2 << 20]).unwrap();
     let volume = LoopDevice::over(&d.join("volume"));

@@ -306,26 +306,21 @@ fn uml_switch_takes_a_thousand_clients_and_a_reader_that_stalls() {
 
     let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
     let stalled = Client::connect(&switch.ctl); // never reads
-    let reader = std::thread::spawn(move || {
-        let mut got = 0;
-        while b.recv().is_some() {
-            got += 1;
+    // In lockstep with the reading port, five frames at a time: its queue (10
+    // datagrams) never overflows however loaded the machine is, so every frame
+    // must arrive, while the stalled port's queue is full after ten frames and
+    // stays full. A switch that waited on the stalled port would stop here.
+    for burst in 0..600u32 {
+        for i in 0..5 {
+            a.send(BROADCAST, &(burst * 5 + i).to_le_bytes());
         }
-        got
-    });
-    // Paced so that the reading port keeps up even on a loaded machine; the
-    // stalled port's queue is full after ten frames and stays full.
-    for i in 0..3000u32 {
-        a.send(BROADCAST, &i.to_le_bytes());
-        if i % 5 == 4 {
-            std::thread::sleep(Duration::from_micros(200));
+        for i in 0..5 {
+            let got = b.recv().unwrap_or_else(|| {
+                panic!("frame {} never reached the reading port", burst * 5 + i)
+            });
+            assert_eq!(got, frame(BROADCAST, a.mac, &(burst * 5 + i).to_le_bytes()));
         }
     }
-    let got = reader.join().unwrap();
-    assert!(
-        got >= 2900,
-        "only {got} of 3000 frames reached the reading port"
-    );
     drop(stalled);
     assert!(switch.alive());
 }
@@ -1357,4 +1352,38 @@ fn uml_switch_closes_a_port_whose_data_socket_is_gone() {
     a.send(BROADCAST, b"two");
     assert_eq!(c.drain(), vec![frame(BROADCAST, a.mac, b"two")]);
     assert!(newcomer.recv(&mut [0u8; 100]).is_err());
+}
+
+/// Out of descriptors, the switch cannot ask the kernel who owns an abstract
+/// data socket: the request is refused, never served unchecked, so exhausting
+/// the switch's descriptors does not open the confused-deputy door.
+#[test]
+fn uml_switch_out_of_descriptors_refuses_requests_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("sh");
+    limited.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &[]);
+    let pid = pid_of(&switch.child).as_raw();
+    // Connected first, its request sent once the switch has no descriptor left.
+    let mut conn = UnixStream::connect(&switch.ctl).unwrap();
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| idle_connection(&switch.ctl))
+        .collect();
+    wait_until(
+        Instant::now() + WAIT,
+        "the switch to run out of descriptors",
+        || {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count()
+                >= 64
+        },
+    );
+    let (_data, _, name) = bind_data_socket(&format!("exhausted-{}", std::process::id())).unwrap();
+    let request = uml_testbed::switch_client::kernel_request(&name).unwrap();
+    conn.write_all(&request).unwrap();
+    assert!(!answered(conn), "a request was served unchecked");
+    switch.wait_for_line("cannot check who owns");
+    drop(idle);
 }

@@ -504,8 +504,9 @@ fn root_uml_net_makes_bare_taps_for_anyone_and_nothing_more_without_a_policy() {
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
     assert!(fdinfo.contains(&format!("iff:\t{name}")), "{fdinfo}");
     assert_eq!(ns.sysfs(&name, "owner"), "1000");
+    // No address at all: none of IPv4, and IPv6 is off.
     let link = ns.show(&["-o", "addr", "show", "dev", &name]);
-    assert!(link.contains(&name) && !link.contains("inet "), "{link}");
+    assert!(!link.contains("inet"), "{link}");
     // The tap goes with its last fd.
     drop(fd);
     assert_eq!(host_state(&ns), before);
@@ -739,13 +740,15 @@ fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 
 /// Waits until the host answers, on the tap, the ARP request for `target`:
 /// frames written to a tap are processed in order, so everything written
-/// before the request has been processed by then.
-fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
+/// before the request has been processed by then, and frames the host sent
+/// out of the tap before its answer are read before it. Returns those frames.
+fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) -> Vec<Vec<u8>> {
     use std::io::Read;
     let mut reader = tap.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
+        let mut before = Vec::new();
         while let Ok(n) = reader.read(&mut buf) {
             let frame = &buf[..n];
             if n >= 42
@@ -753,13 +756,14 @@ fn wait_for_arp_reply(tap: &std::fs::File, target: [u8; 4]) {
                 && frame[20..22] == [0, 2]
                 && frame[28..32] == target
             {
-                let _ = tx.send(());
+                let _ = tx.send(before);
                 return;
             }
+            before.push(frame.to_vec());
         }
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .expect("the host never answered ARP on the tap");
+        .expect("the host never answered ARP on the tap")
 }
 
 #[test]
@@ -1198,6 +1202,50 @@ fn root_real_kernel_uml_net_group_member_gets_the_c_packages_host_state() {
     assert_eq!(sysctl(&ns, "ipv4/ip_forward"), "1");
 }
 
+#[test]
+fn root_real_kernel_uml_net_group_member_gets_the_standard_lab_beyond_the_default_route() {
+    let ns = NetNamespace::new("umlnet-lab");
+    let gid = uml_net_group();
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    // A host whose only route to the lab's network is its default route, as
+    // with `eth0=tuntap,,,10.0.0.1` and a guest at 10.0.0.2.
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.38.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    ns.ip(&["route", "add", "default", "via", "10.99.38.254"]);
+    let launcher = helper.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let mut uml = UmlBuilder::new(
+        "ip link set eth0 up\nip addr add 10.99.37.2/24 dev eth0\n\
+         n=0; until ping -c 1 -W 1 10.99.37.1 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 30 ] && break; done\n\
+         ping -c 3 -i 0.2 -W 2 10.99.37.1 | tail -2\necho PING-DONE\nsleep 600",
+    )
+    .arg("eth0=tuntap,,,10.99.37.1")
+    .launcher(&launcher)
+    .netns(ns.name())
+    .user(1000, 1000)
+    .groups(&[gid])
+    .env("PATH", helper.path())
+    .start();
+    uml.wait_for_console("PING-DONE", Duration::from_secs(60));
+    let console = uml.console();
+    assert!(
+        console.contains("3 packets received, 0% packet loss"),
+        "{console}"
+    );
+    assert!(
+        console.contains("* ip route add 10.99.37.2/32 dev tap0"),
+        "{console}"
+    );
+    let routes = ns.show(&["route"]);
+    assert!(routes.contains("10.99.37.2 dev tap0"), "{routes}");
+    // Nowhere to publish it: no LAN of the host holds it.
+    assert_eq!(ns.show(&["neigh", "show", "proxy"]), "");
+}
+
 /// An IPv4 header (no options) with its checksum.
 fn ipv4_header(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: usize) -> Vec<u8> {
     let mut header = vec![0x45, 0];
@@ -1302,4 +1350,186 @@ fn root_uml_net_taps_ignore_ipv4_redirects_from_the_guest() {
         sysctl(&ns, &format!("ipv4/conf/{name}/accept_redirects")),
         "0"
     );
+}
+
+#[test]
+fn root_uml_net_add_never_takes_an_address_in_use() {
+    let ns = NetNamespace::new("umlnet-add");
+    let gid = uml_net_group();
+    // Debian's model: the group's members, no policy file.
+    let helper = Helper::new(None).installed_as(gid, 0o4754);
+    let member = Who::in_groups(1000, &[gid]);
+    make_tap(&ns, "tapm", 1000);
+    // The host's LAN: its router 10.99.33.254 (the default route) and a host
+    // 10.99.33.9, both live in the neighbour table; a network behind the
+    // router; an address routed to one LAN host; an address the
+    // administrator publishes for a host behind this one.
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ns.ip(&["addr", "add", "10.99.33.1/24", "dev", "lan0"]);
+    ns.ip(&["link", "set", "lan0", "up"]);
+    ns.ip(&["link", "set", "lan1", "up"]);
+    for (addr, mac) in [
+        ("10.99.33.254", "02:00:00:00:00:fe"),
+        ("10.99.33.9", "02:00:00:00:00:09"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "lan0",
+            "nud",
+            "reachable",
+        ]);
+    }
+    ns.ip(&["route", "add", "default", "via", "10.99.33.254"]);
+    ns.ip(&["route", "add", "10.99.34.0/24", "via", "10.99.33.254"]);
+    ns.ip(&["route", "add", "10.99.35.5/32", "dev", "lan0"]);
+    ns.ip(&["neigh", "add", "proxy", "10.99.33.20", "dev", "lan0"]);
+    let before = host_state(&ns);
+    for (addr, why) in [
+        ("10.99.33.254", "a host on lan0 has it"),
+        ("10.99.33.9", "a host on lan0 has it"),
+        ("10.99.33.20", "published by proxy ARP on lan0"),
+        ("10.99.34.5", "routed through a gateway"),
+        ("10.99.35.5", "already routed through lan0"),
+        // The host's DNS resolver, say, reached through the default route.
+        ("192.0.2.53", "can grant it"),
+    ] {
+        let (code, text) = helper.route(&ns, &member, &["4", "add", "tapm", addr, "255.255.255.0"]);
+        assert_eq!(code, Some(1), "{addr}: {text}");
+        assert!(text.contains(why), "{addr}: {text}");
+        assert_eq!(host_state(&ns), before, "add {addr} changed the host");
+        let route = ns.show(&["route", "get", addr]);
+        assert!(
+            !route.contains("dev tapm"),
+            "{addr} went to the guest: {route}"
+        );
+    }
+    // A public GATE under the implicit grant is refused the same way.
+    let (code, datagram, fd) = helper.tap_up(&ns, &member, &["4", "tuntap", "up", "192.0.2.53"]);
+    let text = String::from_utf8_lossy(&datagram);
+    assert_eq!((code, fd.is_none()), (Some(1), true), "{text}");
+    assert!(text.contains("can grant it"), "{text}");
+    assert_eq!(host_state(&ns), before, "GATE 192.0.2.53 changed the host");
+    // What the lab needs still works: a free LAN address, published on the
+    // LAN, and a private address reached only through the default route.
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "10.99.33.50", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("* ip neigh add proxy 10.99.33.50 dev lan0"),
+        "{text}"
+    );
+    let (code, text) = helper.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "10.99.36.2", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(ns.show(&["route"]).contains("10.99.36.2 dev tapm"));
+    // An explicit policy line is the administrator's decision.
+    let granted = Helper::new(Some("allow user 1000 192.0.2.0/24\n")).installed_as(gid, 0o4754);
+    let (code, text) = granted.route(
+        &ns,
+        &member,
+        &["4", "add", "tapm", "192.0.2.53", "255.255.255.0"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+}
+
+/// An Ethernet frame to `mac` carrying an IPv6 packet with no payload (next
+/// header 59) from `src` to `dst`.
+fn ipv6_packet(mac: [u8; 6], src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut frame = EthernetHeader::new(MacAddr(mac), GUEST_MAC, 0x86dd)
+        .as_bytes()
+        .to_vec();
+    frame.extend([0x60, 0, 0, 0, 0, 0, 59, 64]);
+    frame.extend(src);
+    frame.extend(dst);
+    frame
+}
+
+#[test]
+fn root_uml_net_taps_carry_no_ipv6_from_the_guest() {
+    use std::io::Write;
+    let ns = NetNamespace::new("umlnet-ipv6");
+    let helper = Helper::new(None);
+    // Anyone's bare tap, and root's, out of which the host would forward to
+    // 2001:db8:99:1::/64; the host forwards IPv6.
+    let (code, datagram, fd) = helper.tap_up(&ns, NOBODY, &["4", "tuntap", "up"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let name = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
+    let mut tap = std::fs::File::from(fd.expect("the tap's fd"));
+    let (code, datagram, fd) = helper.tap_up(&ns, 0, &["4", "tuntap", "up"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&datagram));
+    let out = String::from_utf8_lossy(TapAnswer::parse(&datagram).unwrap().ifname).into_owned();
+    let mut out_tap = std::fs::File::from(fd.expect("the tap's fd"));
+    let set = ns.run(
+        Path::new("sh"),
+        &[
+            "-c",
+            &format!(
+                "echo 0 > /proc/sys/net/ipv6/conf/{out}/disable_ipv6 && \
+                 echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
+            ),
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    ns.ip(&["addr", "add", "10.99.32.1/32", "dev", &out]);
+    ns.ip(&["-6", "route", "add", "2001:db8:99:1::/64", "dev", &out]);
+    ns.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        "2001:db8:99:1::9",
+        "lladdr",
+        "02:00:0a:63:20:09",
+        "dev",
+        &out,
+        "nud",
+        "permanent",
+    ]);
+    let mac: Vec<u8> = ns
+        .sysfs(&name, "address")
+        .split(':')
+        .map(|octet| u8::from_str_radix(octet, 16).unwrap())
+        .collect();
+    // A source nobody gave the guest, to an address the host forwards to.
+    let spoofed: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5,
+    ];
+    let dst: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9,
+    ];
+    tap.write_all(&ipv6_packet(mac.try_into().unwrap(), spoofed, dst))
+        .unwrap();
+    tap.write_all(&arp_request([0, 0, 0, 0], [10, 99, 32, 1]))
+        .unwrap();
+    wait_for_arp_reply(&tap, [10, 99, 32, 1]);
+    // Whatever the host forwarded out of the other tap comes out before its
+    // answer to this.
+    out_tap
+        .write_all(&arp_request([0, 0, 0, 0], [10, 99, 32, 1]))
+        .unwrap();
+    let forwarded: Vec<Vec<u8>> = wait_for_arp_reply(&out_tap, [10, 99, 32, 1])
+        .into_iter()
+        .filter(|frame| {
+            frame.len() >= 54 && frame[12..14] == [0x86, 0xdd] && frame[22..38] == spoofed
+        })
+        .collect();
+    assert!(
+        forwarded.is_empty(),
+        "the host forwarded IPv6 from the guest: {forwarded:02x?}"
+    );
+    assert_eq!(sysctl(&ns, &format!("ipv6/conf/{name}/disable_ipv6")), "1");
+    let addresses = ns.show(&["-6", "-o", "addr", "show", "dev", &name]);
+    assert!(addresses.is_empty(), "{addresses}");
 }

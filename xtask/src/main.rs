@@ -3,6 +3,10 @@
 //! - `cargo xtask test`: provisions the real-kernel test bed, then runs the format
 //!   check, clippy with warnings denied, and every test of the workspace.
 //! - `cargo xtask provision`: only installs what the real-kernel tests need.
+//! - `cargo xtask demo`: two guests on our switch ping, are listed, halted, and
+//!   one's COW file merged.
+//! - `cargo xtask dist [--out DIR]`: the Debian package.
+//! - `cargo xtask install [--prefix DIR]`: binaries, man pages, completions.
 //! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
 //! - `cargo xtask bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]`:
 //!   times `uml_moo` against the C tool and `cp` (see BENCHMARKS.md).
@@ -10,6 +14,8 @@
 //!   `vde_switch`, ours and a reference forwarder under one load generator.
 
 mod bench;
+mod demo;
+mod dist;
 mod fuzz;
 mod provision;
 
@@ -43,6 +49,9 @@ fn run_command() -> Result<()> {
             fuzz::run_all(&workspace_root(), seconds)
         }
         Some("provision") => provision::ensure_test_bed(),
+        Some("demo") => demo::run(&workspace_root()),
+        Some("dist") => dist::dist(&workspace_root(), &args[1..]),
+        Some("install") => dist::install(&workspace_root(), &args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         // Internal: the reference writer `bench cow` starts as a process.
         Some("bench-write-runs") => bench::write_runs(&args[1..]),
@@ -54,6 +63,11 @@ fn run_command() -> Result<()> {
                  commands:\n  \
                  test             provision the test bed, then fmt check, clippy -D warnings, all tests\n  \
                  provision        only install what the real-kernel tests need\n  \
+                 demo             two guests on our switch, from COW files over one image: ping,\n                   \
+                 mconsole, halt, merge (the newcomer's tour; cleans up after itself)\n  \
+                 dist [--out DIR] build the Debian package (replaces uml-utilities)\n  \
+                 install [--prefix DIR]\n                   \
+                 binaries, man pages and completions under DIR (default /usr/local)\n  \
                  fuzz [SECONDS]   run every uml_proto fuzz target for SECONDS each (default 60)\n  \
                  bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]\n                   \
                  time uml_moo against the C tool and cp (see BENCHMARKS.md);\n                   \

@@ -81,6 +81,32 @@ const NEEDS: &[Need] = &[
         program: "tshark",
         package: "tshark",
     },
+    // The package: built (dpkg-shlibdeps), checked (lintian, systemd-analyze),
+    // its switch socket-activated, its maintainer scripts' own needs.
+    Need {
+        program: "dpkg-shlibdeps",
+        package: "dpkg-dev",
+    },
+    Need {
+        program: "lintian",
+        package: "lintian",
+    },
+    Need {
+        program: "systemd-analyze",
+        package: "systemd",
+    },
+    Need {
+        program: "systemd-socket-activate",
+        package: "systemd",
+    },
+    Need {
+        program: "adduser",
+        package: "adduser",
+    },
+    Need {
+        program: "deb-systemd-helper",
+        package: "init-system-helpers",
+    },
     // The uml_net tests measure what a tap's fd allows with perl's ioctl.
     Need {
         program: "perl",

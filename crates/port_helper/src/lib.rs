@@ -11,6 +11,8 @@
 //! (`SCM_RIGHTS`, our PID as payload), then stay until the terminal hangs up:
 //! the kernel kills us when it closes the channel.
 
+pub mod cli;
+
 use std::io::{self, IoSlice, IsTerminal};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;

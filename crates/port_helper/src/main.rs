@@ -19,6 +19,10 @@ fn main() -> ExitCode {
             eprintln!("port-helper: -uml-socket needs the UML's socket path\n{USAGE}");
             return ExitCode::FAILURE;
         }
+        ["--version"] => {
+            println!("port-helper {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         ["-h" | "--help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

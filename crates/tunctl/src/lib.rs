@@ -1,5 +1,6 @@
 //! Persistent TUN/TAP devices: created for a user, deleted, listed.
 
+pub mod cli;
 pub mod owner;
 
 use std::path::{Path, PathBuf};

@@ -34,7 +34,7 @@ pub fn accept(listener: impl AsFd, nonblocking: bool) -> nix::Result<OwnedFd> {
 /// passed with it (`SCM_RIGHTS`), if any; further descriptors are closed.
 pub fn recv_with_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 16]);
     let msg = recvmsg::<()>(
         socket.as_fd().as_raw_fd(),
         &mut iov,
@@ -43,7 +43,12 @@ pub fn recv_with_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Opt
     )?;
     let len = msg.bytes;
     let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
+    // Truncated control data (more descriptors than the space holds) is an
+    // error nix raises before the ones that fitted can be adopted; they are
+    // close-on-exec, and the space holds 16, far more than any sender here
+    // passes.
+    let cmsgs = msg.cmsgs()?;
+    for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(raw) = cmsg {
             fds.extend(raw.into_iter().map(adopt));
         }

@@ -42,6 +42,19 @@ pub fn by_holder(holder: Option<i32>) -> String {
         .unwrap_or_default()
 }
 
+/// Opens the regular file at `path` read-only to lock it, or `None`: without
+/// following a final symlink, without waiting on a FIFO swapped in meanwhile,
+/// and judged by what was opened.
+pub fn open_regular(path: &std::path::Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
 /// A lock constant as `struct flock` stores it (a C short).
 fn short(value: libc::c_int) -> libc::c_short {
     libc::c_short::try_from(value).expect("lock types and SEEK_SET are small constants")

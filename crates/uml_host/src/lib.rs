@@ -19,7 +19,9 @@
 pub mod devices;
 pub mod fd;
 pub mod file_lock;
+#[cfg(feature = "publish")]
 pub mod pid_file;
+#[cfg(feature = "publish")]
 pub mod publish;
 pub mod socket_file;
 pub mod tty;

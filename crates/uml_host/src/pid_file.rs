@@ -7,7 +7,7 @@
 //! the daemon's own pid is known.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -75,9 +75,20 @@ fn replaceable(path: &Path) -> Result<bool, PidFileError> {
     if meta.len() > MAX_PID_FILE {
         return Err(PidFileError::occupied(path, "is not a pid file"));
     }
+    // Opened without following a link or waiting on a FIFO swapped in since
+    // the look above, and judged again by what was opened.
     let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PID_FILE).read_to_string(&mut text))
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_file() {
+                f.take(MAX_PID_FILE).read_to_string(&mut text)
+            } else {
+                Err(io::ErrorKind::InvalidData.into())
+            }
+        })
         .map_err(|_| PidFileError::occupied(path, "is not a pid file"))?;
     let text = text.trim_end_matches('\n');
     if text.is_empty() {

@@ -143,7 +143,9 @@ fn judge(path: &Path, answer: nix::Result<()>) -> Result<(), SocketFileError> {
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
-    identity: (u64, u64),
+    /// Device and inode of the file we bound; `None` for a socket someone
+    /// else bound (a service manager), whose file is theirs to remove.
+    identity: Option<(u64, u64)>,
 }
 
 impl SocketFile {
@@ -155,7 +157,7 @@ impl SocketFile {
         let path = std::path::absolute(path).map_err(SocketFileError::io("locating", path))?;
         Ok(Self {
             path,
-            identity: (meta.dev(), meta.ino()),
+            identity: Some((meta.dev(), meta.ino())),
         })
     }
 
@@ -167,8 +169,11 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        let Some(identity) = self.identity else {
+            return;
+        };
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == identity);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -204,6 +209,18 @@ impl BoundPath {
             listen(&fd, backlog).map_err(SocketFileError::nix("listening on", path))?;
         }
         Ok(Self { fd, file })
+    }
+
+    /// A listening socket bound by someone else (systemd's socket
+    /// activation) at `path`: used as it is, and its file never removed.
+    pub fn inherited(fd: OwnedFd, path: &Path) -> Self {
+        Self {
+            fd,
+            file: SocketFile {
+                path: path.to_path_buf(),
+                identity: None,
+            },
+        }
     }
 
     /// The path bound, made absolute.
@@ -285,6 +302,18 @@ mod tests {
         drop(ours);
         assert!(path.exists(), "another server's socket was removed");
         drop(theirs);
+    }
+
+    #[test]
+    fn an_inherited_socket_file_is_left_to_its_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        drop(BoundPath::inherited(OwnedFd::from(listener), &path));
+        assert!(
+            path.exists(),
+            "the service manager's socket file was removed"
+        );
     }
 
     /// A socket we may not connect to (EACCES) is not stale: it is refused, not removed.

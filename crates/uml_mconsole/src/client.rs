@@ -149,6 +149,15 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// 64 random bits from the standard library's per-process hash keys (seeded
+/// from the kernel's random source), without another dependency.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(NEXT_SOCKET.load(Ordering::Relaxed));
+    hasher.finish()
+}
+
 /// Makes each client socket's abstract name unique within this process.
 static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
 
@@ -159,13 +168,24 @@ impl Client {
     /// The kernel answers only a bound sender, so the socket gets an abstract
     /// name (nothing to clean up on the filesystem), as the C client's does.
     pub fn new(wait: Wait) -> Result<Self, ClientError> {
-        let name = format!(
-            "uml_mconsole-{}-{}",
-            std::process::id(),
-            NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
-        );
-        let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(ClientError::Socket)?;
-        let socket = UnixDatagram::bind_addr(&addr).map_err(ClientError::Socket)?;
+        // A random part, so that nobody can take the name first and make
+        // the bind fail; a name taken anyway is retried with another.
+        let mut attempt = 0;
+        let socket = loop {
+            let name = format!(
+                "uml_mconsole-{}-{}-{:016x}",
+                std::process::id(),
+                NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
+                random_u64()
+            );
+            let addr =
+                SocketAddr::from_abstract_name(name.as_bytes()).map_err(ClientError::Socket)?;
+            match UnixDatagram::bind_addr(&addr) {
+                Ok(socket) => break socket,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 8 => attempt += 1,
+                Err(e) => return Err(ClientError::Socket(e)),
+            }
+        };
         Ok(Self {
             socket,
             wait,

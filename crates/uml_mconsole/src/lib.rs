@@ -8,6 +8,7 @@
 //! [`app`] ties it together for the command line.
 
 pub mod app;
+pub mod cli;
 pub mod client;
 pub mod command;
 pub mod list;

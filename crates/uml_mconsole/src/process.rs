@@ -35,6 +35,21 @@ pub enum NotProven {
         /// The path.
         socket: PathBuf,
     },
+    /// The process runs as another user than the one who owns the socket.
+    #[error(
+        "pid {pid} runs as uid {process_owner}, but '{}' belongs to uid {socket_owner}",
+        socket.display()
+    )]
+    OtherOwner {
+        /// The PID named.
+        pid: i32,
+        /// Its uid.
+        process_owner: u32,
+        /// The machine's socket.
+        socket: PathBuf,
+        /// The socket file's owner.
+        socket_owner: u32,
+    },
     /// The process's sockets cannot be read (another user's process).
     #[error("cannot inspect pid {pid}: {reason}")]
     Unreadable {
@@ -114,10 +129,29 @@ impl Machine {
         };
         // Not following a final symlink: a link to another program's socket
         // must not make that program "the machine".
-        let target = match std::fs::symlink_metadata(&socket) {
-            Ok(meta) if meta.file_type().is_socket() => (meta.dev(), meta.ino()),
+        let (target, socket_owner) = match std::fs::symlink_metadata(&socket) {
+            Ok(meta) if meta.file_type().is_socket() => ((meta.dev(), meta.ino()), meta.uid()),
             _ => return Err(NotProven::NotASocket { socket }),
         };
+        // A UML creates its own mconsole socket: the machine runs as the
+        // socket file's owner. This also holds when the socket table below is
+        // forged (a bound name may hold newlines and fake lines): a process of
+        // another user is never taken for the machine, so nobody can have
+        // another user's process signalled.
+        let process_owner = std::fs::metadata(format!("/proc/{pid}"))
+            .map(|meta| meta.uid())
+            .map_err(|e| NotProven::Unreadable {
+                pid,
+                reason: format!("its owner: {e}"),
+            })?;
+        if process_owner != socket_owner {
+            return Err(NotProven::OtherOwner {
+                pid,
+                process_owner,
+                socket,
+                socket_owner,
+            });
+        }
         if owns_socket_file(pid, target)? {
             Ok(process)
         } else {

@@ -126,8 +126,21 @@ impl Event {
     }
 }
 
+/// A directory name as printed: control characters escaped, since anyone
+/// who can write a uml dir (such as /tmp/uml) chooses it, and raw escapes
+/// would reach the watcher's terminal.
 fn umid_of(name: &OsStr) -> String {
-    name.to_string_lossy().into_owned()
+    name.to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// What to watch and how to print it.
@@ -363,6 +376,13 @@ mod tests {
         let event = Event::from_notification(&datagram).unwrap();
         assert_eq!(event.line(), "notify user backup done");
         assert_eq!(Event::from_notification(b"junk"), None);
+    }
+
+    #[test]
+    fn directory_names_reach_the_terminal_without_control_characters() {
+        let name = OsStr::new("vm1\u{1b}]0;owned\u{7}\n");
+        assert_eq!(umid_of(name), "vm1\\u{1b}]0;owned\\u{7}\\n");
+        assert_eq!(umid_of(OsStr::new("plain-vm")), "plain-vm");
     }
 
     #[test]

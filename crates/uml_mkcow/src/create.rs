@@ -148,10 +148,9 @@ pub fn create_cow(cow: &Path, backing: &Path, force: bool) -> Result<CowHeader, 
 /// is what a read-only descriptor can take, and all this needs: a UML that only
 /// reads the file loses nothing when it is replaced.
 fn lock_replaced(target: &Path, cow: &Path) -> Result<Option<File>, MkcowError> {
-    let file = match File::open(target) {
-        Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => file,
+    let Some(file) = file_lock::open_regular(target) else {
         // Nothing there (or a dangling link): nothing anyone could be using.
-        _ => return Ok(None),
+        return Ok(None);
     };
     match file_lock::lock(&file, Access::Read) {
         Ok(()) => Ok(Some(file)),

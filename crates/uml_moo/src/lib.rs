@@ -6,6 +6,7 @@
 //! [`info::inspect`] describes a COW file.
 
 pub mod backing;
+pub mod cli;
 pub mod cow_file;
 pub mod dirty_map;
 mod error;

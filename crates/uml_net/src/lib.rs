@@ -10,6 +10,7 @@
 //! before it writes its answer.
 
 pub mod answer;
+pub mod cli;
 pub mod error;
 pub mod policy;
 pub mod privilege;

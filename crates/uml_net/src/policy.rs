@@ -349,6 +349,27 @@ impl Permissions {
         }
     }
 
+    /// Whether the caller's rights are the install group's implicit grant
+    /// (no policy file), not an administrator's lines.
+    pub fn implicit_grant(&self) -> bool {
+        matches!(self.basis, Basis::Group(_))
+    }
+
+    /// Refuses, under the implicit grant only, a public `addr` that the host
+    /// reaches through its default route (or not at all): taking it over
+    /// would divert the host's traffic to some outside server into a guest.
+    /// An administrator's policy line for it is their decision.
+    pub fn check_beyond_default_route(&self, addr: Ipv4Addr, role: &str) -> Result<(), String> {
+        if !self.implicit_grant() || is_private(addr) {
+            return Ok(());
+        }
+        Err(format!(
+            "{addr} is a public address, reached through the default route; without a policy \
+             file the group may use only private ones (10.0.0.0/8, 172.16.0.0/12, \
+             192.168.0.0/16, 100.64.0.0/10) as {role}; a line of {POLICY_PATH} can grant it"
+        ))
+    }
+
     /// Whether a TUN/TAP device with this owner and group is the caller's: by
     /// the kernel's own rule for attaching, every id set must match, and a
     /// device with neither set belongs to nobody in particular.
@@ -360,6 +381,15 @@ impl Permissions {
             && owner.is_none_or(|uid| uid == self.caller.uid)
             && group.is_none_or(|gid| self.caller.in_group(gid))
     }
+}
+
+/// Whether `addr` is in a private range: RFC 1918 or RFC 6598's shared space.
+pub fn is_private(addr: Ipv4Addr) -> bool {
+    let shared = Network {
+        addr: Ipv4Addr::new(100, 64, 0, 0),
+        prefix: 10,
+    };
+    addr.is_private() || shared.contains(addr)
 }
 
 /// Opens the file at the absolute `path` one component at a time from `/`,
@@ -611,6 +641,43 @@ mod tests {
                 (Basis::Policy, Rights::default())
             );
         }
+    }
+
+    #[test]
+    fn only_the_implicit_grant_is_kept_to_private_addresses_beyond_the_default_route() {
+        for (addr, private) in [
+            ([10, 0, 0, 2], true),
+            ([172, 31, 255, 254], true),
+            ([172, 32, 0, 1], false),
+            ([192, 168, 1, 1], true),
+            ([100, 64, 0, 1], true),
+            ([100, 127, 255, 254], true),
+            ([100, 128, 0, 1], false),
+            ([192, 0, 2, 53], false),
+            ([8, 8, 8, 8], false),
+        ] {
+            assert_eq!(is_private(Ipv4Addr::from(addr)), private, "{addr:?}");
+        }
+        let judged = |basis| Permissions {
+            caller: caller(1000, 1000, &[105]),
+            rights: Rights::group_member(),
+            basis,
+        };
+        let public = Ipv4Addr::new(192, 0, 2, 53);
+        let refusal = judged(Basis::Group(105))
+            .check_beyond_default_route(public, "a guest address")
+            .expect_err("public under the implicit grant");
+        assert!(refusal.contains("a line of /etc/uml-utilities/uml_net.conf can grant it"));
+        assert!(
+            judged(Basis::Group(105))
+                .check_beyond_default_route(Ipv4Addr::new(10, 0, 0, 2), "a guest address")
+                .is_ok()
+        );
+        assert!(
+            judged(Basis::Policy)
+                .check_beyond_default_route(public, "a guest address")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -78,6 +78,95 @@ fn publishing_interfaces(routes: &[Route], tap: u32, addr: Ipv4Addr) -> Vec<u32>
     found
 }
 
+/// Refuses, for a non-root caller, a guest address that the host already
+/// sends somewhere: the host route `add` makes is more specific than any
+/// network route, so it would divert to the guest everything the host and
+/// its other users send to that address.
+///
+/// The address's most specific route (a default route aside) must go through
+/// one of the caller's taps, or be a LAN's directly attached network on which
+/// no host is known to have the address (the proxy ARP case: the guest joins
+/// the LAN); a gateway's network, an address routed to a device, or another
+/// guest's tap are someone else's. An address the host publishes by proxy
+/// ARP is someone else's too. An address reached only through the default
+/// route is judged by the policy ([`Permissions::check_beyond_default_route`]).
+fn check_guest_unused(
+    rtnl: &mut Rtnl,
+    addr: Ipv4Addr,
+    perms: &Permissions,
+) -> Result<(), NetError> {
+    if perms.caller.is_root() {
+        return Ok(());
+    }
+    let denied = |why: String| NetError::Denied(format!("{addr} {why}"));
+    let routes = rtnl.routes()?;
+    let matching: Vec<&Route> = routes
+        .iter()
+        .filter(|r| {
+            r.prefix > 0
+                && Network {
+                    addr: r.dst,
+                    prefix: r.prefix,
+                }
+                .contains(addr)
+        })
+        .collect();
+    let longest = matching.iter().map(|r| r.prefix).max();
+    let mut lans = Vec::new();
+    for route in matching.iter().filter(|r| Some(r.prefix) == longest) {
+        let network = format!("{}/{}", route.dst, route.prefix);
+        match route.oif {
+            // A gateway's network is elsewhere, whichever device leads there.
+            Some(index) if route.on_link && tap::is_callers_tap(rtnl, perms, index) => {}
+            Some(index)
+                if route.on_link
+                    && route.prefix < 32
+                    && uml_host::devices::device(&name_of(index)).is_none() =>
+            {
+                lans.push((index, network));
+            }
+            Some(index) if route.on_link => {
+                return Err(denied(format!(
+                    "is already routed through {}",
+                    name_of(index)
+                )));
+            }
+            _ => {
+                return Err(denied(format!(
+                    "is routed through a gateway ({network}): it belongs to a network elsewhere"
+                )));
+            }
+        }
+    }
+    if !lans.is_empty() {
+        let neighbours = rtnl.neighbours()?;
+        for (index, network) in lans {
+            if neighbours
+                .iter()
+                .any(|&(a, on, live)| a == addr && on == index && live)
+            {
+                return Err(denied(format!(
+                    "is on the network of {} ({network}), and a host on {} has it",
+                    name_of(index),
+                    name_of(index)
+                )));
+            }
+        }
+    }
+    if let Some((_, index)) = rtnl.proxies()?.into_iter().find(|(a, _)| *a == addr) {
+        return Err(denied(format!(
+            "is already published by proxy ARP on {}",
+            name_of(index)
+        )));
+    }
+    if longest.is_none() {
+        perms
+            .check_beyond_default_route(addr, "a guest address")
+            .map_err(NetError::Denied)?;
+    }
+    Ok(())
+}
+
 /// A change already made, to be undone if a later step fails.
 enum Undo {
     Route,
@@ -129,6 +218,7 @@ fn add_steps(
             name_of(index)
         )));
     }
+    check_guest_unused(rtnl, *addr, perms)?;
     let what = format!("ip route add {addr}/32 dev {dev}");
     match rtnl.add_host_route(*ifindex, *addr, &what) {
         Ok(()) => {

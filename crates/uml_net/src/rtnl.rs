@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use netlink_packet_core::DefaultNla;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, LinkAttribute, LinkFlags, LinkMessage};
@@ -365,11 +365,13 @@ impl Rtnl {
         message
     }
 
-    /// `ip neigh add proxy ADDR dev IFINDEX`: the host answers ARP for ADDR there.
+    /// `ip neigh add proxy ADDR dev IFINDEX`: the host answers ARP for ADDR
+    /// there. Fails with EEXIST if the entry is there: someone else's entry
+    /// is never adopted (a later `del` would remove it).
     pub fn add_proxy(&mut self, ifindex: u32, addr: Ipv4Addr, what: &str) -> Result<(), RtnlError> {
         self.request(
             RouteNetlinkMessage::NewNeighbour(Self::proxy_entry(ifindex, addr)),
-            NLM_F_CREATE | NLM_F_REPLACE,
+            NLM_F_CREATE | NLM_F_EXCL,
             what,
         )
     }
@@ -435,6 +437,37 @@ impl Rtnl {
             for attribute in &entry.attributes {
                 if let NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) = attribute {
                     found.push((*addr, entry.header.ifindex));
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Every IPv4 neighbour entry (not proxy entries): address, device's
+    /// index, and whether the entry says a host there answers (any state but
+    /// INCOMPLETE or FAILED).
+    pub fn neighbours(&mut self) -> Result<Vec<(Ipv4Addr, u32, bool)>, RtnlError> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            RouteNetlinkMessage::GetNeighbour(query),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut found = Vec::new();
+        self.receive(seq, "ip neigh show", |message| {
+            let RouteNetlinkMessage::NewNeighbour(entry) = message else {
+                return;
+            };
+            if entry.header.flags.contains(NeighbourFlags::Proxy) {
+                return;
+            }
+            let live = !matches!(
+                entry.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed
+            );
+            for attribute in &entry.attributes {
+                if let NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) = attribute {
+                    found.push((*addr, entry.header.ifindex, live));
                 }
             }
         })?;

@@ -1,5 +1,5 @@
 //! The `/proc/sys/net` switches the helper flips: forwarding, and a new tap's
-//! IPv6 switches. Device names reaching here are checked alphanumeric.
+//! IPv6 switches (IPv6 off). Device names reaching here are checked alphanumeric.
 
 use std::fs;
 
@@ -12,6 +12,10 @@ pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// host: router advertisements (default routes, on-link prefixes), redirects,
 /// and stateless address autoconfiguration.
 pub const IPV6_FROM_LINK: [&str; 3] = ["accept_ra", "accept_redirects", "autoconf"];
+
+/// The switch that takes IPv6 off a device: no addresses, and every IPv6
+/// packet arriving there dropped.
+pub const IPV6_DISABLE: &str = "disable_ipv6";
 
 /// The directory of device `dev`'s IPv6 switches (absent without IPv6).
 pub fn ipv6_dir(dev: &str) -> String {

@@ -89,7 +89,7 @@ pub fn not_callers_tap(perms: &Permissions, link: &Link) -> Option<String> {
 }
 
 /// Whether device `ifindex` is the caller's tap.
-fn is_callers_tap(rtnl: &mut Rtnl, perms: &Permissions, ifindex: u32) -> bool {
+pub fn is_callers_tap(rtnl: &mut Rtnl, perms: &Permissions, ifindex: u32) -> bool {
     rtnl.link(ifindex)
         .is_ok_and(|link| not_callers_tap(perms, &link).is_none())
 }
@@ -135,7 +135,9 @@ pub fn name_of(ifindex: u32) -> String {
 /// LAN's or a remote network's, which a local address would capture), or one
 /// published by proxy ARP. An address the host already has is no such thing:
 /// it is delivered locally already, and the HOWTO's way is to reuse the host's
-/// own LAN address as every tap's host end.
+/// own LAN address as every tap's host end. A GATE reached only through the
+/// default route is judged by the policy
+/// ([`Permissions::check_beyond_default_route`]).
 pub fn check_gate_unused(
     rtnl: &mut Rtnl,
     gate: Ipv4Addr,
@@ -168,7 +170,8 @@ pub fn check_gate_unused(
     let longest = matching.iter().map(|r| r.prefix).max();
     for route in matching.iter().filter(|r| Some(r.prefix) == longest) {
         match route.oif {
-            Some(index) if is_callers_tap(rtnl, perms, index) => {}
+            // A gateway's network is elsewhere, whichever device leads there.
+            Some(index) if route.on_link && is_callers_tap(rtnl, perms, index) => {}
             Some(index) if route.on_link && route.prefix < 32 => {
                 return Err(in_use(format!(
                     "it is on the network of {} ({}/{}), where a host may have it",
@@ -188,6 +191,11 @@ pub fn check_gate_unused(
             "it is published by proxy ARP on {}",
             name_of(index)
         )));
+    }
+    if longest.is_none() {
+        perms
+            .check_beyond_default_route(gate, "a tap's host address")
+            .map_err(NetError::Denied)?;
     }
     Ok(())
 }
@@ -248,8 +256,9 @@ pub fn up(
         rtnl.add_host_address(ifindex, gate, &what)?;
         report.step(&what);
     }
-    // Before the link is up: a guest's first frame could be an advertisement.
-    ignore_ipv6_configuration(&tun.name, ifindex, report)?;
+    // Before the link is up: a guest's first frame could be an advertisement,
+    // or an IPv6 packet with any source at all.
+    refuse_ipv6(&tun.name, ifindex, report)?;
     // Strict reverse-path filtering: the host takes from the guest only
     // packets whose source it routes back through the tap, so a guest cannot
     // pose as the host's router (an ICMP redirect the kernel would otherwise
@@ -280,22 +289,22 @@ pub fn up(
     })
 }
 
-/// Makes the host ignore router advertisements, redirects and address
-/// autoconfiguration arriving on the tap: its other end is a guest, which must
-/// not choose the host's routes or addresses.
-fn ignore_ipv6_configuration(
-    name: &str,
-    ifindex: u32,
-    report: &mut Report,
-) -> Result<(), NetError> {
+/// Switches IPv6 off on the tap, and with it router advertisements, redirects
+/// and address autoconfiguration arriving there. Neither helper configures
+/// IPv6 for a guest, and the host filters no IPv6 source on the tap: with
+/// IPv6 on, a guest (a bare tap's holder included) could send packets from
+/// any address, and a host that forwards IPv6 would pass them on.
+fn refuse_ipv6(name: &str, ifindex: u32, report: &mut Report) -> Result<(), NetError> {
     let dir = sysctl::ipv6_dir(name);
     if !Path::new(&dir).is_dir() {
         // No IPv6 on this host (or this device): nothing to accept.
         return Ok(());
     }
+    // The switches stay off too, should someone switch IPv6 back on.
     for switch in sysctl::IPV6_FROM_LINK {
         sysctl::set(&format!("{dir}/{switch}"), false)?;
     }
+    sysctl::set(&format!("{dir}/{}", sysctl::IPV6_DISABLE), true)?;
     // The switches are reached by name. Only a holder of CAP_NET_ADMIN could
     // rename the tap meanwhile, and the helper holds its only fd; still, check.
     if nix::net::if_::if_nametoindex(name).ok() != Some(ifindex) {
@@ -303,10 +312,11 @@ fn ignore_ipv6_configuration(
             "{name} changed while it was being set up"
         )));
     }
-    let settings: Vec<String> = sysctl::IPV6_FROM_LINK
+    let mut settings: Vec<String> = sysctl::IPV6_FROM_LINK
         .iter()
         .map(|switch| format!("net.ipv6.conf.{name}.{switch}=0"))
         .collect();
+    settings.push(format!("net.ipv6.conf.{name}.{}=1", sysctl::IPV6_DISABLE));
     report.step(&format!("sysctl -w {}", settings.join(" ")));
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Wire formats shared by the User-Mode Linux utilities (mconsole, COW files,
 //! uml_switch framing, Ethernet frames, the uml_net helper's answers and
-//! port-helper's fd message).
+//! port-helper's fd message, the VXLAN header).
 //!
 //! Every on-the-wire or on-disk structure has exactly one definition here, as a
 //! `#[repr(C)]` struct whose field types spell out their byte order
@@ -19,3 +19,4 @@ pub mod mconsole;
 pub mod net_helper;
 pub mod port_helper;
 pub mod switch;
+pub mod vxlan;

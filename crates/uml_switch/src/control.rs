@@ -14,6 +14,7 @@ use uml_host::fd::accept;
 use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolVersion};
 use zerocopy::IntoBytes;
 
+use crate::endpoint::EndpointKind;
 use crate::event_loop::Token;
 use crate::log::log_line;
 use crate::owner::{Examined, Owner, examine, peer_uid};
@@ -36,6 +37,8 @@ pub(crate) struct Pending {
     stream: UnixStream,
     buf: Vec<u8>,
     accepted: Instant,
+    /// The `--endpoint` it came in on (none: the main control socket).
+    endpoint: Option<usize>,
 }
 
 /// Control connections waiting for their request, by number.
@@ -79,8 +82,36 @@ fn exhausted(e: Errno) -> bool {
 impl Switch {
     /// Accepts every waiting control connection; each waits for its request.
     pub(crate) fn accept_control(&mut self) {
+        self.accept_control_at(None);
+    }
+
+    /// An `--endpoint` listener is ready: its connections are accepted as
+    /// the main listener's are, and remember where they came in.
+    pub(crate) fn endpoint_ready(&mut self, index: u32) {
+        let Ok(index) = usize::try_from(index) else {
+            return;
+        };
+        match self.fabric.endpoints.get(index).map(|e| &e.spec.kind) {
+            Some(EndpointKind::Unix(_)) => self.accept_control_at(Some(index)),
+            Some(EndpointKind::Bess(_)) => self.accept_bess_at(Some(index)),
+            Some(EndpointKind::Tap(_)) | None => {}
+        }
+    }
+
+    /// The listening socket of the main control socket, or of an endpoint.
+    fn listener_fd(&self, endpoint: Option<usize>) -> Option<&std::os::fd::OwnedFd> {
+        match endpoint {
+            None => Some(&self.control.fd),
+            Some(i) => Some(&self.fabric.endpoints.get(i)?.listener.as_ref()?.fd),
+        }
+    }
+
+    fn accept_control_at(&mut self, endpoint: Option<usize>) {
         loop {
-            match accept(&self.control.fd, true) {
+            let Some(listener) = self.listener_fd(endpoint) else {
+                return;
+            };
+            match accept(listener, true) {
                 Ok(fd) => {
                     let stream = UnixStream::from(fd);
                     let id = self.pending.next;
@@ -97,6 +128,7 @@ impl Switch {
                                 stream,
                                 buf: Vec::new(),
                                 accepted: Instant::now(),
+                                endpoint,
                             },
                         );
                     }
@@ -111,11 +143,24 @@ impl Switch {
 
     /// Accepts every waiting BESS connection; each is a port at once.
     pub(crate) fn accept_bess(&mut self) {
+        self.accept_bess_at(None);
+    }
+
+    fn accept_bess_at(&mut self, endpoint: Option<usize>) {
         loop {
-            let Some(listener) = &self.bess else { return };
+            let listener = match endpoint {
+                None => self.bess.as_ref(),
+                Some(i) => self
+                    .fabric
+                    .endpoints
+                    .get(i)
+                    .and_then(|e| e.listener.as_ref()),
+            };
+            let Some(listener) = listener else { return };
             match accept(&listener.fd, true) {
                 Ok(fd) => {
                     let id = self.add_port(Link::Bess(fd));
+                    self.apply_endpoint(id, endpoint);
                     log_line(&format!("New BESS connection, port {id}"));
                     self.backoff.logged = false;
                 }
@@ -159,7 +204,7 @@ impl Switch {
                     // accepted one becomes a port: either way, accepting is
                     // worth another try.
                     self.backoff.freed = true;
-                    self.register(pending.stream, &request);
+                    self.register(pending.stream, &request, pending.endpoint);
                 }
             }
             Err(message) => {
@@ -207,6 +252,11 @@ impl Switch {
         if let Some(bess) = &self.bess {
             let _ = self.epoll.delete(bess.fd.as_fd());
         }
+        for endpoint in &self.fabric.endpoints {
+            if let Some(listener) = &endpoint.listener {
+                let _ = self.epoll.delete(listener.fd.as_fd());
+            }
+        }
         self.backoff.paused_since = Some(Instant::now());
         self.backoff.freed = false;
         if !self.backoff.logged {
@@ -235,10 +285,22 @@ impl Switch {
         if let Some(bess) = &self.bess {
             let _ = self.epoll.add(bess.fd.as_fd(), events(Token::Bess));
         }
+        for (i, endpoint) in self.fabric.endpoints.iter().enumerate() {
+            if let (Some(listener), Ok(i)) = (&endpoint.listener, u32::try_from(i)) {
+                let _ = self
+                    .epoll
+                    .add(listener.fd.as_fd(), events(Token::Endpoint(i)));
+            }
+        }
     }
 
     /// Answers a decoded request and makes its connection a daemon port.
-    fn register(&mut self, mut stream: UnixStream, request: &ControlRequest) {
+    fn register(
+        &mut self,
+        mut stream: UnixStream,
+        request: &ControlRequest,
+        endpoint: Option<usize>,
+    ) {
         let _ = self.epoll.delete(&stream);
         if request.version == ProtocolVersion::V0 && self.cfg.compat_v0_data.is_none() {
             log_line("Bad request: a version 0 client needs -compat-v0");
@@ -272,12 +334,13 @@ impl Switch {
                 return;
             }
         }
-        self.add_port(Link::Daemon {
+        let id = self.add_port(Link::Daemon {
             addr,
             key,
             control: stream,
             pin: examined.pin,
         });
+        self.apply_endpoint(id, endpoint);
         log_line("New connection");
     }
 
@@ -305,10 +368,21 @@ impl Switch {
         }
     }
 
+    /// Gives a new port the VLAN and emulation of the endpoint it came in on.
+    fn apply_endpoint(&mut self, id: PortId, endpoint: Option<usize>) {
+        let Some(template) = endpoint
+            .and_then(|i| self.fabric.endpoints.get(i))
+            .map(|e| e.spec.template.clone())
+        else {
+            return;
+        };
+        self.apply_template(id, &template);
+    }
+
     /// Makes `link` a port and watches its descriptor.
     pub(crate) fn add_port(&mut self, link: Link) -> PortId {
         let id = self.ports.insert(link);
-        if let Some(port) = self.ports.get(id) {
+        if let Some(port) = self.ports.get(id).filter(|p| p.link.watched()) {
             let _ = self.epoll.add(
                 port.link.fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Port(id).into()),
@@ -323,9 +397,14 @@ impl Switch {
         let Some(port) = self.ports.remove(id) else {
             return;
         };
-        let _ = self.epoll.delete(port.link.fd());
+        if port.link.watched() {
+            let _ = self.epoll.delete(port.link.fd());
+        }
         self.backoff.freed = true;
         self.table.forget_port(id);
+        if port.fabric.is_some() {
+            self.refresh_active();
+        }
         self.port_closed(&port, message); // managed switch: counts kept, announced
         log_line(message);
     }

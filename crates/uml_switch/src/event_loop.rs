@@ -1,14 +1,15 @@
 //! The event loop and the data path: one thread, one epoll set over the
 //! listeners, the shared data socket, every port and the signals.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{MsgFlags, send, sendto};
+use nix::sys::socket::{MsgFlags, SockaddrIn, send, sendmsg, sendto};
 use uml_proto::ethernet::EthernetHeader;
+use zerocopy::IntoBytes;
 
 use crate::batch::{Outgoing, RX_BATCH, destination_gone};
 use crate::control::ACCEPT_RETRY;
@@ -44,6 +45,11 @@ pub(crate) enum Token {
     Pending(u32),
     /// A port: its control connection (daemon) or its frames (BESS, tap).
     Port(PortId),
+    /// An `--endpoint` listener, by its place on the command line.
+    Endpoint(u32),
+    /// A VXLAN uplink's socket: twice its place on the command line, plus
+    /// one for its multicast group's socket.
+    Vxlan(u32),
     /// The management listener (issue 13).
     Mgmt,
     /// A management connection.
@@ -63,8 +69,10 @@ impl From<Token> for u64 {
             Token::Stdin => (5, 0),
             Token::Pending(id) => (6, id),
             Token::Port(id) => (7, id),
-            Token::Mgmt => (8, 0),
-            Token::MgmtConn(id) => (9, id),
+            Token::Endpoint(id) => (8, id),
+            Token::Vxlan(id) => (9, id),
+            Token::Mgmt => (10, 0),
+            Token::MgmtConn(id) => (11, id),
         };
         (kind << KIND_SHIFT) | u64::from(id)
     }
@@ -82,8 +90,10 @@ impl Token {
             5 => Token::Stdin,
             6 => Token::Pending(id),
             7 => Token::Port(id),
-            8 => Token::Mgmt,
-            9 => Token::MgmtConn(id),
+            8 => Token::Endpoint(id),
+            9 => Token::Vxlan(id),
+            10 => Token::Mgmt,
+            11 => Token::MgmtConn(id),
             _ => return None,
         })
     }
@@ -100,13 +110,19 @@ impl Switch {
         loop {
             // Wake at least as often as the table is aged, and as accepting
             // is retried while out of descriptors.
-            let wake = if self.backoff.paused() {
+            let mut wake = if self.backoff.paused() {
                 ACCEPT_RETRY
             } else {
                 AGE_EVERY
             };
+            // An emulated link's next frame: rounded up to the next
+            // millisecond (epoll's unit), so the loop never spins early.
+            if let Some(due) = self.next_timer() {
+                let left = due.saturating_duration_since(Instant::now());
+                wake = wake.min(left.checked_add(Duration::from_micros(999)).unwrap_or(left));
+            }
             // managed switch: capture output waiting for its reader.
-            let wake = self.managed.wake_within().map_or(wake, |w| w.min(wake));
+            wake = self.managed.wake_within().map_or(wake, |w| w.min(wake));
             let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -129,6 +145,8 @@ impl Switch {
                     Some(Token::Control) => self.accept_control(),
                     Some(Token::Data) => self.data_ready(),
                     Some(Token::Bess) => self.accept_bess(),
+                    Some(Token::Endpoint(i)) => self.endpoint_ready(i),
+                    Some(Token::Vxlan(i)) => self.vxlan_ready(i),
                     Some(Token::Mgmt) => self.accept_mgmt(),
                     Some(Token::MgmtConn(id)) => self.mgmt_ready(id, event.events()),
                     Some(Token::Stdin) => {
@@ -144,6 +162,9 @@ impl Switch {
                 }
             }
             let now = Instant::now();
+            if self.next_timer().is_some() {
+                self.release_due(now);
+            }
             if now.duration_since(self.last_aged) >= AGE_EVERY {
                 self.age_table(now);
                 self.expire_pending(now);
@@ -224,6 +245,13 @@ impl Switch {
 
     /// Learns a frame from a BESS or tap port and sends it where it belongs.
     fn forward(&mut self, from: PortId, frame: &[u8]) {
+        if self.fabric.active {
+            // managed switch: the fabric's frames are captured as they come in.
+            if self.managed.captures.active() {
+                self.capture(from, false, frame, wall_clock());
+            }
+            return self.forward_fabric(from, frame);
+        }
         if !forwardable(frame.len()) {
             return;
         }
@@ -243,7 +271,7 @@ impl Switch {
         let mut dead = Vec::new();
         for &to in &self.targets {
             if let Some(port) = self.ports.get_mut(to) {
-                match deliver(&self.data.fd, port, frame) {
+                match send_to(&self.data.fd, port, frame) {
                     Delivery::Sent => port.tx.frame(frame.len()),
                     Delivery::Full => port.tx.queue_full += 1,
                     Delivery::Gone => dead.push(to),
@@ -281,6 +309,15 @@ impl Switch {
                 };
                 source.rx.frame(len);
                 let from = source.id;
+                if self.fabric.active {
+                    // VLANs and emulation rewrite or keep frames: off the batch.
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    if let Some(ts) = ts {
+                        self.capture(from, false, &frame, ts);
+                    }
+                    self.forward_fabric(from, &frame);
+                    continue;
+                }
                 if !forwardable(len) {
                     if len > MAX_FRAME {
                         source.rx.oversize += 1;
@@ -318,7 +355,7 @@ impl Switch {
                             });
                         }
                         Some(port) => {
-                            match deliver(&self.data.fd, port, self.rx.frame(slot, len)) {
+                            match send_to(&self.data.fd, port, self.rx.frame(slot, len)) {
                                 Delivery::Sent => port.tx.frame(len),
                                 Delivery::Full => port.tx.queue_full += 1,
                                 Delivery::Gone => dead.push(to),
@@ -367,7 +404,7 @@ enum Delivery {
 }
 
 /// Sends one frame to a port without waiting.
-fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
+fn send_to(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
     let sent = match &port.link {
         Link::Daemon { addr, .. } => {
             match sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT) {
@@ -384,8 +421,31 @@ fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
             other => other.is_ok(),
         },
         Link::Tap(file) => (&*file).write(frame).is_ok(),
+        Link::Vxlan {
+            socket,
+            dest,
+            header,
+        } => {
+            // Header and frame gathered by the kernel: no copy of the frame.
+            let parts = [IoSlice::new(header.as_bytes()), IoSlice::new(frame)];
+            sendmsg(
+                socket.as_raw_fd(),
+                &parts,
+                &[],
+                MsgFlags::MSG_DONTWAIT,
+                Some(&SockaddrIn::from(*dest)),
+            )
+            .is_ok()
+        }
     };
     if sent { Delivery::Sent } else { Delivery::Full }
+}
+
+/// Sends one frame to a port without waiting; a full queue drops the frame for
+/// that port only. Returns false when the port is gone for good (for a daemon
+/// port: its data socket is; another socket may bind the name later).
+pub(crate) fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
+    !matches!(send_to(data, port, frame), Delivery::Gone)
 }
 
 #[cfg(test)]
@@ -404,6 +464,8 @@ mod tests {
             Token::Pending(u32::MAX),
             Token::Port(1),
             Token::Port(u32::MAX),
+            Token::Endpoint(3),
+            Token::Vxlan(u32::MAX),
             Token::Mgmt,
             Token::MgmtConn(0),
             Token::MgmtConn(u32::MAX),
@@ -411,6 +473,6 @@ mod tests {
             assert_eq!(Token::from_event(token.into()), Some(token));
         }
         assert_eq!(Token::from_event(0), None);
-        assert_eq!(Token::from_event(10 << KIND_SHIFT), None);
+        assert_eq!(Token::from_event(12 << KIND_SHIFT), None);
     }
 }

@@ -11,6 +11,7 @@ use uml_proto::ethernet::{EthernetHeader, HEADER_LEN, MacAddr};
 
 use crate::learning::{Learned, MacTable};
 use crate::ports::PortId;
+use crate::vlan::TRANSPARENT;
 
 /// The biggest frame forwarded whole (jumbo frames and tagged full-size frames fit).
 pub const MAX_FRAME: usize = 65535;
@@ -39,11 +40,22 @@ pub fn decide(
     table: &MacTable,
     hub: bool,
 ) -> Destination {
+    decide_in(ingress, TRANSPARENT, header, table, hub)
+}
+
+/// [`decide`] within VLAN `vid`: a flood means every port of that VLAN.
+pub fn decide_in(
+    ingress: PortId,
+    vid: u16,
+    header: &EthernetHeader,
+    table: &MacTable,
+    hub: bool,
+) -> Destination {
     let dst = header.destination;
     if hub || dst.is_group() {
         return Destination::Flood;
     }
-    match table.lookup(&dst) {
+    match table.lookup_in(vid, &dst) {
         Some(port) if port == ingress => Destination::Nowhere,
         Some(port) => Destination::Port(port),
         None => Destination::Flood,
@@ -58,11 +70,22 @@ pub fn learn_source(
     header: &EthernetHeader,
     now: Instant,
 ) -> Option<(MacAddr, Learned)> {
+    learn_source_in(table, TRANSPARENT, ingress, header, now)
+}
+
+/// [`learn_source`] within VLAN `vid`.
+pub fn learn_source_in(
+    table: &mut MacTable,
+    vid: u16,
+    ingress: PortId,
+    header: &EthernetHeader,
+    now: Instant,
+) -> Option<(MacAddr, Learned)> {
     let src = header.source;
     if src.is_group() {
         return None;
     }
-    Some((src, table.learn(src, ingress, now)))
+    Some((src, table.learn_in(vid, src, ingress, now)))
 }
 
 #[cfg(test)]
@@ -154,6 +177,21 @@ mod tests {
         assert_eq!(decide(2, &header(A, B), &t, false), Destination::Port(1));
         t.expire(then + Duration::from_secs(101));
         assert_eq!(decide(2, &header(A, B), &t, false), Destination::Flood);
+    }
+
+    #[test]
+    fn a_mac_known_in_one_vlan_is_unknown_in_another() {
+        let mut t = table();
+        let now = Instant::now();
+        learn_source_in(&mut t, 10, 1, &header(B, A), now);
+        assert_eq!(
+            decide_in(2, 10, &header(A, B), &t, false),
+            Destination::Port(1)
+        );
+        assert_eq!(
+            decide_in(2, 20, &header(A, B), &t, false),
+            Destination::Flood
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use uml_proto::ethernet::MacAddr;
 
 use crate::ports::PortId;
+use crate::vlan::TRANSPARENT;
 
 /// What learning a source address changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +28,45 @@ struct Entry {
     last_seen: Instant,
 }
 
-/// Source addresses and their ports, forgotten after `max_age` of silence.
+/// Source addresses and their ports, per VLAN (see [`crate::vlan`]; ports
+/// without a VLAN setting learn in [`TRANSPARENT`]), forgotten after
+/// `max_age` of silence.
 #[derive(Debug)]
 pub struct MacTable {
+    /// The transparent domain, keyed by the address alone: the plain fast
+    /// path hashes exactly what it always did.
     entries: HashMap<MacAddr, Entry>,
+    /// Every VLAN's addresses.
+    vlans: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
+}
+
+/// Learns in one map, whichever key it has.
+fn learn_at<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Entry>,
+    key: K,
+    port: PortId,
+    now: Instant,
+) -> Learned {
+    let fresh = Entry {
+        port,
+        last_seen: now,
+    };
+    match map.get_mut(&key) {
+        Some(entry) if entry.port == port => {
+            entry.last_seen = now;
+            Learned::Known
+        }
+        Some(entry) => {
+            let from = entry.port;
+            *entry = fresh;
+            Learned::Moved { from }
+        }
+        None => {
+            map.insert(key, fresh);
+            Learned::New
+        }
+    }
 }
 
 impl MacTable {
@@ -39,35 +74,22 @@ impl MacTable {
     pub fn new(max_age: Duration) -> Self {
         Self {
             entries: HashMap::new(),
+            vlans: HashMap::new(),
             max_age,
         }
     }
 
     /// Records that `mac` sent a frame from `port` at `now`.
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> Learned {
-        match self.entries.get_mut(&mac) {
-            Some(entry) if entry.port == port => {
-                entry.last_seen = now;
-                Learned::Known
-            }
-            Some(entry) => {
-                let from = entry.port;
-                *entry = Entry {
-                    port,
-                    last_seen: now,
-                };
-                Learned::Moved { from }
-            }
-            None => {
-                self.entries.insert(
-                    mac,
-                    Entry {
-                        port,
-                        last_seen: now,
-                    },
-                );
-                Learned::New
-            }
+        self.learn_in(TRANSPARENT, mac, port, now)
+    }
+
+    /// Records that `mac` sent a frame of VLAN `vid` from `port` at `now`.
+    pub fn learn_in(&mut self, vid: u16, mac: MacAddr, port: PortId, now: Instant) -> Learned {
+        if vid == TRANSPARENT {
+            learn_at(&mut self.entries, mac, port, now)
+        } else {
+            learn_at(&mut self.vlans, (vid, mac), port, now)
         }
     }
 
@@ -75,31 +97,42 @@ impl MacTable {
     /// [`MacTable::expire`] (the switch runs it every 2 seconds), so an entry
     /// may outlive its age by that much, as in the C switch.
     pub fn lookup(&self, mac: &MacAddr) -> Option<PortId> {
-        self.entries.get(mac).map(|e| e.port)
+        self.lookup_in(TRANSPARENT, mac)
+    }
+
+    /// The port `mac` was last seen on in VLAN `vid`.
+    pub fn lookup_in(&self, vid: u16, mac: &MacAddr) -> Option<PortId> {
+        if vid == TRANSPARENT {
+            self.entries.get(mac).map(|e| e.port)
+        } else {
+            self.vlans.get(&(vid, *mac)).map(|e| e.port)
+        }
     }
 
     /// Drops entries silent for longer than the maximum age; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
+        let before = self.len();
         let max_age = self.max_age;
-        self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) <= max_age);
-        before - self.entries.len()
+        let fresh = |e: &Entry| now.saturating_duration_since(e.last_seen) <= max_age;
+        self.entries.retain(|_, e| fresh(e));
+        self.vlans.retain(|_, e| fresh(e));
+        before - self.len()
     }
 
     /// Forgets every address learned on a port that closed.
     pub fn forget_port(&mut self, port: PortId) {
         self.entries.retain(|_, e| e.port != port);
+        self.vlans.retain(|_, e| e.port != port);
     }
 
     /// Number of addresses known.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.vlans.len()
     }
 
     /// Whether no address is known.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.vlans.is_empty()
     }
 
     // managed switch (issue 13): the management socket's views.
@@ -159,6 +192,17 @@ mod tests {
         table.learn(B, 2, t0);
         table.forget_port(2);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn each_vlan_learns_apart() {
+        let mut table = MacTable::new(Duration::from_secs(100));
+        let t0 = Instant::now();
+        assert_eq!(table.learn_in(10, A, 1, t0), Learned::New);
+        assert_eq!(table.learn_in(20, A, 2, t0), Learned::New);
+        assert_eq!(table.lookup_in(10, &A), Some(1));
+        assert_eq!(table.lookup_in(20, &A), Some(2));
+        assert_eq!(table.lookup(&A), None);
     }
 
     #[test]

@@ -10,20 +10,30 @@
 //! plane (requests, port lifetime), [`forward`] the forwarding decision,
 //! [`event_loop`] the epoll loop and data path, [`batch`] the batched
 //! `recvmmsg`/`sendmmsg` of the shared data socket, [`owner`] who a
-//! requested data socket belongs to. Management (issue 13): [`mgmt`] the
-//! management socket, [`capture`] pcapng captures, [`counters`] the frame
-//! counters, [`events`] the event stream.
+//! requested data socket belongs to. The lab fabric: [`vlan`] (802.1Q),
+//! [`link_emulation`] (delay, loss, rate...), [`vxlan`] (uplinks),
+//! [`endpoint`] (`--endpoint` listeners with a port template), and
+//! [`fabric`], their data path and run-time changes. Management (issue 13): [`mgmt`]
+//! the management socket, [`capture`] pcapng captures, [`counters`] the
+//! frame counters, [`events`] the event stream.
 
+pub mod activation;
 pub mod batch;
 pub mod capture;
+pub mod cli;
 mod control;
 pub mod counters;
+pub mod endpoint;
 mod event_loop;
 pub mod events;
+pub mod fabric;
 pub mod forward;
 pub mod learning;
+pub mod link_emulation;
 pub mod log;
 pub mod mgmt;
 pub mod owner;
 pub mod ports;
 pub mod switch;
+pub mod vlan;
+pub mod vxlan;

@@ -5,56 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use uml_switch::capture::Rotate;
+use uml_switch::cli::Args;
 use uml_switch::mgmt::ManagedConfig;
 use uml_switch::switch::{Config, Switch};
-
-/// A userspace Ethernet switch (or hub) for User-Mode Linux guests.
-///
-/// Guests attach with `ethN=daemon,,unix,CTL` (kernels up to 6.15) or with
-/// `vecN:transport=bess,dst=BESS` (current kernels); both kinds of port share
-/// one switch. The old single-dash options (`-unix`, `-hub`, `-tap`,
-/// `-daemon`, `-compat-v0`) work as they did.
-#[derive(Parser)]
-#[command(name = "uml_switch", version)]
-struct Args {
-    /// Control socket for daemon-transport guests (with --compat-v0: CTL DATA).
-    #[arg(long, value_name = "CTL", num_args = 1..=2)]
-    unix: Vec<PathBuf>,
-    /// Flood every frame to every other port instead of switching.
-    #[arg(long)]
-    hub: bool,
-    /// Attach the tap device DEV as one more port.
-    #[arg(long, value_name = "DEV")]
-    tap: Option<String>,
-    /// Listen for BESS (SOCK_SEQPACKET) guests at PATH: `vec0:transport=bess,dst=PATH`.
-    #[arg(long, value_name = "PATH")]
-    bess: Option<PathBuf>,
-    /// Accept version 0 requests (very old kernels) and use a data socket file.
-    #[arg(long = "compat-v0")]
-    compat_v0: bool,
-    /// Detach into the background once the sockets are bound.
-    #[arg(long)]
-    daemon: bool,
-    /// Write the switch's pid to PATH (after detaching), removed at exit.
-    #[arg(long, value_name = "PATH")]
-    pidfile: Option<PathBuf>,
-    /// Seconds a learned address is kept after its last frame.
-    #[arg(long, value_name = "SECS", default_value_t = 100)]
-    max_age: u64,
-    /// Management socket (JSON lines; see uml_switchctl), owner-only.
-    #[arg(long, value_name = "PATH")]
-    mgmt: Option<PathBuf>,
-    /// Capture every frame received to FILE as pcapng (`-`: standard output, or a FIFO).
-    #[arg(long, value_name = "FILE")]
-    pcap: Option<PathBuf>,
-    /// Also capture the copies the switch sends, on the egress port's interface.
-    #[arg(long, requires = "pcap")]
-    pcap_outbound: bool,
-    /// Start a new capture file before one grows beyond SIZE (k, M, G), keeping COUNT files.
-    #[arg(long, value_name = "SIZE[,COUNT]", requires = "pcap", value_parser = Rotate::parse)]
-    pcap_rotate: Option<Rotate>,
-}
 
 /// The C switch's single-dash long options, rewritten to `--` forms.
 const OLD_OPTIONS: [&str; 6] = ["-unix", "-hub", "-tap", "-daemon", "-compat-v0", "-bess"];
@@ -108,6 +61,8 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
+        endpoints: args.endpoint,
+        vxlan: args.vxlan,
         managed: ManagedConfig {
             mgmt: args.mgmt,
             pcap: args.pcap,

@@ -209,6 +209,11 @@ fn describe(id: PortId, link: &Link, bess: Option<&Path>, tap: Option<&str>) -> 
             let path = bess.map_or_else(String::new, |p| p.display().to_string());
             ("bess", format!("bess:{path}#{id}"), peer)
         }
+        Link::Vxlan { dest, header, .. } => (
+            "vxlan",
+            format!("vxlan:{dest}#{id}"),
+            format!("{dest} vni {}", header.vni()),
+        ),
         Link::Tap(_) => {
             let dev = tap.unwrap_or_default();
             ("tap", format!("tap:{dev}#{id}"), dev.to_owned())

@@ -30,6 +30,7 @@ use netlink_packet_sock_diag::unix::{ShowFlags, StateFlags, UnixRequest, UnixRes
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
 use nix::fcntl::{OFlag, open};
+use nix::libc;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::stat::Mode;
 use uml_proto::switch::PeerAddr;
@@ -81,6 +82,11 @@ pub enum OwnerError {
     /// No datagram socket is bound at the address.
     #[error("no datagram socket is bound at the requested address")]
     NotBound,
+    /// The kernel supports the lookup, but it failed this time (out of
+    /// descriptors or memory, say): the request is refused, never served
+    /// unchecked, so exhausting the switch's resources does not open the door.
+    #[error("cannot check who owns the requested socket ({0}); refusing the request")]
+    Lookup(io::Error),
 }
 
 /// The uid of the process at the other end of a control connection.
@@ -100,9 +106,19 @@ pub fn examine(addr: &PeerAddr) -> Result<Examined, OwnerError> {
     let name = addr.abstract_name().unwrap_or_default();
     let owner = match abstract_owner(name) {
         Ok(found) => found?,
-        Err(e) => Owner::Unknown(format!("sock_diag: {e}")),
+        Err(e) if lookup_unsupported(&e) => Owner::Unknown(format!("sock_diag: {e}")),
+        Err(e) => return Err(OwnerError::Lookup(e)),
     };
     Ok(Examined { owner, pin: None })
+}
+
+/// Whether a failed `sock_diag` lookup means the kernel cannot do it at all
+/// (no netlink family, no unix diag module), rather than that it failed now.
+fn lookup_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::ENOENT | libc::EOPNOTSUPP)
+    )
 }
 
 /// The socket file at `path` held by an `O_PATH` descriptor, and its owner;
@@ -210,6 +226,16 @@ mod tests {
     /// Our own uid, as the owner of a directory we just made.
     fn me(dir: &tempfile::TempDir) -> u32 {
         std::fs::metadata(dir.path()).unwrap().uid()
+    }
+
+    #[test]
+    fn only_an_unsupported_lookup_is_served_unchecked() {
+        let errno = io::Error::from_raw_os_error;
+        assert!(lookup_unsupported(&errno(libc::EPROTONOSUPPORT)));
+        assert!(lookup_unsupported(&errno(libc::ENOENT)));
+        assert!(!lookup_unsupported(&errno(libc::EMFILE)));
+        assert!(!lookup_unsupported(&errno(libc::ENOBUFS)));
+        assert!(!lookup_unsupported(&errno(libc::ENOMEM)));
     }
 
     #[test]

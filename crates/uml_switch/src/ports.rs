@@ -5,8 +5,14 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
+use std::net::{SocketAddrV4, UdpSocket};
+use std::rc::Rc;
+
 use nix::sys::socket::{SockaddrLike, UnixAddr};
 use uml_proto::switch::{PeerAddr, SUN_PATH_LEN};
+use uml_proto::vxlan::VxlanHeader;
+
+pub use crate::fabric::PortFabric;
 
 use crate::counters::{RxCounters, TxCounters};
 
@@ -33,6 +39,15 @@ pub enum Link {
     Bess(OwnedFd),
     /// The tap device given with `-tap`.
     Tap(File),
+    /// A VXLAN remote endpoint: frames go there in UDP through the uplink's socket.
+    Vxlan {
+        /// The uplink's socket, shared by its ports and watched once, for the uplink.
+        socket: Rc<UdpSocket>,
+        /// Where the frames go.
+        dest: SocketAddrV4,
+        /// The header every frame gets.
+        header: VxlanHeader,
+    },
 }
 
 impl Link {
@@ -43,7 +58,14 @@ impl Link {
             Link::Daemon { control, .. } => control.as_fd(),
             Link::Bess(fd) => fd.as_fd(),
             Link::Tap(file) => file.as_fd(),
+            Link::Vxlan { socket, .. } => socket.as_fd(),
         }
+    }
+
+    /// Whether the port's descriptor is watched for it alone (a VXLAN
+    /// port's socket is its uplink's, watched once).
+    pub fn watched(&self) -> bool {
+        !matches!(self, Link::Vxlan { .. })
     }
 }
 
@@ -54,6 +76,9 @@ pub struct Port {
     pub id: PortId,
     /// How to reach it.
     pub link: Link,
+    /// VLAN, link emulation, split horizon: `None` for a plain port, which
+    /// the fast path serves as the switch always did.
+    pub fabric: Option<Box<PortFabric>>,
     // managed switch (issue 13): counters, bumped where the port is at hand.
     /// What it sent us (BESS and tap ports; a daemon port's are in its [`Source`]).
     pub rx: RxCounters,
@@ -107,6 +132,7 @@ impl PortTable {
         let port = Port {
             id,
             link,
+            fabric: None,
             rx: RxCounters::default(),
             tx: TxCounters::default(),
         };
@@ -135,9 +161,14 @@ impl PortTable {
         self.ports.get(&id)
     }
 
-    /// The port numbered `id`, to count its frames.
+    /// The port numbered `id`, to change or count its frames.
     pub fn get_mut(&mut self, id: PortId) -> Option<&mut Port> {
         self.ports.get_mut(&id)
+    }
+
+    /// Whether any port has a VLAN, emulation or horizon setting.
+    pub fn any_fabric(&self) -> bool {
+        self.ports.values().any(|p| p.fabric.is_some())
     }
 
     /// The daemon port whose frames come from `key`.

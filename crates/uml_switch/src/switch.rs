@@ -19,12 +19,15 @@ use uml_proto::switch::PeerAddr;
 
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
+use crate::endpoint::EndpointSpec;
 use crate::event_loop::Token;
+use crate::fabric::Fabric;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
 use crate::log::log_line;
 use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
 use crate::ports::{Link, PortId, PortTable};
+use crate::vxlan::VxlanConfig;
 
 /// What the command line chose.
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How long a MAC stays learned after its last frame.
     pub max_age: Duration,
+    /// More listeners (or taps), each with the VLAN and emulation of its ports.
+    pub endpoints: Vec<EndpointSpec>,
+    /// VXLAN uplinks.
+    pub vxlan: Vec<VxlanConfig>,
     /// The management socket and captures (issue 13).
     pub managed: ManagedConfig,
 }
@@ -72,6 +79,9 @@ pub enum SwitchError {
     /// The capture given on the command line cannot start.
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
+    /// The sockets passed by socket activation cannot be used.
+    #[error("socket activation: {0}")]
+    Activation(#[from] crate::activation::ActivationError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {
@@ -119,6 +129,8 @@ pub struct Switch {
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
     pub(crate) last_aged: Instant,
+    /// VLANs, emulated links, endpoints and uplinks.
+    pub(crate) fabric: Fabric,
     /// A signal that came before the event loop: it ends the switch at once.
     pub(crate) stop_before_loop: Option<i32>,
     /// Management socket, captures, counters' history (issue 13).
@@ -129,7 +141,7 @@ pub struct Switch {
 
 impl Switch {
     /// Binds every socket and prints the start-up lines; the switch then runs with [`Switch::run`].
-    pub fn start(cfg: Config) -> Result<Self, SwitchError> {
+    pub fn start(mut cfg: Config) -> Result<Self, SwitchError> {
         if cfg.managed.pcap.as_deref() == Some(std::path::Path::new("-")) {
             // Standard output carries the capture: not a log line may go there.
             crate::log::to_stderr();
@@ -145,7 +157,14 @@ impl Switch {
         let signals =
             SignalFd::with_flags(&signals_set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
                 .map_err(sys("creating a signalfd"))?;
-        let control = BoundPath::bind(&cfg.control, SockType::Stream)?;
+        let passed = crate::activation::take_passed()?;
+        let control = match passed.control {
+            Some(listener) => {
+                cfg.control = listener.path.unwrap_or(cfg.control);
+                BoundPath::inherited(listener.fd, &cfg.control)
+            }
+            None => BoundPath::bind(&cfg.control, SockType::Stream)?,
+        };
         let data = match &cfg.compat_v0_data {
             Some(path) => {
                 let bound = BoundPath::bind(path, SockType::Datagram)?;
@@ -162,11 +181,17 @@ impl Switch {
             }
             None => bind_abstract_data_socket()?,
         };
-        let bess = cfg
-            .bess
-            .as_deref()
-            .map(|path| BoundPath::bind(path, SockType::SeqPacket))
-            .transpose()?;
+        let bess = match passed.bess {
+            Some(listener) => {
+                let path = listener.path.or(cfg.bess.clone()).unwrap_or_default();
+                Some(BoundPath::inherited(listener.fd, &path))
+            }
+            None => cfg
+                .bess
+                .as_deref()
+                .map(|path| BoundPath::bind(path, SockType::SeqPacket))
+                .transpose()?,
+        };
         // managed switch (issue 13): the management socket, bound like the others.
         let mgmt = cfg
             .managed
@@ -211,6 +236,7 @@ impl Switch {
             targets: Vec::new(),
             now: Instant::now(),
             last_aged: Instant::now(),
+            fabric: Fabric::new(),
             stop_before_loop: None,
             managed: Managed::new(mgmt),
             _pidfile: None,
@@ -222,6 +248,8 @@ impl Switch {
             let id = switch.add_port(Link::Tap(file));
             log_line(&format!("Attached tap device as port {id}"));
         }
+        let (endpoints, uplinks) = (switch.cfg.endpoints.clone(), switch.cfg.vxlan.clone());
+        switch.start_fabric(&endpoints, &uplinks)?;
         let pidfile = switch
             .cfg
             .pidfile
@@ -249,6 +277,8 @@ impl Switch {
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.into()),
             )
             .map_err(sys("watching the signals"))?;
+        // Ready only now, with every socket bound and the signals watched.
+        crate::activation::notify_ready();
         Ok(switch)
     }
 
@@ -274,7 +304,13 @@ impl Switch {
         if let Some(tap) = &self.cfg.tap {
             line.push_str(&format!(" tap device '{tap}'"));
         }
-        if let Some(bess) = &self.cfg.bess {
+        // As the user gave it; a socket passed by systemd, as it was passed.
+        let bess = self
+            .cfg
+            .bess
+            .as_deref()
+            .or_else(|| self.bess.as_ref().map(BoundPath::path));
+        if let Some(bess) = bess {
             line.push_str(&format!(" bess socket '{}'", bess.display()));
         }
         if let Some(mgmt) = &self.cfg.managed.mgmt {

@@ -8,6 +8,7 @@
 //! not enough), with `-mconsole` a HANG notification goes to the mconsole
 //! notify socket and the guest is left running.
 
+pub mod cli;
 mod dog;
 mod log;
 

@@ -18,6 +18,11 @@ Log lines go to the file $UML_WATCHDOG_LOG names, else to stderr when run by
 hand, else to syslog.";
 
 fn main() -> ExitCode {
+    // Only alone, so that the C tool's command lines keep their meaning.
+    if std::env::args().skip(1).eq(["--version"]) {
+        println!("uml_watchdog {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let (target, timeout) = match parse(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(message) => {

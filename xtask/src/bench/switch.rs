@@ -81,7 +81,16 @@ enum Transport {
     Bess,
     /// Even ports daemon, odd ports BESS (ours only).
     Mixed,
+    /// Daemon ports on an 802.1Q trunk endpoint, frames tagged (ours only):
+    /// every frame untagged on the way in and tagged again on the way out.
+    Trunk,
+    /// Daemon ports on an endpoint whose links delay every frame by 1 ms
+    /// (ours only): every frame waits in the emulation's timer heap.
+    Emulated,
 }
+
+/// The VLAN the trunk cells' frames are tagged with.
+const BENCH_VID: u16 = 10;
 
 /// The traffic pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +115,8 @@ impl Cell {
             Transport::Daemon => "",
             Transport::Bess => ", BESS",
             Transport::Mixed => ", daemon+BESS",
+            Transport::Trunk => ", 802.1Q trunk",
+            Transport::Emulated => ", 1 ms emulated delay",
         };
         format!(
             "{:?} {} B, {} ports{transport}",
@@ -144,8 +155,26 @@ struct Running {
 impl Running {
     /// Starts a switch; its control socket (and for ours, a BESS socket) in `dir`.
     fn start(kind: Kind, root: &Path, dir: &Path, cpu: Option<usize>) -> Result<Self> {
+        Self::start_with(kind, root, dir, cpu, Transport::Daemon)
+    }
+
+    /// [`Running::start`]; for our switch's trunk and emulated cells, with
+    /// an `--endpoint` that the ports connect to instead of the control socket.
+    fn start_with(
+        kind: Kind,
+        root: &Path,
+        dir: &Path,
+        cpu: Option<usize>,
+        transport: Transport,
+    ) -> Result<Self> {
         let ctl = dir.join(format!("{kind:?}.ctl"));
         let bess = dir.join(format!("{kind:?}.bess"));
+        let endpoint = dir.join(format!("{kind:?}-endpoint.ctl"));
+        let template = match transport {
+            Transport::Trunk => Some(format!("trunk={BENCH_VID}")),
+            Transport::Emulated => Some("delay=1ms".to_owned()),
+            Transport::Daemon | Transport::Bess | Transport::Mixed => None,
+        };
         let mut command = match kind {
             Kind::C => {
                 let mut c = Command::new(
@@ -167,6 +196,12 @@ impl Running {
                     c.arg("--pcap")
                         .arg(dir.join("bench.pcapng"))
                         .args(["--pcap-rotate", "64M,2"]);
+                }
+                if let Some(template) = &template {
+                    c.arg("--endpoint")
+                        .arg(format!("unix:{},{template}", endpoint.display()));
+                    c.stdout(Stdio::null());
+                    return Self::spawn(c, endpoint, bess, cpu);
                 }
                 c
             }
@@ -378,6 +413,18 @@ fn frame(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
     f
 }
 
+/// A frame of `size` bytes for `cell`: tagged with [`BENCH_VID`] on the trunk cells.
+fn cell_frame(cell: &Cell, dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
+    let mut f = frame(dst, src, size);
+    if cell.transport == Transport::Trunk {
+        let mut tag = 0x8100u16.to_be_bytes().to_vec();
+        tag.extend_from_slice(&BENCH_VID.to_be_bytes());
+        f.splice(12..12, tag);
+        f.truncate(size.max(HEADER_LEN + 4));
+    }
+    f
+}
+
 /// What one load run measured.
 #[derive(Debug, Clone, Copy, Default)]
 struct Load {
@@ -432,7 +479,7 @@ fn run_load(
         };
         (Running::reference(&ports, spread, cpu)?, ports)
     } else {
-        let running = Running::start(kind, root, dir, cpu)?;
+        let running = Running::start_with(kind, root, dir, cpu, cell.transport)?;
         let ports = ports_for(cell, kind, Some(&running))?;
         (running, ports)
     };
@@ -444,7 +491,7 @@ fn run_load(
     } else {
         // Let the switch learn every port, then forget the warm-up frames.
         for port in &ports {
-            port.send(&frame(BROADCAST, port.mac, 64))?;
+            port.send(&cell_frame(cell, BROADCAST, port.mac, 64))?;
         }
         std::thread::sleep(Duration::from_millis(100));
         let mut buf = [0u8; 2048];
@@ -462,7 +509,7 @@ fn run_load(
                 Pattern::Broadcast => BROADCAST,
                 Pattern::AllToOne => ports[0].mac,
             };
-            (i, frame(dst, port.mac, cell.size))
+            (i, cell_frame(cell, dst, port.mac, cell.size))
         })
         .collect();
     let readers: Vec<OwnedFd> = ports
@@ -674,6 +721,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         (Pattern::Broadcast, Transport::Bess),
         (Pattern::AllToOne, Transport::Bess),
         (Pattern::Pairs, Transport::Mixed),
+        // The lab fabric's costs: the VLAN-tagged path and an emulated link.
+        (Pattern::Pairs, Transport::Trunk),
+        (Pattern::Broadcast, Transport::Trunk),
+        (Pattern::Pairs, Transport::Emulated),
     ] {
         let cell = Cell {
             pattern,

@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -45,13 +45,20 @@ fn content(cow: &CowFile, backing: &Backing) -> String {
 const FIRST_LINE: &str =
     "uml_moo in-place merge in progress; rerun `uml_moo -d` on the COW file to finish it\n";
 
-/// The marker's text, read without following a symlink planted at its path.
+/// The marker's text, read without following a symlink planted at its path
+/// or waiting on a FIFO. Only a marker of our own user counts: one planted by
+/// another user who can write the COW's directory must not make a merge
+/// accept a changed backing file.
 fn read(cow: &Path) -> Option<String> {
     let mut file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(marker_path(cow))
         .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return None;
+    }
     let mut text = String::new();
     // Bigger than any marker: whatever else is there is not one.
     (&mut file).take(4096).read_to_string(&mut text).ok()?;

@@ -74,6 +74,16 @@ fn open_device(path: &Path, size: u64) -> Result<File, MooError> {
             },
             _ => MooError::io("opening device", path)(source),
         })?;
+    // Judged again by what was opened: the path may have been swapped for a
+    // regular file since it was checked.
+    let opened = device
+        .metadata()
+        .map_err(MooError::io("examining device", path))?;
+    if !opened.file_type().is_block_device() {
+        return Err(MooError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
     let capacity = device
         .seek(SeekFrom::End(0))
         .map_err(MooError::io("measuring device", path))?;

@@ -1,0 +1,163 @@
+//! uml_switch under systemd's socket activation, started by
+//! `systemd-socket-activate` as `uml-switch.socket` would start it: it serves
+//! the sockets it is passed, reports readiness, and leaves their files to the
+//! service manager; a socket of a kind it cannot serve is refused.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use uml_testbed::switch_client::SwitchClient;
+use uml_testbed::{host_program, our_tool, pid_of, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A started switch, killed (if still running) when the test ends, also by a panic.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Collects a child's stdout and stderr into one log.
+fn collect(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    log
+}
+
+/// A port on the switch at `ctl`, or a failure (not a hang) when no switch answers.
+fn connect_within(ctl: &std::path::Path, label: &str) -> SwitchClient {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ctl = ctl.to_path_buf();
+    let label = format!("activation-{label}-{}", std::process::id());
+    std::thread::spawn(move || {
+        let _ = tx.send(SwitchClient::connect(&ctl, &label));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("the switch never answered on the passed socket")
+        .unwrap()
+}
+
+#[test]
+fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    // No -unix: the control socket is the one passed.
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .arg("-l")
+            .arg(&ctl)
+            .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .arg("-hub")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
+    wait_until(Instant::now() + WAIT, "the control socket", || ctl.exists());
+    // The first connection starts the switch, which then answers it.
+    let a = connect_within(&ctl, "a");
+    let b = connect_within(&ctl, "b");
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0x42, 0x01, 0x08, 0x00]);
+    frame.resize(60, 0x5a);
+    a.send(&frame).unwrap();
+    b.data.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = b.data.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &frame[..], "the hub did not pass the frame on");
+
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.contains(&format!("attached to unix socket '{}'", ctl.display())),
+        "{text}"
+    );
+    kill(pid_of(&switch.0), Signal::SIGTERM).unwrap();
+    wait_until(Instant::now() + WAIT, "the switch to exit", || {
+        switch.0.try_wait().unwrap().is_some()
+    });
+    assert!(
+        switch.0.wait().unwrap().success(),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        ctl.exists(),
+        "the switch removed the socket file it was passed"
+    );
+}
+
+#[test]
+fn a_passed_datagram_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dgram");
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .args(["--datagram", "-l"])
+            .arg(&path)
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(dir.path().join("ctl"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
+    wait_until(Instant::now() + WAIT, "the datagram socket", || {
+        path.exists()
+    });
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"wake up", &path)
+        .unwrap();
+    wait_until(Instant::now() + WAIT, "the switch to exit", || {
+        switch.0.try_wait().unwrap().is_some()
+    });
+    let status = switch.0.wait().unwrap();
+    let text = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("socket activation: passed descriptor number 0 is neither a unix stream nor a seqpacket socket"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("ctl").exists(),
+        "the switch went on to bind its own control socket"
+    );
+}
