@@ -514,7 +514,11 @@ fn uml_switch_mgmt_answers_bad_input_and_keeps_forwarding() {
     assert_eq!(r["error"]["code"], "bad-request", "{r}");
     let r = m.ask("port close 999");
     assert_eq!(r["error"]["code"], "no-such-port", "{r}");
+    let r = m.ask("port set 999 colour red");
+    assert_eq!(r["error"]["code"], "bad-argument", "{r}");
     let r = m.ask("port set 999 vlan 3");
+    assert_eq!(r["error"]["code"], "no-such-port", "{r}");
+    let r = m.ask("port set 1 emulation sideways delay=1ms");
     assert_eq!(r["error"]["code"], "bad-argument", "{r}");
     m.send(b"\xff\xfe\n");
     assert_eq!(m.line().unwrap()["error"]["code"], "bad-request");
@@ -1026,4 +1030,36 @@ fn uml_switch_pcap_to_stdout_keeps_the_log_on_stderr() {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("New connection"), "{rest}");
+}
+
+#[test]
+fn uml_switch_port_set_puts_ports_in_vlans_at_run_time() {
+    let switch = Managed::start(&[]);
+    let a = Port::connect(&switch);
+    let b = Port::connect(&switch);
+    let ids = port_ids(&switch);
+    let (ia, ib) = (ids[0].to_string(), ids[1].to_string());
+    assert_eq!(
+        switch.ctl(&["port", "set", &ia, "vlan", "10"])["vlan"],
+        "10"
+    );
+    switch.ctl(&["port", "set", &ib, "vlan", "20"]);
+    a.send(MacAddr::BROADCAST, b"vlan 10 only");
+    assert!(
+        b.drain().is_empty(),
+        "a frame crossed from VLAN 10 to VLAN 20"
+    );
+    switch.ctl(&["port", "set", &ib, "vlan", "10"]);
+    a.send(MacAddr::BROADCAST, b"now both in 10");
+    let got = b.drain();
+    assert!(
+        got.iter().any(|f| f.ends_with(b"now both in 10")),
+        "{got:?}"
+    );
+    switch.ctl(&["port", "set", &ia, "vlan", "none"]);
+    switch.ctl(&["port", "set", &ib, "vlan", "none"]);
+    switch.ctl(&["port", "set", &ib, "description", "the", "second", "guest"]);
+    assert_eq!(switch.port(ids[1])["description"], "the second guest");
+    a.send(MacAddr::BROADCAST, b"transparent again");
+    assert!(b.drain().iter().any(|f| f.ends_with(b"transparent again")));
 }

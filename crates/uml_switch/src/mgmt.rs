@@ -464,7 +464,9 @@ impl Switch {
                 "schema": SCHEMA_VERSION,
                 "switch": concat!("uml_switch ", env!("CARGO_PKG_VERSION")),
                 "commands": ["version", "ports", "macs", "macs flush [PORT]", "stats",
-                    "port close N", "port set N description TEXT", "hub on|off",
+                    "port close N", "port set N description TEXT",
+                    "port set N vlan N|trunk:LIST|none", "port set N emulation in|out|both SPEC|off",
+                    "hub on|off",
                     "capture start [port N] [outbound] [file PATH]", "capture stop [ID]",
                     "capture list", "events"],
             }))),
@@ -501,9 +503,43 @@ impl Switch {
                     json!({ "port": port, "description": info.description }),
                 ))
             }
+            ["port", "set", _, "vlan", spec] => {
+                let port = port_arg(args.get(2))?;
+                let vlan =
+                    match *spec {
+                        "none" => None,
+                        spec => Some(spec.parse::<crate::vlan::VlanConfig>().map_err(|e| {
+                            reply_err("bad-argument", format!("vlan '{spec}': {e}"))
+                        })?),
+                    };
+                self.set_port_vlan(port, vlan)
+                    .map_err(|e| reply_err("no-such-port", e.to_string()))?;
+                Ok(Some(json!({ "port": port, "vlan": spec })))
+            }
+            ["port", "set", _, "emulation", direction, spec] => {
+                use crate::link_emulation::{Direction, LinkEmulation};
+                let port = port_arg(args.get(2))?;
+                let dir: Direction = direction
+                    .parse()
+                    .map_err(|e| reply_err("bad-argument", format!("{e}: in, out or both")))?;
+                let emulation = match *spec {
+                    "off" => None,
+                    spec => Some(spec.parse::<LinkEmulation>().map_err(|e| {
+                        reply_err("bad-argument", format!("emulation '{spec}': {e}"))
+                    })?),
+                };
+                self.set_port_emulation(port, dir, emulation)
+                    .map_err(|e| reply_err("no-such-port", e.to_string()))?;
+                Ok(Some(
+                    json!({ "port": port, "emulation": spec, "direction": direction }),
+                ))
+            }
             ["port", "set", _, key, ..] => Err(reply_err(
                 "bad-argument",
-                format!("unknown port setting '{key}' (this switch knows: description)"),
+                format!(
+                    "'port set N {key}': this switch knows description TEXT, vlan N|trunk:LIST|none, \
+                     emulation in|out|both SPEC|off"
+                ),
             )),
             ["hub", state @ ("on" | "off")] => {
                 self.cfg.hub = *state == "on";
