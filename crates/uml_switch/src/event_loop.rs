@@ -309,6 +309,14 @@ impl Switch {
                 };
                 source.rx.frame(len);
                 let from = source.id;
+                if !forwardable(len) {
+                    if len > MAX_FRAME {
+                        source.rx.oversize += 1;
+                    } else {
+                        source.rx.runt += 1;
+                    }
+                    continue;
+                }
                 if self.fabric.active {
                     // VLANs and emulation rewrite or keep frames: off the batch.
                     let frame = self.rx.frame(slot, len).to_vec();
@@ -316,14 +324,6 @@ impl Switch {
                         self.capture(from, false, &frame, ts);
                     }
                     self.forward_fabric(from, &frame);
-                    continue;
-                }
-                if !forwardable(len) {
-                    if len > MAX_FRAME {
-                        source.rx.oversize += 1;
-                    } else {
-                        source.rx.runt += 1;
-                    }
                     continue;
                 }
                 let Some(header) = EthernetHeader::parse(self.rx.frame(slot, len)).copied() else {
@@ -441,11 +441,18 @@ fn send_to(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
     if sent { Delivery::Sent } else { Delivery::Full }
 }
 
-/// Sends one frame to a port without waiting; a full queue drops the frame for
-/// that port only. Returns false when the port is gone for good (for a daemon
-/// port: its data socket is; another socket may bind the name later).
-pub(crate) fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
-    !matches!(send_to(data, port, frame), Delivery::Gone)
+/// Sends one frame to a port without waiting, counted in the port's sent
+/// frames or its full-queue drops (the fabric's path; the plain path counts
+/// where it sends); a full queue drops the frame for that port only.
+/// Returns false when the port is gone for good (for a daemon port: its data
+/// socket is; another socket may bind the name later).
+pub(crate) fn deliver_counted(data: &OwnedFd, port: &mut Port, frame: &[u8]) -> bool {
+    match send_to(data, port, frame) {
+        Delivery::Sent => port.tx.frame(frame.len()),
+        Delivery::Full => port.tx.queue_full += 1,
+        Delivery::Gone => return false,
+    }
+    true
 }
 
 #[cfg(test)]
