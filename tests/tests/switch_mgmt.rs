@@ -1063,3 +1063,52 @@ fn uml_switch_port_set_puts_ports_in_vlans_at_run_time() {
     a.send(MacAddr::BROADCAST, b"transparent again");
     assert!(b.drain().iter().any(|f| f.ends_with(b"transparent again")));
 }
+
+#[test]
+fn uml_switch_events_tell_macs_learned_moved_and_aged() {
+    let switch = Managed::start(&["--max-age", "1"]);
+    let mut events = Mgmt::connect(&switch.mgmt);
+    assert_eq!(events.ask("events")["ok"], true);
+    let a = Port::connect(&switch);
+    let b = Port::connect(&switch);
+    let ids = port_ids(&switch);
+    let mut next = |what: &dyn Fn(&Value) -> bool| -> Value {
+        let mut seen = Vec::new();
+        loop {
+            let e = events
+                .line()
+                .unwrap_or_else(|| panic!("no such event in {seen:?}"));
+            if what(&e) {
+                return e;
+            }
+            seen.push(e);
+        }
+    };
+    let up = next(&|e| e["event"] == "port-up");
+    assert_eq!(up["port"], ids[0]);
+    a.send(MacAddr::BROADCAST, b"hello");
+    let mac = a.mac.to_string();
+    let learned = next(&|e| e["event"] == "mac-learned");
+    assert_eq!(
+        (learned["mac"].as_str(), learned["port"].as_u64()),
+        (Some(mac.as_str()), Some(ids[0]))
+    );
+    // b sends with a's address: the address moves to b's port.
+    let moved = [
+        EthernetHeader::new(MacAddr::BROADCAST, a.mac, 0x88b5).as_bytes(),
+        b"me too",
+    ]
+    .concat();
+    b.send_raw(&moved);
+    let e = next(&|e| e["event"] == "mac-moved");
+    assert_eq!(
+        (e["port"].as_u64(), e["from"].as_u64()),
+        (Some(ids[1]), Some(ids[0]))
+    );
+    let e = next(&|e| e["event"] == "mac-aged");
+    assert_eq!(
+        (e["mac"].as_str(), e["port"].as_u64()),
+        (Some(mac.as_str()), Some(ids[1]))
+    );
+    assert_eq!(e["v"], 1);
+}
