@@ -75,6 +75,12 @@ const NEEDS: &[Need] = &[
         program: "unshare",
         package: "util-linux",
     },
+    // The capture tests read the switch's pcapng with Wireshark's reader
+    // (installed non-interactively: dumpcap is then not setuid).
+    Need {
+        program: "tshark",
+        package: "tshark",
+    },
     // The package: built (dpkg-shlibdeps), checked (lintian, systemd-analyze),
     // its switch socket-activated, its maintainer scripts' own needs.
     Need {

@@ -85,13 +85,22 @@ impl RxBatch {
     /// whose destination has vanished. A stalled port costs one extra system
     /// call per batch and never holds up the others. The ports whose socket
     /// is gone are added to `gone`.
-    pub fn send(&mut self, fd: RawFd, queue: &[Outgoing], gone: &mut Vec<PortId>) {
+    /// The indices of the copies finally dropped for a full queue go to `refused`.
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        queue: &[Outgoing],
+        gone: &mut Vec<PortId>,
+        refused: &mut Vec<usize>,
+    ) {
         let mut full = Vec::new();
         self.send_pass(fd, queue, &mut full, gone);
         if !full.is_empty() {
             // A receiver on another core may have drained its queue meanwhile.
             let again: Vec<Outgoing> = full.iter().map(|&i| queue[i]).collect();
-            self.send_pass(fd, &again, &mut Vec::new(), gone);
+            let mut still = Vec::new();
+            self.send_pass(fd, &again, &mut still, gone);
+            refused.extend(still.iter().filter_map(|&j| full.get(j)));
         }
     }
 

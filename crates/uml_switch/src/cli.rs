@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
+use crate::capture::Rotate;
 use crate::endpoint::EndpointSpec;
 use crate::vxlan::VxlanConfig;
 
@@ -53,6 +54,18 @@ pub struct Args {
     /// `vlan=N` or `trunk=A:B`.
     #[arg(long, value_name = "SPEC")]
     pub vxlan: Vec<VxlanConfig>,
+    /// Management socket (JSON lines; see uml_switchctl), owner-only.
+    #[arg(long, value_name = "PATH")]
+    pub mgmt: Option<PathBuf>,
+    /// Capture every frame received to FILE as pcapng (`-`: standard output, or a FIFO).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Also capture the copies the switch sends, on the egress port's interface.
+    #[arg(long, requires = "pcap")]
+    pub pcap_outbound: bool,
+    /// Start a new capture file before one grows beyond SIZE (k, M, G), keeping COUNT files.
+    #[arg(long, value_name = "SIZE[,COUNT]", requires = "pcap", value_parser = Rotate::parse)]
+    pub pcap_rotate: Option<Rotate>,
 }
 
 /// The clap definition, for the man page and the completions.

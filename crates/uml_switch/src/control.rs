@@ -388,6 +388,7 @@ impl Switch {
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Port(id).into()),
             );
         }
+        self.port_opened(id); // managed switch: described, announced
         id
     }
 
@@ -404,6 +405,7 @@ impl Switch {
         if port.fabric.is_some() {
             self.refresh_active();
         }
+        self.port_closed(&port, message); // managed switch: counts kept, announced
         log_line(message);
     }
 }

@@ -13,9 +13,10 @@ use zerocopy::IntoBytes;
 
 use crate::batch::{Outgoing, RX_BATCH, destination_gone};
 use crate::control::ACCEPT_RETRY;
-use crate::forward::{Destination, decide, forwardable, learn_source};
+use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
+use crate::mgmt::wall_clock;
 use crate::ports::{Link, Port, PortId, source_key};
 use crate::switch::{Switch, SwitchError, sys};
 
@@ -49,6 +50,10 @@ pub(crate) enum Token {
     /// A VXLAN uplink's socket: twice its place on the command line, plus
     /// one for its multicast group's socket.
     Vxlan(u32),
+    /// The management listener (issue 13).
+    Mgmt,
+    /// A management connection.
+    MgmtConn(u32),
 }
 
 /// Where the kind of a token sits in epoll's 64-bit word; the low half holds an id.
@@ -66,6 +71,8 @@ impl From<Token> for u64 {
             Token::Port(id) => (7, id),
             Token::Endpoint(id) => (8, id),
             Token::Vxlan(id) => (9, id),
+            Token::Mgmt => (10, 0),
+            Token::MgmtConn(id) => (11, id),
         };
         (kind << KIND_SHIFT) | u64::from(id)
     }
@@ -85,6 +92,8 @@ impl Token {
             7 => Token::Port(id),
             8 => Token::Endpoint(id),
             9 => Token::Vxlan(id),
+            10 => Token::Mgmt,
+            11 => Token::MgmtConn(id),
             _ => return None,
         })
     }
@@ -112,6 +121,8 @@ impl Switch {
                 let left = due.saturating_duration_since(Instant::now());
                 wake = wake.min(left.checked_add(Duration::from_micros(999)).unwrap_or(left));
             }
+            // managed switch: capture output waiting for its reader.
+            wake = self.managed.wake_within().map_or(wake, |w| w.min(wake));
             let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -136,6 +147,8 @@ impl Switch {
                     Some(Token::Bess) => self.accept_bess(),
                     Some(Token::Endpoint(i)) => self.endpoint_ready(i),
                     Some(Token::Vxlan(i)) => self.vxlan_ready(i),
+                    Some(Token::Mgmt) => self.accept_mgmt(),
+                    Some(Token::MgmtConn(id)) => self.mgmt_ready(id, event.events()),
                     Some(Token::Stdin) => {
                         let mut byte = [0u8; 64];
                         if matches!(io::stdin().read(&mut byte), Ok(0) | Err(_))
@@ -153,11 +166,12 @@ impl Switch {
                 self.release_due(now);
             }
             if now.duration_since(self.last_aged) >= AGE_EVERY {
-                self.table.expire(now);
+                self.age_table(now);
                 self.expire_pending(now);
                 self.last_aged = now;
             }
             self.resume_listeners(now);
+            self.managed_tick(now);
         }
     }
 
@@ -180,7 +194,7 @@ impl Switch {
         }
         let mut buf = std::mem::take(&mut self.buf);
         for _ in 0..READS_PER_TURN {
-            let Some(port) = self.ports.get(id) else {
+            let Some(port) = self.ports.get_mut(id) else {
                 break;
             };
             match nix::unistd::read(port.link.fd(), &mut buf) {
@@ -188,7 +202,15 @@ impl Switch {
                     self.close_port(id, "Disconnect");
                     break;
                 }
-                Ok(n) => self.forward(id, &buf[..n]),
+                Ok(n) => {
+                    port.rx.frame(n);
+                    if n > MAX_FRAME {
+                        port.rx.oversize += 1;
+                    } else if !forwardable(n) {
+                        port.rx.runt += 1;
+                    }
+                    self.forward(id, &buf[..n]);
+                }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(_) => {
@@ -204,9 +226,13 @@ impl Switch {
     fn route(&mut self, from: PortId, header: &EthernetHeader) {
         self.targets.clear();
         match learn_source(&mut self.table, from, header, self.now) {
-            Some((mac, Learned::New)) => log_line(&format!(" Addr: {mac} New port {from}")),
+            Some((mac, Learned::New)) => {
+                log_line(&format!(" Addr: {mac} New port {from}"));
+                self.mac_event(mac, from, None);
+            }
             Some((mac, Learned::Moved { from: old })) => {
                 log_line(&format!(" Addr: {mac} New port {from} old port {old}"));
+                self.mac_event(mac, from, Some(old));
             }
             Some((_, Learned::Known)) | None => {}
         }
@@ -220,6 +246,10 @@ impl Switch {
     /// Learns a frame from a BESS or tap port and sends it where it belongs.
     fn forward(&mut self, from: PortId, frame: &[u8]) {
         if self.fabric.active {
+            // managed switch: the fabric's frames are captured as they come in.
+            if self.managed.captures.active() {
+                self.capture(from, false, frame, wall_clock());
+            }
             return self.forward_fabric(from, frame);
         }
         if !forwardable(frame.len()) {
@@ -229,14 +259,27 @@ impl Switch {
             return;
         };
         self.now = Instant::now();
+        let ts = self.managed.captures.active().then(wall_clock);
+        if let Some(ts) = ts {
+            if !self.capture(from, false, frame, ts) {
+                if let Some(port) = self.ports.get_mut(from) {
+                    port.rx.capture += 1;
+                }
+            }
+        }
         self.route(from, header);
         let mut dead = Vec::new();
         for &to in &self.targets {
-            if let Some(port) = self.ports.get(to) {
-                if !deliver(&self.data.fd, port, frame) {
-                    dead.push(to);
+            if let Some(port) = self.ports.get_mut(to) {
+                match send_to(&self.data.fd, port, frame) {
+                    Delivery::Sent => port.tx.frame(frame.len()),
+                    Delivery::Full => port.tx.queue_full += 1,
+                    Delivery::Gone => dead.push(to),
                 }
             }
+        }
+        if let Some(ts) = ts {
+            self.capture_sent(frame, ts);
         }
         for id in dead {
             self.close_port(id, "Disconnect");
@@ -253,32 +296,57 @@ impl Switch {
                 return;
             }
             self.now = Instant::now();
+            // Captures stamp a batch with the time it was taken.
+            let ts = self.managed.captures.active().then(wall_clock);
             let mut dead = Vec::new();
             for &(slot, len, addr) in &received {
                 // Frames from addresses that never registered are dropped, and
                 // so are runts and frames our buffer cut.
-                let Some(from) = source_key(&addr).and_then(|k| self.ports.by_source(&k)) else {
+                let key = source_key(&addr);
+                let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) else {
+                    self.managed.unregistered += 1;
                     continue;
                 };
+                source.rx.frame(len);
+                let from = source.id;
+                if !forwardable(len) {
+                    if len > MAX_FRAME {
+                        source.rx.oversize += 1;
+                    } else {
+                        source.rx.runt += 1;
+                    }
+                    continue;
+                }
                 if self.fabric.active {
                     // VLANs and emulation rewrite or keep frames: off the batch.
                     let frame = self.rx.frame(slot, len).to_vec();
+                    if let Some(ts) = ts {
+                        self.capture(from, false, &frame, ts);
+                    }
                     self.forward_fabric(from, &frame);
-                    continue;
-                }
-                if !forwardable(len) {
                     continue;
                 }
                 let Some(header) = EthernetHeader::parse(self.rx.frame(slot, len)).copied() else {
                     continue;
                 };
+                if let Some(ts) = ts {
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    if !self.capture(from, false, &frame, ts) {
+                        if let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) {
+                            source.rx.capture += 1;
+                        }
+                    }
+                }
                 self.route(from, &header);
                 for &to in &self.targets {
-                    match self.ports.get(to) {
+                    match self.ports.get_mut(to) {
                         Some(Port {
                             link: Link::Daemon { addr, .. },
+                            tx,
                             ..
                         }) => {
+                            // Counted as sent; a copy refused below is moved to the drops.
+                            tx.frame(len);
                             self.tx.push(Outgoing {
                                 slot,
                                 len,
@@ -286,15 +354,31 @@ impl Switch {
                                 to,
                             });
                         }
-                        Some(port) if !deliver(&self.data.fd, port, self.rx.frame(slot, len)) => {
-                            dead.push(to);
+                        Some(port) => {
+                            match send_to(&self.data.fd, port, self.rx.frame(slot, len)) {
+                                Delivery::Sent => port.tx.frame(len),
+                                Delivery::Full => port.tx.queue_full += 1,
+                                Delivery::Gone => dead.push(to),
+                            }
                         }
-                        _ => {}
+                        None => {}
                     }
+                }
+                if let Some(ts) = ts {
+                    let frame = self.rx.frame(slot, len).to_vec();
+                    self.capture_sent(&frame, ts);
                 }
             }
             // A copy whose port's queue is full is dropped for that port only.
-            self.rx.send(fd, &self.tx, &mut dead);
+            let mut refused = Vec::new();
+            self.rx.send(fd, &self.tx, &mut dead, &mut refused);
+            for i in refused {
+                if let Some(&Outgoing { to, len, .. }) = self.tx.get(i) {
+                    if let Some(port) = self.ports.get_mut(to) {
+                        port.tx.refused(len);
+                    }
+                }
+            }
             self.tx.clear();
             dead.sort_unstable();
             dead.dedup();
@@ -308,27 +392,35 @@ impl Switch {
     }
 }
 
-/// Sends one frame to a port without waiting; a full queue drops the frame for
-/// that port only. Returns false when the port is gone for good (for a daemon
-/// port: its data socket is; another socket may bind the name later).
-pub(crate) fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
-    match &port.link {
-        Link::Daemon { addr, .. } => !matches!(
-            sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT),
-            Err(e) if destination_gone(e)
-        ),
-        Link::Bess(fd) => !matches!(
-            send(
-                fd.as_raw_fd(),
-                frame,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL
-            ),
-            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
-        ),
-        Link::Tap(file) => {
-            let _ = (&*file).write(frame);
-            true
+/// What became of a frame sent to a port.
+enum Delivery {
+    /// The kernel took it.
+    Sent,
+    /// The port's queue was full (or the send failed otherwise): dropped for that port only.
+    Full,
+    /// The port is gone for good (for a daemon port: its data socket is;
+    /// another socket may bind the name later).
+    Gone,
+}
+
+/// Sends one frame to a port without waiting.
+fn send_to(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
+    let sent = match &port.link {
+        Link::Daemon { addr, .. } => {
+            match sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT) {
+                Err(e) if destination_gone(e) => return Delivery::Gone,
+                other => other.is_ok(),
+            }
         }
+        Link::Bess(fd) => match send(
+            fd.as_raw_fd(),
+            frame,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Delivery::Gone,
+            other => other.is_ok(),
+        },
+        Link::Tap(file) => (&*file).write(frame).is_ok(),
         Link::Vxlan {
             socket,
             dest,
@@ -336,16 +428,31 @@ pub(crate) fn deliver(data: &OwnedFd, port: &Port, frame: &[u8]) -> bool {
         } => {
             // Header and frame gathered by the kernel: no copy of the frame.
             let parts = [IoSlice::new(header.as_bytes()), IoSlice::new(frame)];
-            let _ = sendmsg(
+            sendmsg(
                 socket.as_raw_fd(),
                 &parts,
                 &[],
                 MsgFlags::MSG_DONTWAIT,
                 Some(&SockaddrIn::from(*dest)),
-            );
-            true
+            )
+            .is_ok()
         }
+    };
+    if sent { Delivery::Sent } else { Delivery::Full }
+}
+
+/// Sends one frame to a port without waiting, counted in the port's sent
+/// frames or its full-queue drops (the fabric's path; the plain path counts
+/// where it sends); a full queue drops the frame for that port only.
+/// Returns false when the port is gone for good (for a daemon port: its data
+/// socket is; another socket may bind the name later).
+pub(crate) fn deliver_counted(data: &OwnedFd, port: &mut Port, frame: &[u8]) -> bool {
+    match send_to(data, port, frame) {
+        Delivery::Sent => port.tx.frame(frame.len()),
+        Delivery::Full => port.tx.queue_full += 1,
+        Delivery::Gone => return false,
     }
+    true
 }
 
 #[cfg(test)]
@@ -366,10 +473,13 @@ mod tests {
             Token::Port(u32::MAX),
             Token::Endpoint(3),
             Token::Vxlan(u32::MAX),
+            Token::Mgmt,
+            Token::MgmtConn(0),
+            Token::MgmtConn(u32::MAX),
         ] {
             assert_eq!(Token::from_event(token.into()), Some(token));
         }
         assert_eq!(Token::from_event(0), None);
-        assert_eq!(Token::from_event(10 << KIND_SHIFT), None);
+        assert_eq!(Token::from_event(12 << KIND_SHIFT), None);
     }
 }

@@ -22,7 +22,7 @@ use uml_proto::ethernet::EthernetHeader;
 use uml_proto::vxlan::{VxlanError, VxlanHeader};
 
 use crate::endpoint::{EndpointKind, EndpointSpec, PortTemplate};
-use crate::event_loop::{Token, deliver};
+use crate::event_loop::{Token, deliver_counted};
 use crate::forward::{Destination, decide_in, forwardable, learn_source_in};
 use crate::learning::Learned;
 use crate::link_emulation::{Direction, Emulator, LinkEmulation, Rng, Schedule, Stage};
@@ -447,7 +447,7 @@ impl Switch {
                         );
                     }
                 }
-                None => alive = deliver(&self.data.fd, port, bytes),
+                None => alive = deliver_counted(&self.data.fd, port, bytes),
             }
         }
         self.fabric.scratch = scratch;
@@ -475,8 +475,8 @@ impl Switch {
                     }
                 }
                 Stage::Leaving(to) => {
-                    if let Some(port) = self.ports.get(to) {
-                        if !deliver(&self.data.fd, port, &item.frame) {
+                    if let Some(port) = self.ports.get_mut(to) {
+                        if !deliver_counted(&self.data.fd, port, &item.frame) {
                             dead.push(to);
                         }
                     }
@@ -650,6 +650,7 @@ mod tests {
             max_age: Duration::from_secs(100),
             endpoints: Vec::new(),
             vxlan: Vec::new(),
+            managed: Default::default(),
         })
         .unwrap()
     }

@@ -134,6 +134,44 @@ impl MacTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.vlans.is_empty()
     }
+
+    // managed switch (issue 13): the management socket's views.
+
+    /// Every entry: address, port, when it was last seen.
+    pub fn entries(&self) -> impl Iterator<Item = (MacAddr, PortId, Instant)> + '_ {
+        self.entries.iter().map(|(m, e)| (*m, e.port, e.last_seen))
+    }
+
+    /// The addresses learned on `port`.
+    pub fn on_port(&self, port: PortId) -> impl Iterator<Item = MacAddr> + '_ {
+        self.entries
+            .iter()
+            .filter(move |(_, e)| e.port == port)
+            .map(|(m, _)| *m)
+    }
+
+    /// [`MacTable::expire`], returning what was dropped (for the event stream).
+    pub fn expire_listed(&mut self, now: Instant) -> Vec<(MacAddr, PortId)> {
+        let max_age = self.max_age;
+        let aged: Vec<(MacAddr, PortId)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > max_age)
+            .map(|(m, e)| (*m, e.port))
+            .collect();
+        for (mac, _) in &aged {
+            self.entries.remove(mac);
+        }
+        aged
+    }
+
+    /// Forgets every address (`port` None) or those of one port; returns how many.
+    pub fn flush(&mut self, port: Option<PortId>) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| port.is_some_and(|p| e.port != p));
+        before - self.entries.len()
+    }
 }
 
 #[cfg(test)]

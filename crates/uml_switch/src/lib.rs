@@ -13,19 +13,25 @@
 //! requested data socket belongs to. The lab fabric: [`vlan`] (802.1Q),
 //! [`link_emulation`] (delay, loss, rate...), [`vxlan`] (uplinks),
 //! [`endpoint`] (`--endpoint` listeners with a port template), and
-//! [`fabric`], their data path and run-time changes.
+//! [`fabric`], their data path and run-time changes. Management (issue 13): [`mgmt`]
+//! the management socket, [`capture`] pcapng captures, [`counters`] the
+//! frame counters, [`events`] the event stream.
 
 pub mod activation;
 pub mod batch;
+pub mod capture;
 pub mod cli;
 mod control;
+pub mod counters;
 pub mod endpoint;
 mod event_loop;
+pub mod events;
 pub mod fabric;
 pub mod forward;
 pub mod learning;
 pub mod link_emulation;
-mod log;
+pub mod log;
+pub mod mgmt;
 pub mod owner;
 pub mod ports;
 pub mod switch;

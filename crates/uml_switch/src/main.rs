@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use uml_switch::cli::Args;
+use uml_switch::mgmt::ManagedConfig;
 use uml_switch::switch::{Config, Switch};
 
 /// The C switch's single-dash long options, rewritten to `--` forms.
@@ -62,6 +63,12 @@ fn main() -> ExitCode {
         max_age: Duration::from_secs(args.max_age),
         endpoints: args.endpoint,
         vxlan: args.vxlan,
+        managed: ManagedConfig {
+            mgmt: args.mgmt,
+            pcap: args.pcap,
+            pcap_rotate: args.pcap_rotate,
+            pcap_outbound: args.pcap_outbound,
+        },
     };
     let result = Switch::start(cfg.clone()).and_then(|mut switch| switch.run());
     match result {

@@ -14,6 +14,8 @@ use uml_proto::vxlan::VxlanHeader;
 
 pub use crate::fabric::PortFabric;
 
+use crate::counters::{RxCounters, TxCounters};
+
 /// A port's number, as the log lines show it; never reused while the switch runs.
 pub type PortId = u32;
 
@@ -77,6 +79,21 @@ pub struct Port {
     /// VLAN, link emulation, split horizon: `None` for a plain port, which
     /// the fast path serves as the switch always did.
     pub fabric: Option<Box<PortFabric>>,
+    // managed switch (issue 13): counters, bumped where the port is at hand.
+    /// What it sent us (BESS and tap ports; a daemon port's are in its [`Source`]).
+    pub rx: RxCounters,
+    /// What we sent it.
+    pub tx: TxCounters,
+}
+
+/// A daemon port as frames from it find it: its number, and its receive
+/// counters, kept here so that counting costs no second look-up.
+#[derive(Debug)]
+pub struct Source {
+    /// The port.
+    pub id: PortId,
+    /// What it sent us.
+    pub rx: RxCounters,
 }
 
 /// Every open port, in the order they were made.
@@ -87,7 +104,7 @@ pub struct PortTable {
     order: Vec<PortId>,
     next: PortId,
     /// Daemon ports by the address their frames come from.
-    by_key: HashMap<PeerAddr, PortId>,
+    by_key: HashMap<PeerAddr, Source>,
 }
 
 impl PortTable {
@@ -104,26 +121,35 @@ impl PortTable {
         let id = self.next;
         self.next += 1;
         if let Link::Daemon { key, .. } = &link {
-            self.by_key.insert(*key, id);
+            self.by_key.insert(
+                *key,
+                Source {
+                    id,
+                    rx: RxCounters::default(),
+                },
+            );
         }
-        self.ports.insert(
+        let port = Port {
             id,
-            Port {
-                id,
-                link,
-                fabric: None,
-            },
-        );
+            link,
+            fabric: None,
+            rx: RxCounters::default(),
+            tx: TxCounters::default(),
+        };
+        self.ports.insert(id, port);
         self.order.push(id);
         id
     }
 
-    /// Removes a port; returns it so its descriptors can be unwatched.
+    /// Removes a port; returns it (with every count it had) so its
+    /// descriptors can be unwatched.
     pub fn remove(&mut self, id: PortId) -> Option<Port> {
-        let port = self.ports.remove(&id)?;
+        let mut port = self.ports.remove(&id)?;
         if let Link::Daemon { key, .. } = &port.link {
-            if self.by_key.get(key) == Some(&id) {
-                self.by_key.remove(key);
+            if self.by_key.get(key).is_some_and(|s| s.id == id) {
+                if let Some(source) = self.by_key.remove(key) {
+                    port.rx = source.rx;
+                }
             }
         }
         self.order.retain(|&p| p != id);
@@ -135,7 +161,7 @@ impl PortTable {
         self.ports.get(&id)
     }
 
-    /// The port numbered `id`, to change.
+    /// The port numbered `id`, to change or count its frames.
     pub fn get_mut(&mut self, id: PortId) -> Option<&mut Port> {
         self.ports.get_mut(&id)
     }
@@ -147,7 +173,36 @@ impl PortTable {
 
     /// The daemon port whose frames come from `key`.
     pub fn by_source(&self, key: &PeerAddr) -> Option<PortId> {
-        self.by_key.get(key).copied()
+        self.by_key.get(key).map(|s| s.id)
+    }
+
+    /// The daemon port whose frames come from `key`, with its receive counters.
+    pub fn source_mut(&mut self, key: &PeerAddr) -> Option<&mut Source> {
+        self.by_key.get_mut(key)
+    }
+
+    /// What port `id` sent us, wherever its transport keeps it.
+    pub fn rx(&self, id: PortId) -> Option<RxCounters> {
+        let port = self.ports.get(&id)?;
+        match &port.link {
+            Link::Daemon { key, .. } => self.by_key.get(key).map(|s| s.rx),
+            _ => Some(port.rx),
+        }
+    }
+
+    /// Every port, in the order they were made.
+    pub fn iter(&self) -> impl Iterator<Item = &Port> + '_ {
+        self.order.iter().filter_map(|id| self.ports.get(id))
+    }
+
+    /// How many ports are open.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no port is open.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 
     /// Every port but `except`, newest first (the order flooding uses).

@@ -25,6 +25,7 @@ use crate::fabric::Fabric;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
 use crate::log::log_line;
+use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
 use crate::ports::{Link, PortId, PortTable};
 use crate::vxlan::VxlanConfig;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub endpoints: Vec<EndpointSpec>,
     /// VXLAN uplinks.
     pub vxlan: Vec<VxlanConfig>,
+    /// The management socket and captures (issue 13).
+    pub managed: ManagedConfig,
 }
 
 /// Why the switch could not start.
@@ -73,6 +76,9 @@ pub enum SwitchError {
         /// The failure.
         source: TunError,
     },
+    /// The capture given on the command line cannot start.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
     /// The sockets passed by socket activation cannot be used.
     #[error("socket activation: {0}")]
     Activation(#[from] crate::activation::ActivationError),
@@ -127,6 +133,8 @@ pub struct Switch {
     pub(crate) fabric: Fabric,
     /// A signal that came before the event loop: it ends the switch at once.
     pub(crate) stop_before_loop: Option<i32>,
+    /// Management socket, captures, counters' history (issue 13).
+    pub(crate) managed: Managed,
     /// Removed when the switch is dropped, after the socket files.
     _pidfile: Option<PidFile>,
 }
@@ -134,6 +142,10 @@ pub struct Switch {
 impl Switch {
     /// Binds every socket and prints the start-up lines; the switch then runs with [`Switch::run`].
     pub fn start(mut cfg: Config) -> Result<Self, SwitchError> {
+        if cfg.managed.pcap.as_deref() == Some(std::path::Path::new("-")) {
+            // Standard output carries the capture: not a log line may go there.
+            crate::log::to_stderr();
+        }
         let mut signals_set = SigSet::empty();
         signals_set.add(Signal::SIGINT);
         signals_set.add(Signal::SIGTERM);
@@ -180,6 +192,13 @@ impl Switch {
                 .map(|path| BoundPath::bind(path, SockType::SeqPacket))
                 .transpose()?,
         };
+        // managed switch (issue 13): the management socket, bound like the others.
+        let mgmt = cfg
+            .managed
+            .mgmt
+            .as_deref()
+            .map(MgmtListener::bind)
+            .transpose()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(sys("creating an epoll instance"))?;
         let watch = |fd: BorrowedFd<'_>, token: Token| {
@@ -191,6 +210,9 @@ impl Switch {
         watch(data.fd.as_fd(), Token::Data)?;
         if let Some(bess) = &bess {
             watch(bess.fd.as_fd(), Token::Bess)?;
+        }
+        if let Some(mgmt) = &mgmt {
+            watch(mgmt.fd.as_fd(), Token::Mgmt)?;
         }
         let stdin = io::stdin();
         if stdin.is_terminal() {
@@ -216,8 +238,10 @@ impl Switch {
             last_aged: Instant::now(),
             fabric: Fabric::new(),
             stop_before_loop: None,
+            managed: Managed::new(mgmt),
             _pidfile: None,
         };
+        switch.start_pcap()?;
         switch.announce();
         if let Some(name) = switch.cfg.tap.clone() {
             let file = open_tap(&name).map_err(|source| SwitchError::Tap { name, source })?;
@@ -288,6 +312,9 @@ impl Switch {
             .or_else(|| self.bess.as_ref().map(BoundPath::path));
         if let Some(bess) = bess {
             line.push_str(&format!(" bess socket '{}'", bess.display()));
+        }
+        if let Some(mgmt) = &self.cfg.managed.mgmt {
+            line.push_str(&format!(" management socket '{}'", mgmt.display()));
         }
         log_line(&line);
     }

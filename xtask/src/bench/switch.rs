@@ -56,6 +56,8 @@ enum Kind {
     C,
     Vde,
     Ours,
+    /// Ours, capturing every frame to a pcapng file.
+    OursCapturing,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::C => "C uml_switch",
             Kind::Vde => "vde_switch",
             Kind::Ours => "ours",
+            Kind::OursCapturing => "ours, capturing",
         }
     }
 }
@@ -181,13 +184,19 @@ impl Running {
                 c.arg("-unix").arg(&ctl).stdin(Stdio::null());
                 c
             }
-            Kind::Ours => {
+            Kind::Ours | Kind::OursCapturing => {
                 let mut c = Command::new(root.join("target/release/uml_switch"));
                 c.arg("-unix")
                     .arg(&ctl)
                     .arg("-bess")
                     .arg(&bess)
                     .stdin(Stdio::null());
+                if kind == Kind::OursCapturing {
+                    // Rotating, so that a long run does not fill the disk.
+                    c.arg("--pcap")
+                        .arg(dir.join("bench.pcapng"))
+                        .args(["--pcap-rotate", "64M,2"]);
+                }
                 if let Some(template) = &template {
                     c.arg("--endpoint")
                         .arg(format!("unix:{},{template}", endpoint.display()));
@@ -731,6 +740,32 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "| {} | | | | {} | | | | |",
             cell.label(),
             show(&ours, cell.fanout(Kind::Ours))
+        );
+    }
+    // The cost of capturing (to a pcapng file on the target directory's disk).
+    println!("\n| cell | ours | ours, capturing every frame to a file | capturing / not |");
+    println!("|---|---:|---:|---:|");
+    for (pattern, size, ports) in daemon_cells {
+        let cell = Cell {
+            pattern,
+            size,
+            ports,
+            transport: Transport::Daemon,
+        };
+        let mut loads = [Load::default(); 2];
+        for (k, kind) in [Kind::Ours, Kind::OursCapturing].iter().enumerate() {
+            loads[k] = median_load(reps, || {
+                run_load(root, &dir, *kind, &cell, secs, switch_cpu)
+            })
+            .with_context(|| format!("{} in {}", kind.name(), cell.label()))?;
+        }
+        let [plain, capturing] = loads;
+        println!(
+            "| {} | {} | {} | {:.2}x |",
+            cell.label(),
+            show(&plain, cell.fanout(Kind::Ours)),
+            show(&capturing, cell.fanout(Kind::OursCapturing)),
+            capturing.rate() / plain.rate().max(1.0),
         );
     }
     let mut latencies = Vec::new();
