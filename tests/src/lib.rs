@@ -8,6 +8,7 @@
 //! The test bed is provisioned by `cargo xtask test`; a missing kernel, busybox or
 //! mke2fs is a test failure with a message naming the package, never a skip.
 
+mod child_log;
 pub mod cow;
 mod image;
 mod netns;
@@ -15,6 +16,7 @@ pub mod switch_client;
 mod uml;
 mod wait;
 
+pub use child_log::ChildLog;
 pub use image::RootImage;
 pub use netns::NetNamespace;
 pub use uml::{Uml, UmlBuilder};

@@ -9,7 +9,6 @@ use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -17,7 +16,8 @@ use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::switch::{PeerAddr, RequestV3};
 use uml_testbed::switch_client::{SwitchClient, bind_data_socket, kernel_request};
 use uml_testbed::{
-    NetNamespace, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
+    ChildLog, NetNamespace, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until,
+    wait_until,
 };
 use zerocopy::IntoBytes;
 
@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Our switch, started in a directory of its own, its output collected.
 struct SwitchProcess {
     child: Child,
-    log: Arc<Mutex<String>>,
+    log: ChildLog,
     ctl: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -49,21 +49,7 @@ impl SwitchProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
+        let log = ChildLog::collect(&mut child);
         let switch = Self {
             child,
             log,
@@ -82,18 +68,11 @@ impl SwitchProcess {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     fn wait_for_line(&self, needle: &str) {
-        let printed = try_wait_until(Instant::now() + WAIT, || {
-            self.log().contains(needle).then_some(())
-        });
-        assert!(
-            printed.is_some(),
-            "switch never printed `{needle}`:\n{}",
-            self.log()
-        );
+        self.log.wait_for(needle, WAIT);
     }
 
     fn alive(&mut self) -> bool {

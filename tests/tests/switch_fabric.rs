@@ -4,19 +4,17 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_proto::vxlan::VxlanHeader;
 use uml_testbed::switch_client::SwitchClient;
-use uml_testbed::{NetNamespace, Uml, UmlBuilder, our_tool, pid_of, try_wait_until};
+use uml_testbed::{ChildLog, NetNamespace, Uml, UmlBuilder, our_tool, pid_of};
 use zerocopy::IntoBytes;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -25,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// its output collected; stopped with SIGTERM when dropped.
 struct Switch {
     child: Child,
-    log: Arc<Mutex<String>>,
+    log: ChildLog,
 }
 
 impl Switch {
@@ -41,39 +39,18 @@ impl Switch {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
+        let log = ChildLog::collect(&mut child);
         let switch = Self { child, log };
         switch.wait_for_line("attached to unix socket");
         switch
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     fn wait_for_line(&self, needle: &str) {
-        let printed = try_wait_until(Instant::now() + WAIT, || {
-            self.log().contains(needle).then_some(())
-        });
-        assert!(
-            printed.is_some(),
-            "switch never printed `{needle}`:\n{}",
-            self.log()
-        );
+        self.log.wait_for(needle, WAIT);
     }
 }
 

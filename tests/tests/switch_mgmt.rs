@@ -15,7 +15,9 @@ use nix::sys::signal::{Signal, kill};
 use serde_json::Value;
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_testbed::switch_client::SwitchClient;
-use uml_testbed::{Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until};
+use uml_testbed::{
+    ChildLog, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
+};
 use zerocopy::IntoBytes;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Our switch with a management socket, in a directory of its own.
 struct Managed {
     child: Child,
-    log: Arc<Mutex<String>>,
+    log: ChildLog,
     ctl: PathBuf,
     mgmt: PathBuf,
     dir: tempfile::TempDir,
@@ -45,20 +47,7 @@ impl Managed {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        for stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
+        let log = ChildLog::collect(&mut child);
         let switch = Self {
             child,
             log,
@@ -71,18 +60,11 @@ impl Managed {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     fn wait_for_line(&self, needle: &str) {
-        let printed = try_wait_until(Instant::now() + WAIT, || {
-            self.log().contains(needle).then_some(())
-        });
-        assert!(
-            printed.is_some(),
-            "switch never printed `{needle}`:\n{}",
-            self.log()
-        );
+        self.log.wait_for(needle, WAIT);
     }
 
     fn alive(&mut self) -> bool {
