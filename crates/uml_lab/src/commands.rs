@@ -12,11 +12,12 @@ use crate::lab::{self, Console, Host, Lab, LabErrors};
 use crate::launch::{self, LaunchError};
 use crate::mconsole;
 use crate::rundir::{
-    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError, read_json,
-    write_json,
+    Event, MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError,
+    read_json, write_json,
 };
 use crate::status;
 use crate::supervise;
+use crate::switch_mgmt;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,18 +195,62 @@ pub fn status(run: &RunDir, json: bool) -> Result<String, CommandError> {
     })
 }
 
+/// Follows every network's switch events on its management socket. The
+/// switches running now are subscribed to before this returns, so nothing
+/// they report after the first report is missed; one that starts later (or
+/// again) is subscribed to within a second.
+fn follow_switches(run: &RunDir, lab: &Lab) -> std::sync::mpsc::Receiver<Event> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let timeout = Duration::from_secs(1);
+    for net in &lab.networks {
+        let path = run.mgmt_socket(&net.name);
+        let name = net.name.clone();
+        let mut conn = switch_mgmt::subscribe(&path, timeout).ok();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            loop {
+                for line in conn.take().into_iter().flat_map(BufRead::lines) {
+                    let Ok(line) = line else { break };
+                    let event = serde_json::from_str(&line)
+                        .ok()
+                        .and_then(|v| switch_mgmt::event(&name, &v));
+                    if let Some(event) = event {
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                }
+                std::thread::sleep(timeout);
+                conn = switch_mgmt::subscribe(&path, timeout).ok();
+            }
+        });
+    }
+    rx
+}
+
 /// `status --watch`: the report again after every event (mconsole
-/// notifications, exits, restarts), and every few seconds for the uptimes.
+/// notifications, exits, restarts, and the switches' events: ports up and
+/// down, MACs learned, moved and aged, drops), and every few seconds for the
+/// uptimes.
 pub fn watch(run: &RunDir, json: bool, out: &mut impl Write) -> Result<(), CommandError> {
+    let switches = follow_switches(run, &run.lab()?);
+    let mut switch_events: Vec<Event> = Vec::new();
     let mut seen = u64::MAX;
     let mut last = Instant::now();
+    let mut fresh = false;
     loop {
         let size = std::fs::metadata(run.events()).map_or(0, |m| m.len());
-        if size != seen || last.elapsed() > Duration::from_secs(5) {
+        if fresh || size != seen || last.elapsed() > Duration::from_secs(5) {
+            fresh = false;
             seen = size;
             last = Instant::now();
             let lab = run.lab()?;
-            let report = status::report(run, &lab);
+            let mut report = status::report(run, &lab);
+            report.events.extend(switch_events.iter().cloned());
+            report.events.sort_by_key(|e| e.time);
+            let skip = report.events.len().saturating_sub(status::EVENTS_SHOWN);
+            report.events.drain(..skip);
             let text = if json {
                 serde_json::to_string(&report).unwrap_or_default() + "\n"
             } else {
@@ -219,7 +264,19 @@ pub fn watch(run: &RunDir, json: bool, out: &mut impl Write) -> Result<(), Comma
                 return Ok(());
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        match switches.recv_timeout(Duration::from_millis(200)) {
+            Ok(event) => {
+                switch_events.push(event);
+                let skip = switch_events.len().saturating_sub(status::EVENTS_SHOWN);
+                switch_events.drain(..skip);
+                fresh = true;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // No network to follow: wait as before.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
 }
 

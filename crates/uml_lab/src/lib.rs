@@ -15,4 +15,5 @@ pub mod mconsole;
 pub mod rundir;
 pub mod status;
 pub mod supervise;
+pub mod switch_mgmt;
 pub mod terminal;
