@@ -531,15 +531,13 @@ fn uml_lab_commented_example_is_a_valid_lab() {
     std::fs::write(&lab.file, &fabric).unwrap();
     let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
     assert!(out.contains("is fine"), "{out}");
-    // The switch features still missing are refused when switched on.
-    let text = text.replace("# capture = ", "capture = ");
-    std::fs::write(&lab.file, text).unwrap();
-    let out = lab.run(&["check", lab.file.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("networks.front.capture: not supported yet"),
-        "{stderr}"
-    );
+    // Both capture forms are valid as written.
+    for form in ["# capture = \"", "# capture = {"] {
+        let capture = text.replace(form, &form[2..]);
+        std::fs::write(&lab.file, &capture).unwrap();
+        let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
+        assert!(out.contains("is fine"), "{out}");
+    }
 }
 
 /// Reads a child's stdout on a thread, so a test can wait for text with a deadline.
