@@ -1033,7 +1033,8 @@ ping -c 3 10.99.91.1 > /lab/result 2>&1 && echo PING-OK >> /lab/result
     lab.down_and_check_clean();
 }
 
-/// Two guests on one captured network; `a` pings `b` once it answers.
+/// Two guests on one captured network; `a` pings `b` once it answers, then
+/// keeps pinging.
 const MANAGED: &str = r#"
 name = "managed"
 
@@ -1049,6 +1050,7 @@ interfaces = [{ network = "lan", mac = "02:00:00:00:63:01", address = "10.99.63.
 startup = """
 n=0; until ping -c 1 -W 1 10.99.63.2 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
 ping -c 3 10.99.63.2 > /lab/ping.txt 2>&1 && echo PING-OK >> /lab/ping.txt
+ping 10.99.63.2 > /dev/null 2>&1
 """
 
 [machines.b]
@@ -1094,6 +1096,38 @@ fn real_kernel_uml_lab_switch_counters_events_and_capture() {
     );
     let table = lab.ok(&["status"]);
     assert!(table.contains("FRAMES RX/TX/DROP"), "{table}");
+
+    // A live capture of a's port, streamed into tshark: a's echo requests, nothing of b's.
+    let mut capture = Command::new(uml_lab_binary())
+        .args(["capture", "lan", "--port", "a.eth0"])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut live = Command::new(host_program("tshark", "tshark"))
+        .args(["-l", "-r", "-", "-Y", "icmp", "-T", "fields"])
+        .args(["-e", "eth.src", "-e", "icmp.type"])
+        .stdin(Stdio::from(capture.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = collect(live.stdout.take().unwrap());
+    let request = format!("{a_mac}\t8");
+    wait_until(
+        Instant::now() + WAIT,
+        "a's echo request in the live capture",
+        || {
+            String::from_utf8_lossy(&seen.lock().unwrap())
+                .lines()
+                .any(|l| l == request)
+        },
+    );
+    kill(pid(capture.id()), Signal::SIGTERM).unwrap();
+    capture.wait().unwrap();
+    live.wait().unwrap();
+    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(seen.lines().all(|l| l == request), "{seen}");
 
     // The watch follows the switch: b's port goes down when b stops.
     let mut watch = Command::new(uml_lab_binary())

@@ -60,6 +60,15 @@ pub enum CommandError {
     /// The host to run on is unknown or cannot be told.
     #[error(transparent)]
     Host(#[from] lab::HostError),
+    /// No such network in the lab.
+    #[error("no network '{0}' in the lab")]
+    NoNetwork(String),
+    /// A switch's management socket failed.
+    #[error(transparent)]
+    Mgmt(#[from] switch_mgmt::MgmtError),
+    /// A capture port that names no port of the switch.
+    #[error("{0}")]
+    NoPort(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
@@ -278,6 +287,46 @@ pub fn watch(run: &RunDir, json: bool, out: &mut impl Write) -> Result<(), Comma
             }
         }
     }
+}
+
+/// `capture NETWORK [--port PORT] [--outbound]`: a live pcapng capture of
+/// the network's switch (or one port: the switch's number, or the lab's
+/// `machine.eth0` / `host.TAP`) written to `out` until the switch ends it or
+/// `out` is closed, which closes the connection and so stops the capture.
+pub fn capture(
+    run: &RunDir,
+    network: &str,
+    port: Option<&str>,
+    outbound: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let lab = run.lab()?;
+    let net = lab
+        .network(network)
+        .ok_or_else(|| CommandError::NoNetwork(network.to_owned()))?;
+    let mgmt = run.mgmt_socket(network);
+    let timeout = Duration::from_secs(2);
+    let port = match port {
+        None => None,
+        Some(word) => Some(match word.parse::<u64>() {
+            Ok(number) => number,
+            Err(_) => switch_mgmt::counters(&lab, net, &mgmt)?
+                .ports
+                .iter()
+                .find(|p| p.interface.as_deref() == Some(word))
+                .map(|p| p.id)
+                .ok_or_else(|| {
+                    CommandError::NoPort(format!(
+                        "the switch of '{network}' has no port known as '{word}' (a guest's port is known once it has sent a frame): give the switch's port number, from `uml_lab status --json`"
+                    ))
+                })?,
+        }),
+    };
+    let (_, mut stream) = switch_mgmt::capture_stream(&mgmt, port, outbound, timeout)?;
+    // A reader that goes away (tshark quits, a closed pipe) ends the capture;
+    // that is its normal end, not an error.
+    let _ = std::io::copy(&mut stream, out).and_then(|_| out.flush());
+    Ok(())
 }
 
 /// How a machine was stopped.

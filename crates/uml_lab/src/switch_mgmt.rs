@@ -105,6 +105,33 @@ pub fn subscribe(path: &Path, timeout: Duration) -> Result<BufReader<UnixStream>
     Ok(reader)
 }
 
+/// Starts a capture streamed into this connection (`capture start [port N]
+/// [outbound]`): the switch's reply, and the connection, positioned at the
+/// pcapng stream and reading without a timeout. Closing it stops the capture.
+pub fn capture_stream(
+    path: &Path,
+    port: Option<u64>,
+    outbound: bool,
+    timeout: Duration,
+) -> Result<(Value, BufReader<UnixStream>), MgmtError> {
+    let mut request = String::from("capture start");
+    if let Some(port) = port {
+        request.push_str(&format!(" port {port}"));
+    }
+    if outbound {
+        request.push_str(" outbound");
+    }
+    let (reply, reader) = exchange(path, &request, timeout)?;
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|source| MgmtError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok((reply, reader))
+}
+
 /// Frames and bytes one way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
