@@ -441,7 +441,14 @@ fn uml_lab_refuses_bad_lab_files_with_line_and_field_and_starts_nothing() {
         ),
         (
             FINE.replace("[networks.lan]\n", "[networks.lan]\nmgmt = true\n"),
-            "bad.toml:6:8: networks.lan.mgmt: not supported yet",
+            "bad.toml:6:8: networks.lan.mgmt: every network's switch has its management socket, net/lan/mgmt",
+        ),
+        (
+            FINE.replace(
+                "[networks.lan]\n",
+                "[networks.lan]\ncapture = { file = \"lan.pcapng\", rotate = \"10\" }\n",
+            ),
+            "bad.toml:6:11: networks.lan.capture.rotate: --pcap-rotate: '10': a size of at least 4096 bytes",
         ),
         (
             FINE.replace("[networks.lan]\n", "[networks.lan]\nvlan = 4095\n"),
@@ -524,15 +531,13 @@ fn uml_lab_commented_example_is_a_valid_lab() {
     std::fs::write(&lab.file, &fabric).unwrap();
     let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
     assert!(out.contains("is fine"), "{out}");
-    // The switch features still missing are refused when switched on.
-    let text = text.replace("# capture = ", "capture = ");
-    std::fs::write(&lab.file, text).unwrap();
-    let out = lab.run(&["check", lab.file.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("networks.front.capture: not supported yet"),
-        "{stderr}"
-    );
+    // Both capture forms are valid as written.
+    for form in ["# capture = \"", "# capture = {"] {
+        let capture = text.replace(form, &form[2..]);
+        std::fs::write(&lab.file, &capture).unwrap();
+        let out = lab.ok(&["check", lab.file.to_str().unwrap()]);
+        assert!(out.contains("is fine"), "{out}");
+    }
 }
 
 /// Reads a child's stdout on a thread, so a test can wait for text with a deadline.
@@ -1026,4 +1031,162 @@ ping -c 3 10.99.91.1 > /lab/result 2>&1 && echo PING-OK >> /lab/result
     in_ns(&two, &second, &["down", "--timeout", "5"]);
     assert!(!second.exists(), "host two's run directory is left");
     lab.down_and_check_clean();
+}
+
+/// Two guests on one captured network; `a` pings `b` once it answers, then
+/// keeps pinging.
+const MANAGED: &str = r#"
+name = "managed"
+
+[defaults]
+disk = "busybox.img"
+consoles = ["log"]
+
+[networks.lan]
+capture = "lan.pcapng"
+
+[machines.a]
+interfaces = [{ network = "lan", mac = "02:00:00:00:63:01", address = "10.99.63.1/24" }]
+startup = """
+n=0; until ping -c 1 -W 1 10.99.63.2 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 60 ] && break; done
+ping -c 3 10.99.63.2 > /lab/ping.txt 2>&1 && echo PING-OK >> /lab/ping.txt
+ping 10.99.63.2 > /dev/null 2>&1
+"""
+
+[machines.b]
+interfaces = [{ network = "lan", mac = "02:00:00:00:63:02", address = "10.99.63.2/24" }]
+"#;
+
+#[test]
+fn real_kernel_uml_lab_switch_counters_events_and_capture() {
+    use std::process::Stdio;
+    let (a_mac, b_mac) = ("02:00:00:00:63:01", "02:00:00:00:63:02");
+    let lab = Lab::new("managed", MANAGED);
+    lab.up();
+    lab.wait_shared("a", "ping.txt", "PING-OK");
+
+    // Counters from the switch's management socket, each port named after its guest.
+    let status = lab.status();
+    let network = &status["networks"][0];
+    assert_eq!(
+        network["mgmt"],
+        lab.run_dir().join("net/lan/mgmt").to_str().unwrap(),
+        "{network}"
+    );
+    let ports = network["counters"]["ports"].as_array().unwrap();
+    for (interface, mac) in [("a.eth0", a_mac), ("b.eth0", b_mac)] {
+        let port = ports
+            .iter()
+            .find(|p| p["interface"] == interface)
+            .unwrap_or_else(|| panic!("no port of {interface}: {network}"));
+        assert!(
+            port["macs"].as_array().unwrap().iter().any(|m| m == mac),
+            "{port}"
+        );
+        for way in ["rx", "tx"] {
+            assert!(port[way]["frames"].as_u64().unwrap() > 0, "{port}");
+            assert!(port[way]["bytes"].as_u64().unwrap() > 0, "{port}");
+        }
+    }
+    assert!(
+        network["counters"]["stats"]["rx"]["frames"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let table = lab.ok(&["status"]);
+    assert!(table.contains("FRAMES RX/TX/DROP"), "{table}");
+
+    // A live capture of a's port, streamed into tshark: a's echo requests, nothing of b's.
+    let mut capture = Command::new(uml_lab_binary())
+        .args(["capture", "lan", "--port", "a.eth0"])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut live = Command::new(host_program("tshark", "tshark"))
+        .args(["-l", "-r", "-", "-Y", "icmp", "-T", "fields"])
+        .args(["-e", "eth.src", "-e", "icmp.type"])
+        .stdin(Stdio::from(capture.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = collect(live.stdout.take().unwrap());
+    let request = format!("{a_mac}\t8");
+    wait_until(
+        Instant::now() + WAIT,
+        "a's echo request in the live capture",
+        || {
+            String::from_utf8_lossy(&seen.lock().unwrap())
+                .lines()
+                .any(|l| l == request)
+        },
+    );
+    kill(pid(capture.id()), Signal::SIGTERM).unwrap();
+    capture.wait().unwrap();
+    live.wait().unwrap();
+    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(seen.lines().all(|l| l == request), "{seen}");
+
+    // The watch follows the switch: b's port goes down when b stops.
+    let mut watch = Command::new(uml_lab_binary())
+        .args(["status", "--watch", "--json"])
+        .env("UML_LAB_RUN_DIR", lab.base())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect(watch.stdout.take().unwrap());
+    let reports = || -> Vec<Value> {
+        String::from_utf8_lossy(&lines.lock().unwrap())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The first report comes once the watch has subscribed to the switch.
+    wait_until(Instant::now() + WAIT, "a first report", || {
+        !reports().is_empty()
+    });
+    lab.ok(&["stop", "b"]);
+    wait_until(Instant::now() + WAIT, "the switch's port-down", || {
+        reports().iter().any(|r| {
+            r["events"].as_array().unwrap().iter().any(|e| {
+                e["subject"] == "net lan"
+                    && e["event"] == "port-down"
+                    && e["detail"].as_str().unwrap().contains("port=")
+            })
+        })
+    });
+    kill(pid(watch.id()), Signal::SIGTERM).unwrap();
+    watch.wait().unwrap();
+
+    // down leaves the user's capture file, and nothing else.
+    lab.ok(&["down", "--timeout", "5"]);
+    assert!(!lab.base().exists(), "the run directory is left");
+    assert_eq!(lab.processes(), Vec::<String>::new());
+    let mut left: Vec<String> = std::fs::read_dir(lab.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["busybox.img", "lan.pcapng", "managed.toml"]);
+
+    let tshark = Command::new(host_program("tshark", "tshark"))
+        .args(["-r", "lan.pcapng", "-Y", "icmp", "-T", "fields"])
+        .args(["-e", "eth.src", "-e", "eth.dst", "-e", "icmp.type"])
+        .current_dir(lab.dir.path())
+        .output()
+        .unwrap();
+    assert!(tshark.status.success(), "{tshark:?}");
+    let frames = String::from_utf8_lossy(&tshark.stdout);
+    for frame in [
+        format!("{a_mac}\t{b_mac}\t8"),
+        format!("{b_mac}\t{a_mac}\t0"),
+    ] {
+        assert!(
+            frames.lines().any(|l| l == frame),
+            "no {frame:?} in the capture:\n{frames}"
+        );
+    }
 }

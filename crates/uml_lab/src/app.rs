@@ -68,6 +68,18 @@ pub enum Verb {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Stream a live pcapng capture of a network's switch to standard output
+    /// (`uml_lab capture lan | tshark -r -`); Ctrl-C or the reader's end stops it.
+    Capture {
+        /// The network.
+        network: String,
+        /// Only this port: the switch's port number, or `machine.eth0`, `host.TAP`.
+        #[arg(long, value_name = "PORT")]
+        port: Option<String>,
+        /// Also the frames the switch sends.
+        #[arg(long)]
+        outbound: bool,
+    },
     /// Stop one machine, or all: cad, then halt, then SIGKILL.
     Stop {
         /// The machine (default: all).
@@ -150,6 +162,28 @@ pub fn run(args: Args) -> ExitCode {
             find().and_then(|run| commands::console(&run, &name).map(|()| (String::new(), 0)))
         }
         Verb::Cmd { name, command } => find().and_then(|run| commands::cmd(&run, &name, &command)),
+        Verb::Capture {
+            network,
+            port,
+            outbound,
+        } => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                eprintln!(
+                    "uml_lab: capture writes pcapng: pipe it into `tshark -r -` or `wireshark -k -i -`, or redirect it to a file"
+                );
+                return ExitCode::FAILURE;
+            }
+            find().and_then(|run| {
+                commands::capture(
+                    &run,
+                    &network,
+                    port.as_deref(),
+                    outbound,
+                    &mut std::io::stdout().lock(),
+                )
+                .map(|()| (String::new(), 0))
+            })
+        }
         Verb::Stop { name, timeout } => find().and_then(|run| {
             commands::stop(&run, name.as_deref(), seconds(timeout)).map(|s| (s, 0))
         }),

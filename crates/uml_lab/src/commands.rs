@@ -12,11 +12,12 @@ use crate::lab::{self, Console, Host, Lab, LabErrors};
 use crate::launch::{self, LaunchError};
 use crate::mconsole;
 use crate::rundir::{
-    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError, read_json,
-    write_json,
+    Event, MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError,
+    read_json, write_json,
 };
 use crate::status;
 use crate::supervise;
+use crate::switch_mgmt;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,15 @@ pub enum CommandError {
     /// The host to run on is unknown or cannot be told.
     #[error(transparent)]
     Host(#[from] lab::HostError),
+    /// No such network in the lab.
+    #[error("no network '{0}' in the lab")]
+    NoNetwork(String),
+    /// A switch's management socket failed.
+    #[error(transparent)]
+    Mgmt(#[from] switch_mgmt::MgmtError),
+    /// A capture port that names no port of the switch.
+    #[error("{0}")]
+    NoPort(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
@@ -194,18 +204,62 @@ pub fn status(run: &RunDir, json: bool) -> Result<String, CommandError> {
     })
 }
 
+/// Follows every network's switch events on its management socket. The
+/// switches running now are subscribed to before this returns, so nothing
+/// they report after the first report is missed; one that starts later (or
+/// again) is subscribed to within a second.
+fn follow_switches(run: &RunDir, lab: &Lab) -> std::sync::mpsc::Receiver<Event> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let timeout = Duration::from_secs(1);
+    for net in &lab.networks {
+        let path = run.mgmt_socket(&net.name);
+        let name = net.name.clone();
+        let mut conn = switch_mgmt::subscribe(&path, timeout).ok();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            loop {
+                for line in conn.take().into_iter().flat_map(BufRead::lines) {
+                    let Ok(line) = line else { break };
+                    let event = serde_json::from_str(&line)
+                        .ok()
+                        .and_then(|v| switch_mgmt::event(&name, &v));
+                    if let Some(event) = event {
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                }
+                std::thread::sleep(timeout);
+                conn = switch_mgmt::subscribe(&path, timeout).ok();
+            }
+        });
+    }
+    rx
+}
+
 /// `status --watch`: the report again after every event (mconsole
-/// notifications, exits, restarts), and every few seconds for the uptimes.
+/// notifications, exits, restarts, and the switches' events: ports up and
+/// down, MACs learned, moved and aged, drops), and every few seconds for the
+/// uptimes.
 pub fn watch(run: &RunDir, json: bool, out: &mut impl Write) -> Result<(), CommandError> {
+    let switches = follow_switches(run, &run.lab()?);
+    let mut switch_events: Vec<Event> = Vec::new();
     let mut seen = u64::MAX;
     let mut last = Instant::now();
+    let mut fresh = false;
     loop {
         let size = std::fs::metadata(run.events()).map_or(0, |m| m.len());
-        if size != seen || last.elapsed() > Duration::from_secs(5) {
+        if fresh || size != seen || last.elapsed() > Duration::from_secs(5) {
+            fresh = false;
             seen = size;
             last = Instant::now();
             let lab = run.lab()?;
-            let report = status::report(run, &lab);
+            let mut report = status::report(run, &lab);
+            report.events.extend(switch_events.iter().cloned());
+            report.events.sort_by_key(|e| e.time);
+            let skip = report.events.len().saturating_sub(status::EVENTS_SHOWN);
+            report.events.drain(..skip);
             let text = if json {
                 serde_json::to_string(&report).unwrap_or_default() + "\n"
             } else {
@@ -219,8 +273,60 @@ pub fn watch(run: &RunDir, json: bool, out: &mut impl Write) -> Result<(), Comma
                 return Ok(());
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        match switches.recv_timeout(Duration::from_millis(200)) {
+            Ok(event) => {
+                switch_events.push(event);
+                let skip = switch_events.len().saturating_sub(status::EVENTS_SHOWN);
+                switch_events.drain(..skip);
+                fresh = true;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // No network to follow: wait as before.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
+}
+
+/// `capture NETWORK [--port PORT] [--outbound]`: a live pcapng capture of
+/// the network's switch (or one port: the switch's number, or the lab's
+/// `machine.eth0` / `host.TAP`) written to `out` until the switch ends it or
+/// `out` is closed, which closes the connection and so stops the capture.
+pub fn capture(
+    run: &RunDir,
+    network: &str,
+    port: Option<&str>,
+    outbound: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let lab = run.lab()?;
+    let net = lab
+        .network(network)
+        .ok_or_else(|| CommandError::NoNetwork(network.to_owned()))?;
+    let mgmt = run.mgmt_socket(network);
+    let timeout = Duration::from_secs(2);
+    let port = match port {
+        None => None,
+        Some(word) => Some(match word.parse::<u64>() {
+            Ok(number) => number,
+            Err(_) => switch_mgmt::counters(&lab, net, &mgmt)?
+                .ports
+                .iter()
+                .find(|p| p.interface.as_deref() == Some(word))
+                .map(|p| p.id)
+                .ok_or_else(|| {
+                    CommandError::NoPort(format!(
+                        "the switch of '{network}' has no port known as '{word}' (a guest's port is known once it has sent a frame): give the switch's port number, from `uml_lab status --json`"
+                    ))
+                })?,
+        }),
+    };
+    let (_, mut stream) = switch_mgmt::capture_stream(&mgmt, port, outbound, timeout)?;
+    // A reader that goes away (tshark quits, a closed pipe) ends the capture;
+    // that is its normal end, not an error.
+    let _ = std::io::copy(&mut stream, out).and_then(|_| out.flush());
+    Ok(())
 }
 
 /// How a machine was stopped.

@@ -69,6 +69,35 @@ pub struct Network {
     /// The switch's `--vxlan` argument on this host (set by [`Lab::for_host`]).
     #[serde(default)]
     pub uplink: Option<String>,
+    /// The switch's capture file (`--pcap`), if any.
+    #[serde(default)]
+    pub capture: Option<Capture>,
+}
+
+/// A network's capture: the switch's `--pcap` options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capture {
+    /// The pcapng file (absolute; the user's, so `down` leaves it).
+    pub file: PathBuf,
+    /// Also the frames the switch sends (`--pcap-outbound`).
+    pub outbound: bool,
+    /// `SIZE[,COUNT]` for `--pcap-rotate`.
+    pub rotate: Option<String>,
+}
+
+impl Capture {
+    /// The switch's arguments for it.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--pcap".into(), self.file.clone().into_os_string()];
+        if self.outbound {
+            args.push("--pcap-outbound".into());
+        }
+        if let Some(rotate) = &self.rotate {
+            args.push("--pcap-rotate".into());
+            args.push(rotate.into());
+        }
+        args
+    }
 }
 
 /// A network's VXLAN settings.
@@ -398,7 +427,7 @@ impl Lab {
     }
 }
 
-/// A value not yet supported: any TOML value, kept only to be refused by name.
+/// A field that no longer applies: any TOML value, kept only to be refused by name.
 type Unsupported = Option<Spanned<toml::Value>>;
 
 #[derive(Deserialize)]
@@ -455,7 +484,7 @@ struct RawNetwork {
     vlan: Option<Spanned<i64>>,
     link: Option<RawLink>,
     vxlan: Option<Spanned<RawVxlan>>,
-    capture: Unsupported,
+    capture: Option<Spanned<toml::Value>>,
     mgmt: Unsupported,
 }
 
@@ -698,14 +727,109 @@ impl Checker<'_> {
         }
     }
 
-    fn unsupported(&mut self, value: &Unsupported, field: &str, needs: &str) {
+    fn refused(&mut self, value: &Unsupported, field: &str, why: &str) {
         if let Some(value) = value {
-            self.error(
-                &value.span(),
-                field,
-                format!("not supported yet: it needs {needs}, which this build's uml_switch lacks; remove the field"),
-            );
+            self.error(&value.span(), field, format!("{why}; remove the field"));
         }
+    }
+
+    /// `capture = "FILE"` or `capture = { file, outbound, rotate }`.
+    fn capture(&mut self, value: &Spanned<toml::Value>, field: &str) -> Option<Capture> {
+        let span = value.span();
+        let (file, outbound, rotate) = match value.get_ref() {
+            toml::Value::String(file) => (Some(file.clone()), false, None),
+            toml::Value::Table(table) => {
+                let mut ok = true;
+                for key in table.keys() {
+                    if !matches!(key.as_str(), "file" | "outbound" | "rotate") {
+                        self.error(
+                            &span,
+                            format!("{field}.{key}"),
+                            format!("unknown field `{key}`, expected one of `file`, `outbound`, `rotate`"),
+                        );
+                        ok = false;
+                    }
+                }
+                let file = match table.get("file") {
+                    Some(toml::Value::String(f)) => Some(f.clone()),
+                    Some(_) => {
+                        self.error(&span, format!("{field}.file"), "expected a file name");
+                        None
+                    }
+                    None => {
+                        self.error(&span, format!("{field}.file"), "missing field `file`");
+                        None
+                    }
+                };
+                let outbound = match table.get("outbound") {
+                    None => false,
+                    Some(toml::Value::Boolean(b)) => *b,
+                    Some(_) => {
+                        self.error(&span, format!("{field}.outbound"), "expected true or false");
+                        ok = false;
+                        false
+                    }
+                };
+                let rotate = match table.get("rotate") {
+                    None => None,
+                    Some(toml::Value::String(r)) => {
+                        if let Err(e) = uml_switch::capture::Rotate::parse(r) {
+                            self.error(
+                                &span,
+                                format!("{field}.rotate"),
+                                format!("--pcap-rotate: {e}"),
+                            );
+                            ok = false;
+                        }
+                        Some(r.clone())
+                    }
+                    Some(_) => {
+                        self.error(
+                            &span,
+                            format!("{field}.rotate"),
+                            "expected \"SIZE[,COUNT]\", like \"10M,5\"",
+                        );
+                        ok = false;
+                        None
+                    }
+                };
+                (file.filter(|_| ok), outbound, rotate)
+            }
+            _ => {
+                self.error(
+                    &span,
+                    field,
+                    "expected a file name or { file = \"...\", outbound = true, rotate = \"10M,5\" }",
+                );
+                (None, false, None)
+            }
+        };
+        let file = file?;
+        if file.is_empty() || file == "-" {
+            self.error(
+                &span,
+                field,
+                "expected a file name (relative to the lab file)",
+            );
+            return None;
+        }
+        let file = self.relative(&file);
+        match file.parent() {
+            Some(dir) if dir.is_dir() => {}
+            _ => {
+                self.error(
+                    &span,
+                    field,
+                    format!("the directory of {} does not exist", file.display()),
+                );
+                return None;
+            }
+        }
+        Some(Capture {
+            file,
+            outbound,
+            rotate,
+        })
     }
 
     fn relative(&self, path: &str) -> PathBuf {
@@ -889,16 +1013,15 @@ impl Checker<'_> {
             );
         }
         let raw = net.get_ref();
-        self.unsupported(
-            &raw.capture,
-            &format!("{field}.capture"),
-            "the switch's capture (--pcap), coming with its management socket",
-        );
-        self.unsupported(
+        self.refused(
             &raw.mgmt,
             &format!("{field}.mgmt"),
-            "the switch's management socket (--mgmt)",
+            &format!("every network's switch has its management socket, net/{name}/mgmt in the lab's run directory (`uml_lab status` shows it)"),
         );
+        let capture = raw
+            .capture
+            .as_ref()
+            .and_then(|c| self.capture(c, &format!("{field}.capture")));
         let vlan = raw
             .vlan
             .as_ref()
@@ -982,6 +1105,7 @@ impl Checker<'_> {
             vlan,
             vxlan,
             uplink: None,
+            capture,
         }
     }
 
@@ -1529,19 +1653,61 @@ interfaces = [{ network = "lan", mac = "02:00:00:00:00:02" }]
     }
 
     #[test]
-    fn features_the_switch_lacks_are_refused_by_name() {
-        for (field, line) in [
-            ("capture = \"lan.pcap\"", "networks.lan.capture"),
-            ("mgmt = true", "networks.lan.mgmt"),
+    fn mgmt_is_refused_by_name_and_capture_is_checked() {
+        for (field, name, says) in [
+            ("mgmt = true", "networks.lan.mgmt", "net/lan/mgmt"),
+            (
+                "capture = 3",
+                "networks.lan.capture",
+                "expected a file name",
+            ),
+            (
+                "capture = { file = \"x.pcapng\", rotate = \"10\" }",
+                "networks.lan.capture.rotate",
+                "4096",
+            ),
+            (
+                "capture = { file = \"x.pcapng\", every = true }",
+                "networks.lan.capture.every",
+                "unknown field",
+            ),
+            (
+                "capture = \"no/such/dir/x.pcapng\"",
+                "networks.lan.capture",
+                "does not exist",
+            ),
         ] {
             let e =
                 one_error(&GOOD.replace("[networks.lan]\n", &format!("[networks.lan]\n{field}\n")));
-            assert_eq!(e.field, line, "{e}");
-            assert!(e.message.starts_with("not supported yet"), "{e}");
+            assert_eq!(e.field, name, "{e}");
+            assert!(e.message.contains(says), "{e}");
             assert_eq!(e.line, 6);
         }
         let e = one_error(&GOOD.replace("memory = \"96M\"", "host = \"far\""));
         assert_eq!(e.field, "machines.b.host");
+    }
+
+    #[test]
+    fn capture_becomes_the_switch_options() {
+        let lab = check(&GOOD.replace(
+            "[networks.lan]\n",
+            "[networks.lan]\ncapture = { file = \"lan.pcapng\", outbound = true, rotate = \"1M,3\" }\n",
+        ))
+        .unwrap();
+        let capture = lab.networks[0].capture.clone().unwrap();
+        assert!(capture.file.is_absolute() && capture.file.ends_with("lan.pcapng"));
+        let args: Vec<String> = capture
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[2..], ["--pcap-outbound", "--pcap-rotate", "1M,3"]);
+        let plain = check(&GOOD.replace(
+            "[networks.lan]\n",
+            "[networks.lan]\ncapture = \"lan.pcapng\"\n",
+        ))
+        .unwrap();
+        assert_eq!(plain.networks[0].capture.as_ref().unwrap().args().len(), 2);
     }
 
     #[test]

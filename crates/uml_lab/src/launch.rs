@@ -122,6 +122,7 @@ pub fn check_socket_paths(lab: &Lab, run: &RunDir) -> Result<(), LaunchError> {
     for net in &lab.networks {
         check_socket_path(&run.control_socket(&net.name))?;
         check_socket_path(&run.bess_socket(&net.name))?;
+        check_socket_path(&run.mgmt_socket(&net.name))?;
     }
     for m in &lab.machines {
         for (i, iface) in m.interfaces.iter().enumerate() {
@@ -244,7 +245,9 @@ pub fn start_switch(
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let ctl = run_dir.control_socket(&net.name);
     let bess = run_dir.bess_socket(&net.name);
+    let mgmt = run_dir.mgmt_socket(&net.name);
     check_socket_path(&ctl)?;
+    check_socket_path(&mgmt)?;
     let log_path = dir.join("switch.log");
     let log = File::options()
         .create(true)
@@ -259,6 +262,10 @@ pub fn start_switch(
     }
     if net.hub {
         cmd.arg("-hub");
+    }
+    cmd.arg("--mgmt").arg(&mgmt);
+    if let Some(capture) = &net.capture {
+        cmd.args(capture.args());
     }
     let (fabric, endpoints) = fabric_args(lab, run_dir, net);
     cmd.args(fabric);
@@ -282,7 +289,8 @@ pub fn start_switch(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut child = child;
     loop {
-        if wanted.exists() && ctl.exists() && endpoints.iter().all(|e| e.exists()) {
+        if wanted.exists() && ctl.exists() && mgmt.exists() && endpoints.iter().all(|e| e.exists())
+        {
             break;
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {

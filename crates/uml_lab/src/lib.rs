@@ -4,7 +4,8 @@
 //!
 //! [`lab`] reads and checks the file, [`rundir`] keeps the state that outlives
 //! the manager, [`launch`] starts switches and kernels, [`supervise`] watches
-//! and restarts them, [`commands`] and [`status`] are the command line's verbs, [`app`] the command line.
+//! and restarts them, [`commands`] and [`status`] are the command line's verbs, [`app`] the command line,
+//! [`switch_mgmt`] speaks to the switches' management sockets (counters, events, live captures).
 
 pub mod app;
 pub mod commands;
@@ -15,4 +16,5 @@ pub mod mconsole;
 pub mod rundir;
 pub mod status;
 pub mod supervise;
+pub mod switch_mgmt;
 pub mod terminal;

@@ -172,6 +172,11 @@ impl RunDir {
         self.network_dir(name).join("ctl")
     }
 
+    /// A network switch's management socket (`--mgmt`).
+    pub fn mgmt_socket(&self, name: &str) -> PathBuf {
+        self.network_dir(name).join("mgmt")
+    }
+
     /// A network switch's BESS socket.
     pub fn bess_socket(&self, name: &str) -> PathBuf {
         self.network_dir(name).join("bess")

@@ -123,14 +123,17 @@ pub struct NetworkStatus {
     pub ports: Vec<String>,
     /// The switch's VXLAN uplink (its `--vxlan` setting), in a lab spanning hosts.
     pub uplink: Option<String>,
-    /// Traffic counters: `null` until the switch has a management socket.
-    pub counters: Option<serde_json::Value>,
+    /// The switch's management socket.
+    pub mgmt: String,
+    /// Its counters, per port and in total, read from the management
+    /// socket (`null` while the switch is down or does not answer).
+    pub counters: Option<crate::switch_mgmt::Counters>,
     /// Why the switch could not start.
     pub error: Option<String>,
 }
 
 /// How many events `status` shows.
-const EVENTS_SHOWN: usize = 12;
+pub(crate) const EVENTS_SHOWN: usize = 12;
 
 fn console_status(
     run: &RunDir,
@@ -235,6 +238,8 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
                 .flatten()
                 .unwrap_or_default();
             let alive = rec.switch.as_ref().filter(|p| p.is_alive());
+            let mgmt = run.mgmt_socket(&n.name);
+            let counters = alive.and_then(|_| crate::switch_mgmt::counters(lab, n, &mgmt).ok());
             let ports = lab
                 .machines
                 .iter()
@@ -266,7 +271,8 @@ pub fn report(run: &RunDir, lab: &Lab) -> Report {
                 tap: n.tap.as_ref().map(|t| t.device.clone()),
                 ports,
                 uplink: n.uplink.clone(),
-                counters: None,
+                mgmt: mgmt.display().to_string(),
+                counters,
                 error: rec.error,
             }
         })
@@ -318,6 +324,20 @@ fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A switch's totals in a few characters: frames received, sent, dropped.
+fn frames(counters: &crate::switch_mgmt::Counters) -> String {
+    let stats = &counters.stats;
+    let drops: u64 = stats["drops"].as_object().map_or(0, |d| {
+        d.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    format!(
+        "{}/{}/{}",
+        stats["rx"]["frames"].as_u64().unwrap_or(0),
+        stats["tx"]["frames"].as_u64().unwrap_or(0),
+        drops
+    )
 }
 
 /// The report as tables.
@@ -389,9 +409,17 @@ pub fn human(report: &Report) -> String {
     out.push_str(&table(&rows));
     out.push('\n');
     let mut rows = vec![
-        ["NETWORK", "STATE", "PID", "TRANSPORT", "MODE", "PORTS"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "NETWORK",
+            "STATE",
+            "PID",
+            "TRANSPORT",
+            "MODE",
+            "FRAMES RX/TX/DROP",
+            "PORTS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for n in &report.networks {
         rows.push(vec![
@@ -400,6 +428,7 @@ pub fn human(report: &Report) -> String {
             n.pid.map_or_else(dash, |p| p.to_string()),
             n.transport.clone(),
             n.mode.clone(),
+            n.counters.as_ref().map_or_else(dash, frames),
             n.ports.join(" "),
         ]);
     }
