@@ -40,6 +40,7 @@ impl Drop for Running {
 /// Every program, where the package puts it, and its man section.
 const TOOLS: &[(&str, &str, &str)] = &[
     ("uml_switch", "/usr/bin", "1"),
+    ("uml_switchctl", "/usr/bin", "1"),
     ("uml_mconsole", "/usr/bin", "1"),
     ("uml_mkcow", "/usr/bin", "1"),
     ("uml_moo", "/usr/bin", "1"),
