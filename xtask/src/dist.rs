@@ -189,6 +189,11 @@ pub fn build_deb(root: &Path, out: &Path) -> Result<PathBuf> {
         0o644,
     )?;
     install_file(
+        &from("uml-switch-mgmt.socket"),
+        &tree.join("lib/systemd/system/uml-switch-mgmt.socket"),
+        0o644,
+    )?;
+    install_file(
         &from("uml-switch.service"),
         &tree.join("lib/systemd/system/uml-switch.service"),
         0o644,
