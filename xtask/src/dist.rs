@@ -267,9 +267,10 @@ pub fn build_deb(root: &Path, out: &Path) -> Result<PathBuf> {
              The host-side tools for User-Mode Linux guests: uml_switch (a switch\n \
              for the daemon and BESS transports, with a socket-activated system\n \
              switch) and its management client uml_switchctl, uml_mconsole,\n \
-             uml_mkcow, uml_moo, tunctl, uml_net, uml_watchdog and port-helper. The same command lines, files and wire\n \
-             formats as the C uml-utilities, which this package replaces, with man\n \
-             pages and bash, zsh and fish completions.\n"
+             uml_mkcow, uml_moo, tunctl, uml_net, uml_watchdog and port-helper.\n \
+             The same command lines, files and wire formats as the C\n \
+             uml-utilities, which this package replaces, with man pages and bash,\n \
+             zsh and fish completions.\n"
         ),
         0o644,
     )?;
