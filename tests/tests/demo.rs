@@ -62,6 +62,35 @@ fn real_kernel_the_demo_pings_lists_halts_merges_and_cleans_up() {
             "the demo's output lacks '{step}':\n{all}"
         );
     }
+    // The port table, through the management socket: a row per guest, on
+    // its transport, with its MAC and frames counted.
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !(l.contains("$ ") && l.contains("uml_switchctl")))
+        .skip(1)
+        .take_while(|l| !l.starts_with("==>"))
+        .collect();
+    assert!(
+        table
+            .first()
+            .is_some_and(|l| l.contains("PORT") && l.contains("RX-FRAMES")),
+        "no port table in:\n{all}"
+    );
+    for (transport, mac) in [
+        ("daemon:", "02:00:00:00:77:01"),
+        ("bess:", "02:00:00:00:77:02"),
+    ] {
+        let row = table
+            .iter()
+            .find(|l| l.contains(mac))
+            .unwrap_or_else(|| panic!("no port with {mac} in the table:\n{all}"));
+        assert!(row.contains(transport), "{row}");
+        // RX-FRAMES, after the MACs and the age, counts the pings at least.
+        let words: Vec<&str> = row.split_whitespace().collect();
+        let at = words.iter().position(|w| w.contains(mac)).unwrap();
+        let rx: u64 = words[at + 2].parse().unwrap();
+        assert!(rx >= 5, "{row}");
+    }
     // Both guests were listed as running by uml_mconsole --list.
     let listed = text
         .lines()

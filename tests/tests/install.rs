@@ -21,6 +21,7 @@ fn install_puts_programs_man_pages_and_completions_under_the_prefix() {
     let p = prefix.path();
     for (name, dir, section) in [
         ("uml_switch", "bin", "1"),
+        ("uml_switchctl", "bin", "1"),
         ("uml_mconsole", "bin", "1"),
         ("uml_mkcow", "bin", "1"),
         ("uml_moo", "bin", "1"),

@@ -40,6 +40,7 @@ impl Drop for Running {
 /// Every program, where the package puts it, and its man section.
 const TOOLS: &[(&str, &str, &str)] = &[
     ("uml_switch", "/usr/bin", "1"),
+    ("uml_switchctl", "/usr/bin", "1"),
     ("uml_mconsole", "/usr/bin", "1"),
     ("uml_mkcow", "/usr/bin", "1"),
     ("uml_moo", "/usr/bin", "1"),
@@ -314,8 +315,9 @@ fn verify_units() {
     let units = [
         "/lib/systemd/system/uml-switch.socket",
         "/lib/systemd/system/uml-switch.service",
+        "/lib/systemd/system/uml-switch-mgmt.socket",
     ];
-    let out = run("systemd-analyze", &["verify", units[0], units[1]]);
+    let out = run("systemd-analyze", &["verify", units[0], units[1], units[2]]);
     let complaints = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "systemd-analyze verify: {complaints}");
     assert!(
@@ -325,12 +327,17 @@ fn verify_units() {
 }
 
 /// `/etc/default/uml-utilities` becomes drop-ins: the control path, a BESS
-/// socket, the user, CAP_NET_ADMIN for `-tap`; `UML_SWITCH_START=false` masks.
+/// socket, the user, CAP_NET_ADMIN for `-tap`, a management socket;
+/// `UML_SWITCH_START=false` masks.
 fn generator_follows_etc_default() {
     let dir = tempfile::tempdir().unwrap();
     let units = dir.path().join("units");
     std::fs::create_dir(&units).unwrap();
-    for unit in ["uml-switch.socket", "uml-switch.service"] {
+    for unit in [
+        "uml-switch.socket",
+        "uml-switch.service",
+        "uml-switch-mgmt.socket",
+    ] {
         std::fs::copy(
             Path::new("/lib/systemd/system").join(unit),
             units.join(unit),
@@ -341,7 +348,8 @@ fn generator_follows_etc_default() {
     std::fs::write(
         &defaults,
         "UML_SWITCH_CTL=/run/uml-test/sw.ctl\nUML_SWITCH_BESS=/run/uml-test/sw.bess\n\
-         UML_SWITCH_OPTIONS=\"-hub -tap tap0\"\nUML_SWITCH_USER=uml-net\n",
+         UML_SWITCH_OPTIONS=\"-hub -tap tap0\"\nUML_SWITCH_USER=uml-net\n\
+         UML_SWITCH_MGMT=/run/uml-test/sw.mgmt\n",
     )
     .unwrap();
     let generator = "/lib/systemd/system-generators/uml-utilities-generator";
@@ -363,14 +371,28 @@ fn generator_follows_etc_default() {
     ] {
         assert!(socket.contains(line), "{line} missing from:\n{socket}");
     }
-    for line in ["User=uml-net\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n"] {
+    for line in [
+        "User=uml-net\n",
+        "CapabilityBoundingSet=CAP_NET_ADMIN\n",
+        "Sockets=uml-switch-mgmt.socket\n",
+    ] {
         assert!(service.contains(line), "{line} missing from:\n{service}");
     }
+    let mgmt = std::fs::read_to_string(units.join("uml-switch-mgmt.socket.d/50-etc-default.conf"))
+        .unwrap();
+    for line in ["ListenStream=\n", "ListenStream=/run/uml-test/sw.mgmt\n"] {
+        assert!(mgmt.contains(line), "{line} missing from:\n{mgmt}");
+    }
+    assert_eq!(
+        std::fs::read_link(units.join("sockets.target.wants/uml-switch-mgmt.socket")).unwrap(),
+        Path::new("/lib/systemd/system/uml-switch-mgmt.socket")
+    );
     let verify = Command::new(host_program("systemd-analyze", "systemd"))
         .arg("verify")
         .args([
             units.join("uml-switch.socket"),
             units.join("uml-switch.service"),
+            units.join("uml-switch-mgmt.socket"),
         ])
         // The generator's directory is searched for drop-ins, as systemd does.
         .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
@@ -391,7 +413,11 @@ fn generator_follows_etc_default() {
         .output()
         .unwrap();
     assert!(gen_out.status.success(), "{gen_out:?}");
-    for unit in ["uml-switch.socket", "uml-switch.service"] {
+    for unit in [
+        "uml-switch.socket",
+        "uml-switch.service",
+        "uml-switch-mgmt.socket",
+    ] {
         assert_eq!(
             std::fs::read_link(masked.join(unit)).unwrap(),
             Path::new("/dev/null")
@@ -443,14 +469,17 @@ fn guest(nic: String, vars: &[&str]) -> Uml {
 }
 
 /// The installed switch, socket-activated by `systemd-socket-activate` as
-/// `uml-switch.socket` would start it (control and BESS sockets passed, run as
-/// uml-net with no capabilities), serves a daemon guest and a BESS guest that
-/// ping each other, tells `NOTIFY_SOCKET` it is ready, and ends cleanly on
-/// SIGTERM, leaving the passed sockets' files to their owner.
+/// `uml-switch.socket` and `uml-switch-mgmt.socket` would start it (control,
+/// management and BESS sockets passed by name, run as uml-net with no
+/// capabilities), serves a daemon guest and a BESS guest that ping each
+/// other, shows both in `uml_switchctl MGMT ports`, tells `NOTIFY_SOCKET` it
+/// is ready, and ends cleanly on SIGTERM, leaving the passed sockets' files
+/// to their owner.
 fn socket_activated_switch_serves_guests() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("ctl");
     let bess = dir.path().join("bess");
+    let mgmt = dir.path().join("mgmt");
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     // The switch runs as uml-net, and systemd's notify socket is open to all.
@@ -462,6 +491,10 @@ fn socket_activated_switch_serves_guests() {
         Command::new(&activate)
             .arg("-l")
             .arg(&ctl)
+            .arg("-l")
+            .arg(&mgmt)
+            // The names the units give (FileDescriptorName=).
+            .arg("--fdname=control:mgmt")
             .arg("--")
             .arg(&activate)
             // The activators pass on only the environment they are told to.
@@ -469,6 +502,8 @@ fn socket_activated_switch_serves_guests() {
             .arg("--seqpacket")
             .arg("-l")
             .arg(&bess)
+            // This activator names the sockets it inherits too.
+            .arg("--fdname=control:mgmt:bess")
             .arg("--")
             .arg(host_program("setpriv", "util-linux"))
             .args([
@@ -533,6 +568,27 @@ fn socket_activated_switch_serves_guests() {
         )),
         "{log_now}"
     );
+    assert!(
+        log_now.contains(&format!("management socket '{}'", mgmt.display())),
+        "{log_now}"
+    );
+    // The installed client, through the passed management socket: both
+    // guests' ports, with the MACs the switch learned from their pings.
+    let ports = Command::new("/usr/bin/uml_switchctl")
+        .arg(&mgmt)
+        .arg("ports")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ports.stdout).into_owned();
+    assert!(
+        ports.status.success(),
+        "{table}{}\nswitch:\n{}",
+        String::from_utf8_lossy(&ports.stderr),
+        log_text()
+    );
+    for needle in ["daemon:", "bess:", "02:00:00:00:41:01", "02:00:00:00:41:02"] {
+        assert!(table.contains(needle), "{needle} not in:\n{table}");
+    }
     notify
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -554,7 +610,7 @@ fn socket_activated_switch_serves_guests() {
     let exit = switch.0.wait().unwrap();
     assert!(exit.success(), "{exit}\n{}", log_text());
     assert!(
-        ctl.exists() && bess.exists(),
+        ctl.exists() && bess.exists() && mgmt.exists(),
         "the switch removed a socket file it was passed"
     );
     drop(pinger);

@@ -161,3 +161,116 @@ fn a_passed_datagram_socket_is_refused() {
         "the switch went on to bind its own control socket"
     );
 }
+
+/// `uml_switchctl SOCKET ARGS...`, or a failure (not a hang) when no switch answers.
+fn switchctl_within(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(our_tool("uml_switchctl"));
+    cmd.arg(socket).args(args);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output());
+    });
+    rx.recv_timeout(WAIT)
+        .expect("uml_switchctl never returned")
+        .unwrap()
+}
+
+#[test]
+fn a_socket_activated_switch_serves_the_management_socket_passed_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let mgmt = dir.path().join("mgmt");
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .arg("-l")
+            .arg(&ctl)
+            .arg("-l")
+            .arg(&mgmt)
+            // As uml-switch.socket and uml-switch-mgmt.socket name them.
+            .arg("--fdname=control:mgmt")
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
+    wait_until(Instant::now() + WAIT, "the management socket", || {
+        mgmt.exists()
+    });
+    // The first connection, on the management socket, starts the switch.
+    let version = switchctl_within(&mgmt, &["version"]);
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}\nswitch:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            log.lock().unwrap()
+        )
+    };
+    assert!(version.status.success(), "{}", said(&version));
+    // A guest on the passed control socket is a port in the management table.
+    let client = connect_within(&ctl, "mgmt");
+    let ports = switchctl_within(&mgmt, &["ports"]);
+    assert!(ports.status.success(), "{}", said(&ports));
+    let table = String::from_utf8_lossy(&ports.stdout).into_owned();
+    assert!(table.starts_with("PORT  NAME"), "{}", said(&ports));
+    assert!(table.contains("daemon:"), "{}", said(&ports));
+    drop(client);
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.contains(&format!("management socket '{}'", mgmt.display())),
+        "{text}"
+    );
+    kill(pid_of(&switch.0), Signal::SIGTERM).unwrap();
+    wait_until(Instant::now() + WAIT, "the switch to exit", || {
+        switch.0.try_wait().unwrap().is_some()
+    });
+    assert!(switch.0.wait().unwrap().success());
+    assert!(
+        ctl.exists() && mgmt.exists(),
+        "the switch removed a socket file it was passed"
+    );
+}
+
+#[test]
+fn a_socket_named_for_a_role_of_another_type_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bess");
+    let mut switch = Running(
+        Command::new(host_program("systemd-socket-activate", "systemd"))
+            .arg("-l")
+            .arg(&path)
+            .arg("--fdname=bess")
+            .arg("--")
+            .arg(our_tool("uml_switch"))
+            .arg("-unix")
+            .arg(dir.path().join("ctl"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(&mut switch.0);
+    wait_until(Instant::now() + WAIT, "the socket", || path.exists());
+    let _wake = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    wait_until(Instant::now() + WAIT, "the switch to exit", || {
+        switch.0.try_wait().unwrap().is_some()
+    });
+    let status = switch.0.wait().unwrap();
+    let text = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "passed descriptor number 0 is named 'bess' but is a stream socket, not a seqpacket one"
+        ),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("ctl").exists(),
+        "the switch went on to bind its own control socket"
+    );
+}

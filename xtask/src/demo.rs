@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: a newcomer's first look at the suite. Two small guests
 //! on one of our switches (one on the daemon transport, one on BESS), booted
 //! from COW files over one shared busybox image, ping each other; then the
-//! switch's log, `uml_mconsole --list`, a halt through the mconsole, and
+//! switch's log, its port table by `uml_switchctl` through its management
+//! socket, `uml_mconsole --list`, a halt through the mconsole, and
 //! `uml_moo` merging one guest's COW. Everything it starts runs in its own
 //! process group and is ended, and its directory removed, on the way out, on
 //! success, failure or SIGINT/SIGTERM/SIGHUP alike.
@@ -219,16 +220,21 @@ fn steps(bin: &Path, cleanup: &Shared) -> Result<()> {
         run_shown(Command::new(tool("uml_mkcow")).arg(cow).arg(&image))?;
     }
 
-    println!("==> our switch, for the daemon transport (ctl) and BESS (bess)");
+    println!(
+        "==> our switch, for the daemon transport (ctl) and BESS (bess), managed through mgmt"
+    );
     let ctl = dir.join("ctl");
     let bess = dir.join("bess");
+    let mgmt = dir.join("mgmt");
     let mut switch = Running::start(
         "switch",
         Command::new(tool("uml_switch"))
             .arg("-unix")
             .arg(&ctl)
             .arg("-bess")
-            .arg(&bess),
+            .arg(&bess)
+            .arg("--mgmt")
+            .arg(&mgmt),
         |_| false,
         cleanup,
     )?;
@@ -296,9 +302,29 @@ fn steps(bin: &Path, cleanup: &Shared) -> Result<()> {
     for line in switch.output().lines() {
         println!("    switch | {line}");
     }
-    println!(
-        "    (the switch has no management socket yet; its port table will be shown here once it has one)"
-    );
+
+    println!("==> the switch's port table, by uml_switchctl through its management socket");
+    let mut ports = Command::new(tool("uml_switchctl"));
+    ports.arg(&mgmt).arg("ports");
+    println!("    $ {}", show(&ports));
+    let out = ports.output().context("running uml_switchctl")?;
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in table.lines() {
+        println!("    {line}");
+    }
+    if !out.status.success() {
+        bail!(
+            "uml_switchctl failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Each guest's port, with the address it pinged from or answered with.
+    for mac in ["02:00:00:00:77:01", "02:00:00:00:77:02"] {
+        if !table.contains(mac) {
+            bail!("the port table lacks {mac}:\n{table}");
+        }
+    }
 
     println!("==> the running machines, by uml_mconsole --list");
     let mconsole = |args: &[String]| -> Result<String> {

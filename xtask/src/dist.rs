@@ -46,6 +46,13 @@ pub const TOOLS: &[Tool] = &[
         command: uml_switch::cli::command,
     },
     Tool {
+        name: "uml_switchctl",
+        package: "uml_switchctl",
+        section: "1",
+        dir: "bin",
+        command: uml_switchctl::cli::command,
+    },
+    Tool {
         name: "uml_mconsole",
         package: "uml_mconsole",
         section: "1",
@@ -182,6 +189,11 @@ pub fn build_deb(root: &Path, out: &Path) -> Result<PathBuf> {
         0o644,
     )?;
     install_file(
+        &from("uml-switch-mgmt.socket"),
+        &tree.join("lib/systemd/system/uml-switch-mgmt.socket"),
+        0o644,
+    )?;
+    install_file(
         &from("uml-switch.service"),
         &tree.join("lib/systemd/system/uml-switch.service"),
         0o644,
@@ -254,10 +266,11 @@ pub fn build_deb(root: &Path, out: &Path) -> Result<PathBuf> {
              Description: User-mode Linux utility programs, rewritten in Rust\n \
              The host-side tools for User-Mode Linux guests: uml_switch (a switch\n \
              for the daemon and BESS transports, with a socket-activated system\n \
-             switch), uml_mconsole, uml_mkcow, uml_moo, tunctl, uml_net,\n \
-             uml_watchdog and port-helper. The same command lines, files and wire\n \
-             formats as the C uml-utilities, which this package replaces, with man\n \
-             pages and bash, zsh and fish completions.\n"
+             switch) and its management client uml_switchctl, uml_mconsole,\n \
+             uml_mkcow, uml_moo, tunctl, uml_net, uml_watchdog and port-helper.\n \
+             The same command lines, files and wire formats as the C\n \
+             uml-utilities, which this package replaces, with man pages and bash,\n \
+             zsh and fish completions.\n"
         ),
         0o644,
     )?;

@@ -193,12 +193,18 @@ impl Switch {
                 .transpose()?,
         };
         // managed switch (issue 13): the management socket, bound like the others.
-        let mgmt = cfg
-            .managed
-            .mgmt
-            .as_deref()
-            .map(MgmtListener::bind)
-            .transpose()?;
+        let mgmt = match passed.mgmt {
+            Some(listener) => {
+                cfg.managed.mgmt = listener.path.or(cfg.managed.mgmt);
+                Some(MgmtListener::from_listening(listener.fd))
+            }
+            None => cfg
+                .managed
+                .mgmt
+                .as_deref()
+                .map(MgmtListener::bind)
+                .transpose()?,
+        };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(sys("creating an epoll instance"))?;
         let watch = |fd: BorrowedFd<'_>, token: Token| {

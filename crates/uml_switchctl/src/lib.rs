@@ -1,6 +1,8 @@
 //! The client side of `uml_switch --mgmt`: requests, replies, the event
 //! stream and capture streams, and the tables people read.
 
+pub mod cli;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -1,109 +1,12 @@
 //! `uml_switchctl`: command-line front end.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::Value;
+use uml_switchctl::cli::{Args, CaptureAction, Command, MacsAction, PortAction};
 use uml_switchctl::{Client, ClientError, event_text, macs_table, ports_table, stats_text};
-
-/// Manage a running `uml_switch` through its management socket (`--mgmt SOCKET`).
-///
-/// Human-readable tables by default; `--json` prints the switch's JSON
-/// results (one per line, events too) for scripts.
-#[derive(Parser)]
-#[command(name = "uml_switchctl", version)]
-struct Args {
-    /// Print the switch's JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// The switch's management socket.
-    socket: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Ports: transport, peer, MACs, age, frames and bytes, drops by reason.
-    Ports,
-    /// The learning table, or `flush [PORT]` to empty it.
-    Macs {
-        #[command(subcommand)]
-        action: Option<MacsAction>,
-    },
-    /// Totals, uptime and the recent rate.
-    Stats,
-    /// Close a port, or set one of its settings.
-    Port {
-        #[command(subcommand)]
-        action: PortAction,
-    },
-    /// Flood everything (on) or switch (off).
-    Hub {
-        /// on or off.
-        #[arg(value_parser = ["on", "off"])]
-        state: String,
-    },
-    /// Capture as pcapng: to standard output until interrupted (or the port
-    /// closes), or with --file into a new file on the switch's side.
-    Capture {
-        #[command(subcommand)]
-        action: Option<CaptureAction>,
-        /// Only this port's frames.
-        #[arg(long, value_name = "N")]
-        port: Option<u32>,
-        /// Also the copies the switch sends.
-        #[arg(long)]
-        outbound: bool,
-        /// Have the switch write a new file PATH instead (it must not exist).
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-    },
-    /// Print events (ports up and down, MACs, drops, captures) until interrupted.
-    Events,
-    /// The switch's version and schema.
-    Version,
-}
-
-#[derive(Subcommand)]
-enum MacsAction {
-    /// Forget every learned address, or those of one port.
-    Flush {
-        /// The port.
-        port: Option<u32>,
-    },
-}
-
-#[derive(Subcommand)]
-enum PortAction {
-    /// Close port N.
-    Close {
-        /// The port.
-        port: u32,
-    },
-    /// Set a port's description.
-    Set {
-        /// The port.
-        port: u32,
-        /// The setting (description).
-        key: String,
-        /// Its value.
-        value: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum CaptureAction {
-    /// Stop capture ID, or every capture.
-    Stop {
-        /// The capture.
-        id: Option<u32>,
-    },
-    /// The running captures.
-    List,
-}
 
 fn words(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
