@@ -10,16 +10,16 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use uml_testbed::{NetNamespace, Uml, UmlBuilder, host_program, pid_of, wait_until, xtask};
+use uml_testbed::{
+    ChildLog, NetNamespace, Uml, UmlBuilder, host_program, pid_of, wait_until, xtask,
+};
 
 const PACKAGE: &str = "uml-utilities-rs";
 const DEBIAN: &str = "uml-utilities";
@@ -520,22 +520,8 @@ fn socket_activated_switch_serves_guests() {
             .spawn()
             .unwrap(),
     );
-    let log = Arc::new(Mutex::new(String::new()));
-    for stream in [
-        Box::new(switch.0.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(switch.0.stderr.take().unwrap()),
-    ] {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-    }
-    let log_text = || log.lock().unwrap().clone();
+    let log = ChildLog::collect(&mut switch.0);
+    let log_text = || log.text();
     wait_until(Instant::now() + WAIT, "the control socket", || ctl.exists());
     // A connection on the control socket starts the second activator, which
     // opens the BESS socket; a connection there starts the switch.

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use uml_testbed::switch_client::SwitchClient;
-use uml_testbed::{host_program, our_tool, pid_of, wait_until};
+use uml_testbed::{ChildLog, host_program, our_tool, pid_of, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -27,26 +25,6 @@ impl Drop for Running {
             let _ = self.0.wait();
         }
     }
-}
-
-/// Collects a child's stdout and stderr into one log.
-fn collect(child: &mut Child) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-    }
-    log
 }
 
 /// A port on the switch at `ctl`, or a failure (not a hang) when no switch answers.
@@ -83,7 +61,7 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
             .spawn()
             .unwrap(),
     );
-    let log = collect(&mut switch.0);
+    let log = ChildLog::collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the control socket", || ctl.exists());
     // The first connection starts the switch, which then answers it.
     let a = connect_within(&ctl, "a");
@@ -100,7 +78,7 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
     notify.set_read_timeout(Some(WAIT)).unwrap();
     let n = notify.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1\n");
-    let text = log.lock().unwrap().clone();
+    let text = log.text();
     assert!(
         text.contains(&format!("attached to unix socket '{}'", ctl.display())),
         "{text}"
@@ -109,11 +87,7 @@ fn a_socket_activated_switch_serves_the_passed_socket_and_leaves_its_file() {
     wait_until(Instant::now() + WAIT, "the switch to exit", || {
         switch.0.try_wait().unwrap().is_some()
     });
-    assert!(
-        switch.0.wait().unwrap().success(),
-        "{}",
-        log.lock().unwrap()
-    );
+    assert!(switch.0.wait().unwrap().success(), "{}", log.text());
     assert!(
         ctl.exists(),
         "the switch removed the socket file it was passed"
@@ -138,7 +112,7 @@ fn a_passed_datagram_socket_is_refused() {
             .spawn()
             .unwrap(),
     );
-    let log = collect(&mut switch.0);
+    let log = ChildLog::collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the datagram socket", || {
         path.exists()
     });
@@ -150,7 +124,7 @@ fn a_passed_datagram_socket_is_refused() {
         switch.0.try_wait().unwrap().is_some()
     });
     let status = switch.0.wait().unwrap();
-    let text = log.lock().unwrap().clone();
+    let text = log.text();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("socket activation: passed descriptor number 0 is neither a unix stream nor a seqpacket socket"),
@@ -196,7 +170,7 @@ fn a_socket_activated_switch_serves_the_management_socket_passed_by_name() {
             .spawn()
             .unwrap(),
     );
-    let log = collect(&mut switch.0);
+    let log = ChildLog::collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the management socket", || {
         mgmt.exists()
     });
@@ -207,7 +181,7 @@ fn a_socket_activated_switch_serves_the_management_socket_passed_by_name() {
             "{}{}\nswitch:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            log.lock().unwrap()
+            log.text()
         )
     };
     assert!(version.status.success(), "{}", said(&version));
@@ -219,7 +193,7 @@ fn a_socket_activated_switch_serves_the_management_socket_passed_by_name() {
     assert!(table.starts_with("PORT  NAME"), "{}", said(&ports));
     assert!(table.contains("daemon:"), "{}", said(&ports));
     drop(client);
-    let text = log.lock().unwrap().clone();
+    let text = log.text();
     assert!(
         text.contains(&format!("management socket '{}'", mgmt.display())),
         "{text}"
@@ -254,14 +228,14 @@ fn a_socket_named_for_a_role_of_another_type_is_refused() {
             .spawn()
             .unwrap(),
     );
-    let log = collect(&mut switch.0);
+    let log = ChildLog::collect(&mut switch.0);
     wait_until(Instant::now() + WAIT, "the socket", || path.exists());
     let _wake = std::os::unix::net::UnixStream::connect(&path).unwrap();
     wait_until(Instant::now() + WAIT, "the switch to exit", || {
         switch.0.try_wait().unwrap().is_some()
     });
     let status = switch.0.wait().unwrap();
-    let text = log.lock().unwrap().clone();
+    let text = log.text();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(
