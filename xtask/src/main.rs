@@ -10,7 +10,7 @@
 //! - `cargo xtask fuzz [SECONDS]`: runs every `cargo fuzz` target of `uml_proto`.
 //! - `cargo xtask bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]`:
 //!   times `uml_moo` against the C tool and `cp` (see BENCHMARKS.md).
-//! - `cargo xtask bench switch [--secs S] [--reps N] [--unpinned]`: the C switch,
+//! - `cargo xtask bench switch [--secs S] [--reps N] [--unpinned] [--only TEXT] [--ours PATH]`: the C switch,
 //!   `vde_switch`, ours and a reference forwarder under one load generator.
 
 mod bench;
@@ -72,7 +72,7 @@ fn run_command() -> Result<()> {
                  bench cow [--size-mib N] [--reps N] [--only TEXT] [--keep]\n                   \
                  time uml_moo against the C tool and cp (see BENCHMARKS.md);\n                   \
                  --only runs the cells whose name holds TEXT, --keep keeps the images\n  \
-                 bench switch [--secs S] [--reps N] [--unpinned]\n                   \
+                 bench switch [--secs S] [--reps N] [--unpinned] [--only TEXT] [--ours PATH]\n                   \
                  uml_switch against the C switch, vde_switch and a reference forwarder,\n                   \
                  harness and switch pinned to separate CPUs unless --unpinned"
             );

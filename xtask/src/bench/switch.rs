@@ -154,15 +154,15 @@ struct Running {
 
 impl Running {
     /// Starts a switch; its control socket (and for ours, a BESS socket) in `dir`.
-    fn start(kind: Kind, root: &Path, dir: &Path, cpu: Option<usize>) -> Result<Self> {
-        Self::start_with(kind, root, dir, cpu, Transport::Daemon)
+    fn start(kind: Kind, ours: &Path, dir: &Path, cpu: Option<usize>) -> Result<Self> {
+        Self::start_with(kind, ours, dir, cpu, Transport::Daemon)
     }
 
     /// [`Running::start`]; for our switch's trunk and emulated cells, with
     /// an `--endpoint` that the ports connect to instead of the control socket.
     fn start_with(
         kind: Kind,
-        root: &Path,
+        ours: &Path,
         dir: &Path,
         cpu: Option<usize>,
         transport: Transport,
@@ -185,7 +185,7 @@ impl Running {
                 c
             }
             Kind::Ours | Kind::OursCapturing => {
-                let mut c = Command::new(root.join("target/release/uml_switch"));
+                let mut c = Command::new(ours);
                 c.arg("-unix")
                     .arg(&ctl)
                     .arg("-bess")
@@ -464,7 +464,7 @@ fn ports_for(cell: &Cell, kind: Kind, running: Option<&Running>) -> Result<Vec<P
 }
 
 fn run_load(
-    root: &Path,
+    ours: &Path,
     dir: &Path,
     kind: Kind,
     cell: &Cell,
@@ -479,7 +479,7 @@ fn run_load(
         };
         (Running::reference(&ports, spread, cpu)?, ports)
     } else {
-        let running = Running::start_with(kind, root, dir, cpu, cell.transport)?;
+        let running = Running::start_with(kind, ours, dir, cpu, cell.transport)?;
         let ports = ports_for(cell, kind, Some(&running))?;
         (running, ports)
     };
@@ -651,7 +651,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let reps: usize = option(args, "--reps", 3)?;
     let pinned = !args.iter().any(|a| a == "--unpinned");
     crate::provision::ensure_bench_switch()?;
-    crate::cargo(root, &["build", "--release", "--quiet", "-p", "uml_switch"])?;
+    // `--ours PATH` measures another build of our switch (an older commit's, say).
+    let ours = match args.iter().position(|a| a == "--ours") {
+        Some(i) => PathBuf::from(args.get(i + 1).context("bench: --ours needs a path")?),
+        None => {
+            crate::cargo(root, &["build", "--release", "--quiet", "-p", "uml_switch"])?;
+            root.join("target/release/uml_switch")
+        }
+    };
+    // `--only TEXT`: just the cells whose label holds TEXT.
+    let only: String = option(args, "--only", String::new())?;
     let dir = tempfile_dir(root)?;
     // The harness on CPU 0 (its threads inherit it), each switch alone on CPU 1.
     let switch_cpu = if pinned {
@@ -692,10 +701,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             ports,
             transport: Transport::Daemon,
         };
+        if !cell.label().contains(&only) {
+            continue;
+        }
         let mut loads = [Load::default(); 4];
         for (k, kind) in kinds.iter().enumerate() {
             loads[k] = median_load(reps, || {
-                run_load(root, &dir, *kind, &cell, secs, switch_cpu)
+                run_load(&ours, &dir, *kind, &cell, secs, switch_cpu)
             })
             .with_context(|| format!("{} in {}", kind.name(), cell.label()))?;
         }
@@ -732,8 +744,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             ports: 8,
             transport,
         };
+        if !cell.label().contains(&only) {
+            continue;
+        }
         let ours = median_load(reps, || {
-            run_load(root, &dir, Kind::Ours, &cell, secs, switch_cpu)
+            run_load(&ours, &dir, Kind::Ours, &cell, secs, switch_cpu)
         })
         .with_context(|| format!("ours in {}", cell.label()))?;
         println!(
@@ -752,10 +767,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             ports,
             transport: Transport::Daemon,
         };
+        if !cell.label().contains(&only) {
+            continue;
+        }
         let mut loads = [Load::default(); 2];
         for (k, kind) in [Kind::Ours, Kind::OursCapturing].iter().enumerate() {
             loads[k] = median_load(reps, || {
-                run_load(root, &dir, *kind, &cell, secs, switch_cpu)
+                run_load(&ours, &dir, *kind, &cell, secs, switch_cpu)
             })
             .with_context(|| format!("{} in {}", kind.name(), cell.label()))?;
         }
@@ -771,7 +789,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut latencies = Vec::new();
     for kind in [Kind::C, Kind::Vde, Kind::Ours] {
         // Ping-pong on one CPU: the harness's threads and the switch share CPU 1.
-        let running = Running::start(kind, root, &dir, switch_cpu)?;
+        let running = Running::start(kind, &ours, &dir, switch_cpu)?;
         if pinned {
             pin(Pid::from_raw(0), 1)?;
         }
