@@ -114,12 +114,47 @@ impl Lab {
         });
         assert!(
             found.is_some(),
-            "{machine} never wrote {needle:?} to /lab/{file}: {:?}\nstartup log: {}\nkernel log: {}",
+            "{machine} never wrote {needle:?} to /lab/{file}: {:?}\n{}",
             self.shared(machine, file),
-            self.shared(machine, "startup.log"),
-            std::fs::read_to_string(self.run_dir().join("vm").join(machine).join("kernel.log"))
-                .unwrap_or_default()
+            self.diagnostics()
         );
+    }
+
+    /// Everything a failed wait should show: each machine's share, startup
+    /// log and kernel log, each switch's log, and the lab's events, every file
+    /// told apart from a missing one (a guest's peer or router is as likely
+    /// the culprit as the guest itself).
+    fn diagnostics(&self) -> String {
+        let show = |path: &Path| match std::fs::read_to_string(path) {
+            Ok(text) => format!("--- {}:\n{text}\n", path.display()),
+            Err(e) => format!("--- {}: {e}\n", path.display()),
+        };
+        let mut out = show(&self.run_dir().join("events.log"));
+        out.push_str(&show(&self.run_dir().join("supervisor.log")));
+        let entries = |dir: PathBuf| {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        for net in entries(self.run_dir().join("net")) {
+            out.push_str(&show(&net.join("switch.log")));
+        }
+        for vm in entries(self.run_dir().join("vm")) {
+            let share = vm.join("share");
+            out.push_str(&format!(
+                "--- {} holds {:?}\n",
+                share.display(),
+                entries(share.clone())
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+            ));
+            out.push_str(&show(&share.join("startup.log")));
+            out.push_str(&show(&vm.join("kernel.log")));
+        }
+        out
     }
 
     /// Live processes whose command line names this lab's directory.
@@ -737,8 +772,9 @@ consoles = ["log", "port:{port}"]
     });
     assert!(
         prompt.is_some(),
-        "no prompt on the port console: {:?}",
-        text()
+        "no prompt on the port console: {:?}\n{}",
+        text(),
+        lab.diagnostics()
     );
     client.write_all(b"echo PORT-$((6*7))\n").unwrap();
     let answered = try_wait_until(Instant::now() + WAIT, || {
@@ -747,7 +783,8 @@ consoles = ["log", "port:{port}"]
     let seen = text();
     assert!(
         answered.is_some(),
-        "no answer on the port console: {seen:?}"
+        "no answer on the port console: {seen:?}\n{}",
+        lab.diagnostics()
     );
     std::fs::remove_dir_all(&stand_ins).unwrap();
     lab.down_and_check_clean();
