@@ -642,6 +642,13 @@ startup = "echo up-and-ready > /proc/mconsole; touch /lab/ready"
         "no answer on the console: {}",
         String::from_utf8_lossy(&output.lock().unwrap())
     );
+    // The set-up (host name included) is done before init starts the
+    // console's shell: its first prompt already names the machine.
+    let seen = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(
+        seen.contains("a:/# ") && !seen.contains("(none)"),
+        "the shell's prompt does not name the machine: {seen:?}"
+    );
     input.write_all(&[0x1d]).unwrap();
     let status = attach.wait().unwrap();
     assert!(status.success(), "{status}");

@@ -303,8 +303,10 @@ pub fn start_switch(
     Ok((child, record))
 }
 
-/// The shell lines that bring up a machine's interfaces and run its startup.
-pub fn startup_script(lab: &Lab, machine: &Machine) -> String {
+/// The shell lines that name the machine and bring up its interfaces. The
+/// image's init runs them to completion before anything else starts (the
+/// console shells, whose prompt shows the host name, and the startup script).
+pub fn setup_script(lab: &Lab, machine: &Machine) -> String {
     let mut script = String::from("#!/bin/sh\n# written by uml_lab\n");
     script.push_str(&format!("hostname {}\n", machine.name));
     for (i, iface) in machine.interfaces.iter().enumerate() {
@@ -317,6 +319,16 @@ pub fn startup_script(lab: &Lab, machine: &Machine) -> String {
             script.push_str(&format!("ip addr add {address} dev {ifname}\n"));
         }
     }
+    script
+}
+
+/// The machine's startup script, run in the background once the set-up is
+/// done. An image made before the set-up had a file of its own runs only
+/// this script: it then does the set-up itself.
+pub fn startup_script(machine: &Machine) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n# written by uml_lab\n[ -n \"$UML_LAB_SET_UP\" ] || . /lab/setup\n",
+    );
     if let Some(startup) = &machine.startup {
         script.push_str(startup);
         script.push('\n');
@@ -380,13 +392,16 @@ pub fn start_machine(
     }
     // Renamed into place, never written through: the guest can put a
     // symbolic link at /lab/startup, which a plain write would follow.
-    let startup = share.join("startup");
-    crate::rundir::write_atomic(&startup, startup_script(lab, machine).as_bytes()).map_err(
-        |e| LaunchError::Io {
-            path: startup.clone(),
+    for (file, text) in [
+        ("setup", setup_script(lab, machine)),
+        ("startup", startup_script(machine)),
+    ] {
+        let path = share.join(file);
+        crate::rundir::write_atomic(&path, text.as_bytes()).map_err(|e| LaunchError::Io {
+            path: path.clone(),
             source: std::io::Error::other(e.to_string()),
-        },
-    )?;
+        })?;
+    }
     let log_path = run.kernel_log(&machine.name);
     let log = File::options()
         .create(true)
