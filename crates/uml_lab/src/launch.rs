@@ -234,7 +234,26 @@ pub fn fabric_args(lab: &Lab, run: &RunDir, net: &Network) -> (Vec<String>, Vec<
     (args, sockets)
 }
 
-/// Starts a network's switch and waits until its sockets exist.
+/// Whether a socket listens at `path`. The file appears at the switch's
+/// bind(), before its listen(): a kernel connecting in between is refused,
+/// and its interface stays down. The kernel's table of Unix sockets marks a
+/// listening one with `__SO_ACCEPTCON` (flag 0x10000).
+pub fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let name = format!(" {}", path.display());
+    table.lines().skip(1).any(|line| {
+        line.ends_with(&name)
+            && line
+                .split_whitespace()
+                .nth(3)
+                .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 0x0001_0000 != 0)
+    })
+}
+
+/// Starts a network's switch and waits until its sockets listen.
 pub fn start_switch(
     lab: &Lab,
     run_dir: &RunDir,
@@ -282,7 +301,7 @@ pub fn start_switch(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut child = child;
     loop {
-        if wanted.exists() && ctl.exists() && endpoints.iter().all(|e| e.exists()) {
+        if listening(wanted) && listening(&ctl) && endpoints.iter().all(|e| listening(e)) {
             break;
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
@@ -453,4 +472,24 @@ pub fn run_tool(name: &str, args: impl FnOnce(&mut Command)) -> Result<(), Launc
     let mut cmd = Command::new(tool(name)?);
     args(&mut cmd);
     run(&mut cmd, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_is_ready_only_once_something_listens_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl");
+        assert!(!listening(&path));
+        // A socket file nobody accepts connections on (as between bind and listen).
+        let bound = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        assert!(path.exists() && !listening(&path));
+        drop(bound);
+        std::fs::remove_file(&path).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(listening(&path));
+        assert!(!listening(&dir.path().join("ct")));
+    }
 }
