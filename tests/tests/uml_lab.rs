@@ -716,16 +716,30 @@ ping -c 3 10.99.77.254 > /lab/result 2>&1 && echo PING-OK >> /lab/result
     assert!(!sysfs.exists(), "the tap {device} is left");
 }
 
+/// A TCP port for a guest's `port:` console, free on every address (the
+/// kernel listens on 0.0.0.0) and below the ephemeral range: a port the
+/// kernel handed us and we let go could be taken as the source port of any
+/// outgoing connection before the guest listens on it.
+fn console_port() -> u16 {
+    const FIRST: u16 = 10_000;
+    let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap();
+    (0..span)
+        .map(|i| FIRST + (offset + i) % span)
+        .find(|&port| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok())
+        .expect("a free TCP port below the ephemeral range")
+}
+
 #[test]
 fn real_kernel_uml_lab_port_console_through_our_port_helper() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     our_tool("port-helper");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = console_port();
     let lab = Lab::new(
         "port",
         &format!(
