@@ -21,8 +21,8 @@ use crate::lab::{Lab, Machine, Restart};
 use crate::launch;
 use crate::mconsole;
 use crate::rundir::{
-    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError, group_members,
-    now, read_json, write_json,
+    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError,
+    end_group_members, now, read_json, write_json,
 };
 
 /// How often the supervisor looks at everything.
@@ -330,9 +330,7 @@ impl Supervisor {
     ) {
         let name = machine.name.as_str();
         // Helpers of a kernel that was killed outright keep its group alive.
-        for helper in group_members(process.pid, &process.mark) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), Signal::SIGKILL);
-        }
+        end_group_members(process.pid, &process.mark, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(self.run.uml_dir().join(RunDir::umid(&lab.name, name)));
         let hung = self.hung.remove(name).unwrap_or(false);
         let (how, failed) = match exit {
