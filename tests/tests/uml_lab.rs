@@ -114,12 +114,47 @@ impl Lab {
         });
         assert!(
             found.is_some(),
-            "{machine} never wrote {needle:?} to /lab/{file}: {:?}\nstartup log: {}\nkernel log: {}",
+            "{machine} never wrote {needle:?} to /lab/{file}: {:?}\n{}",
             self.shared(machine, file),
-            self.shared(machine, "startup.log"),
-            std::fs::read_to_string(self.run_dir().join("vm").join(machine).join("kernel.log"))
-                .unwrap_or_default()
+            self.diagnostics()
         );
+    }
+
+    /// Everything a failed wait should show: each machine's share, startup
+    /// log and kernel log, each switch's log, and the lab's events, every file
+    /// told apart from a missing one (a guest's peer or router is as likely
+    /// the culprit as the guest itself).
+    fn diagnostics(&self) -> String {
+        let show = |path: &Path| match std::fs::read_to_string(path) {
+            Ok(text) => format!("--- {}:\n{text}\n", path.display()),
+            Err(e) => format!("--- {}: {e}\n", path.display()),
+        };
+        let mut out = show(&self.run_dir().join("events.log"));
+        out.push_str(&show(&self.run_dir().join("supervisor.log")));
+        let entries = |dir: PathBuf| {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        for net in entries(self.run_dir().join("net")) {
+            out.push_str(&show(&net.join("switch.log")));
+        }
+        for vm in entries(self.run_dir().join("vm")) {
+            let share = vm.join("share");
+            out.push_str(&format!(
+                "--- {} holds {:?}\n",
+                share.display(),
+                entries(share.clone())
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+            ));
+            out.push_str(&show(&share.join("startup.log")));
+            out.push_str(&show(&vm.join("kernel.log")));
+        }
+        out
     }
 
     /// Live processes whose command line names this lab's directory.
@@ -612,6 +647,13 @@ startup = "echo up-and-ready > /proc/mconsole; touch /lab/ready"
         "no answer on the console: {}",
         String::from_utf8_lossy(&output.lock().unwrap())
     );
+    // The set-up (host name included) is done before init starts the
+    // console's shell: its first prompt already names the machine.
+    let seen = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(
+        seen.contains("a:/# ") && !seen.contains("(none)"),
+        "the shell's prompt does not name the machine: {seen:?}"
+    );
     input.write_all(&[0x1d]).unwrap();
     let status = attach.wait().unwrap();
     assert!(status.success(), "{status}");
@@ -679,16 +721,30 @@ ping -c 3 10.99.77.254 > /lab/result 2>&1 && echo PING-OK >> /lab/result
     assert!(!sysfs.exists(), "the tap {device} is left");
 }
 
+/// A TCP port for a guest's `port:` console, free on every address (the
+/// kernel listens on 0.0.0.0) and below the ephemeral range: a port the
+/// kernel handed us and we let go could be taken as the source port of any
+/// outgoing connection before the guest listens on it.
+fn console_port() -> u16 {
+    const FIRST: u16 = 10_000;
+    let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap();
+    (0..span)
+        .map(|i| FIRST + (offset + i) % span)
+        .find(|&port| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok())
+        .expect("a free TCP port below the ephemeral range")
+}
+
 #[test]
 fn real_kernel_uml_lab_port_console_through_our_port_helper() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     our_tool("port-helper");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = console_port();
     let lab = Lab::new(
         "port",
         &format!(
@@ -742,8 +798,9 @@ consoles = ["log", "port:{port}"]
     });
     assert!(
         prompt.is_some(),
-        "no prompt on the port console: {:?}",
-        text()
+        "no prompt on the port console: {:?}\n{}",
+        text(),
+        lab.diagnostics()
     );
     client.write_all(b"echo PORT-$((6*7))\n").unwrap();
     let answered = try_wait_until(Instant::now() + WAIT, || {
@@ -752,7 +809,8 @@ consoles = ["log", "port:{port}"]
     let seen = text();
     assert!(
         answered.is_some(),
-        "no answer on the port console: {seen:?}"
+        "no answer on the port console: {seen:?}\n{}",
+        lab.diagnostics()
     );
     std::fs::remove_dir_all(&stand_ins).unwrap();
     lab.down_and_check_clean();

@@ -414,9 +414,7 @@ pub fn stop_machine(
         process.signal_group(Signal::SIGKILL);
         wait_gone(&process, Duration::from_secs(10));
     }
-    for helper in crate::rundir::group_members(process.pid, &process.mark) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), Signal::SIGKILL);
-    }
+    crate::rundir::end_group_members(process.pid, &process.mark, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(run.uml_dir().join(RunDir::umid(&lab.name, name)));
     run.log_event(name, "stop", by.word());
     if !supervise::is_running(run) {

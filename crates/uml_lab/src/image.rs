@@ -52,8 +52,11 @@ tty1::respawn:/etc/console
 ::shutdown:/bin/sh /etc/shutdown
 ";
 
-/// Mounts the kernel filesystems and the lab's share (`/lab`, hostfs), then
-/// runs the startup script uml_lab writes there.
+/// Mounts the kernel filesystems and the lab's share (`/lab`, hostfs), runs
+/// the set-up script uml_lab writes there (host name, interfaces) to its end,
+/// then the startup script in the background. init starts the console shells
+/// only after this script: the set-up must be done by then (a prompt printed
+/// before `hostname` ran shows `(none)`), the startup may run for ever.
 const RC: &str = "#!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -62,8 +65,11 @@ mount -t tmpfs tmpfs /tmp
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t hostfs hostfs /lab 2>/dev/null
 ip link set lo up
+if [ -f /lab/setup ]; then
+  sh /lab/setup > /lab/setup.log 2>&1
+fi
 if [ -f /lab/startup ]; then
-  sh /lab/startup > /lab/startup.log 2>&1 &
+  UML_LAB_SET_UP=1 sh /lab/startup > /lab/startup.log 2>&1 &
 fi
 ";
 

@@ -235,7 +235,26 @@ pub fn fabric_args(lab: &Lab, run: &RunDir, net: &Network) -> (Vec<String>, Vec<
     (args, sockets)
 }
 
-/// Starts a network's switch and waits until its sockets exist.
+/// Whether a socket listens at `path`. The file appears at the switch's
+/// bind(), before its listen(): a kernel connecting in between is refused,
+/// and its interface stays down. The kernel's table of Unix sockets marks a
+/// listening one with `__SO_ACCEPTCON` (flag 0x10000).
+pub fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let name = format!(" {}", path.display());
+    table.lines().skip(1).any(|line| {
+        line.ends_with(&name)
+            && line
+                .split_whitespace()
+                .nth(3)
+                .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 0x0001_0000 != 0)
+    })
+}
+
+/// Starts a network's switch and waits until its sockets listen.
 pub fn start_switch(
     lab: &Lab,
     run_dir: &RunDir,
@@ -289,7 +308,10 @@ pub fn start_switch(
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut child = child;
     loop {
-        if wanted.exists() && ctl.exists() && mgmt.exists() && endpoints.iter().all(|e| e.exists())
+        if listening(wanted)
+            && listening(&ctl)
+            && listening(&mgmt)
+            && endpoints.iter().all(|e| listening(e))
         {
             break;
         }
@@ -311,8 +333,10 @@ pub fn start_switch(
     Ok((child, record))
 }
 
-/// The shell lines that bring up a machine's interfaces and run its startup.
-pub fn startup_script(lab: &Lab, machine: &Machine) -> String {
+/// The shell lines that name the machine and bring up its interfaces. The
+/// image's init runs them to completion before anything else starts (the
+/// console shells, whose prompt shows the host name, and the startup script).
+pub fn setup_script(lab: &Lab, machine: &Machine) -> String {
     let mut script = String::from("#!/bin/sh\n# written by uml_lab\n");
     script.push_str(&format!("hostname {}\n", machine.name));
     for (i, iface) in machine.interfaces.iter().enumerate() {
@@ -325,6 +349,16 @@ pub fn startup_script(lab: &Lab, machine: &Machine) -> String {
             script.push_str(&format!("ip addr add {address} dev {ifname}\n"));
         }
     }
+    script
+}
+
+/// The machine's startup script, run in the background once the set-up is
+/// done. An image made before the set-up had a file of its own runs only
+/// this script: it then does the set-up itself.
+pub fn startup_script(machine: &Machine) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n# written by uml_lab\n[ -n \"$UML_LAB_SET_UP\" ] || . /lab/setup\n",
+    );
     if let Some(startup) = &machine.startup {
         script.push_str(startup);
         script.push('\n');
@@ -388,13 +422,16 @@ pub fn start_machine(
     }
     // Renamed into place, never written through: the guest can put a
     // symbolic link at /lab/startup, which a plain write would follow.
-    let startup = share.join("startup");
-    crate::rundir::write_atomic(&startup, startup_script(lab, machine).as_bytes()).map_err(
-        |e| LaunchError::Io {
-            path: startup.clone(),
+    for (file, text) in [
+        ("setup", setup_script(lab, machine)),
+        ("startup", startup_script(machine)),
+    ] {
+        let path = share.join(file);
+        crate::rundir::write_atomic(&path, text.as_bytes()).map_err(|e| LaunchError::Io {
+            path: path.clone(),
             source: std::io::Error::other(e.to_string()),
-        },
-    )?;
+        })?;
+    }
     let log_path = run.kernel_log(&machine.name);
     let log = File::options()
         .create(true)
@@ -446,4 +483,24 @@ pub fn run_tool(name: &str, args: impl FnOnce(&mut Command)) -> Result<(), Launc
     let mut cmd = Command::new(tool(name)?);
     args(&mut cmd);
     run(&mut cmd, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_is_ready_only_once_something_listens_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl");
+        assert!(!listening(&path));
+        // A socket file nobody accepts connections on (as between bind and listen).
+        let bound = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        assert!(path.exists() && !listening(&path));
+        drop(bound);
+        std::fs::remove_file(&path).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(listening(&path));
+        assert!(!listening(&dir.path().join("ct")));
+    }
 }

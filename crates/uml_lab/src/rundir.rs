@@ -476,6 +476,32 @@ pub fn group_members(group: i32, mark: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Kills what is left of a kernel's process group (`group_members`) and
+/// waits, at most `timeout`, until none of it runs. A UML's host processes
+/// (its guest's processes) outlive its main process for a moment, and a
+/// SIGKILL takes effect only as each exits: returning at once would leave
+/// them running after `stop` or `down` said the machine was gone. Returns
+/// whether they are all gone.
+pub fn end_group_members(group: i32, mark: &str, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let members = group_members(group, mark);
+        if members.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        for pid in members {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A machine's lifecycle state, as the supervisor records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

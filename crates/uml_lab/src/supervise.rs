@@ -8,7 +8,7 @@
 //! records it writes. Killing it loses nothing: a new one adopts the running
 //! processes from their records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
 use std::process::Child;
@@ -21,8 +21,8 @@ use crate::lab::{Lab, Machine, Restart};
 use crate::launch;
 use crate::mconsole;
 use crate::rundir::{
-    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError, group_members,
-    now, read_json, write_json,
+    MachineRecord, MachineState, NetworkRecord, ProcessRecord, RunDir, RunDirError,
+    end_group_members, now, read_json, write_json,
 };
 
 /// How often the supervisor looks at everything.
@@ -113,18 +113,22 @@ pub fn supervise(run: &RunDir) -> Result<(), SuperviseError> {
     loop {
         // Re-read every tick: a second `up` may have added machines.
         let lab = run.lab()?;
-        for net in &lab.networks {
-            sup.network(&lab, net);
-        }
+        let ready: HashSet<String> = lab
+            .networks
+            .iter()
+            .filter(|net| sup.network(&lab, net))
+            .map(|net| net.name.clone())
+            .collect();
         for machine in &lab.machines {
-            sup.machine(&lab, machine);
+            sup.machine(&lab, machine, &ready);
         }
         std::thread::sleep(TICK);
     }
 }
 
 impl Supervisor {
-    fn network(&mut self, lab: &crate::lab::Lab, net: &crate::lab::Network) {
+    /// Looks after a network's switch; returns whether it runs (and listens).
+    fn network(&mut self, lab: &crate::lab::Lab, net: &crate::lab::Network) -> bool {
         let path = self.run.network_state(&net.name);
         let mut rec: NetworkRecord = read_json(&path).ok().flatten().unwrap_or_default();
         if let Some(child) = self.switches.get_mut(&net.name) {
@@ -135,7 +139,7 @@ impl Supervisor {
             }
         }
         if rec.switch.as_ref().is_some_and(ProcessRecord::is_alive) {
-            return;
+            return true;
         }
         if rec.switch.take().is_some() && !self.switches.contains_key(&net.name) {
             self.run
@@ -146,28 +150,31 @@ impl Supervisor {
             .get(&net.name)
             .is_some_and(|t| now() < *t)
         {
-            return;
+            return false;
         }
         let result = launch::make_tap(net).and_then(|created| {
             rec.tap_created |= created;
             launch::start_switch(lab, &self.run, net)
         });
-        match result {
+        let started = match result {
             Ok((child, record)) => {
                 self.run
                     .log_event(&net.name, "switch-started", &format!("pid {}", record.pid));
                 rec.switch = Some(record);
                 rec.error = None;
                 self.switches.insert(net.name.clone(), child);
+                true
             }
             Err(e) => {
                 self.run
                     .log_event(&net.name, "switch-failed", &e.to_string());
                 rec.error = Some(e.to_string());
                 self.next_switch_try.insert(net.name.clone(), now() + 5);
+                false
             }
-        }
+        };
         let _ = write_json(&path, &rec);
+        started
     }
 
     fn notify_socket(&mut self, name: &str) -> Option<&UnixDatagram> {
@@ -211,7 +218,9 @@ impl Supervisor {
         hang
     }
 
-    fn machine(&mut self, lab: &Lab, machine: &Machine) {
+    /// Looks after a machine; it is started only once every network it
+    /// joins is in `ready`: the kernel connects its interfaces at boot, once.
+    fn machine(&mut self, lab: &Lab, machine: &Machine, ready: &HashSet<String>) {
         let name = machine.name.as_str();
         let path = self.run.machine_state(name);
         let mut rec: MachineRecord = read_json(&path).ok().flatten().unwrap_or_default();
@@ -269,7 +278,14 @@ impl Supervisor {
                 MachineState::Stopped | MachineState::Exited | MachineState::Failed => new_request,
                 MachineState::Booting | MachineState::Running => true,
             };
-        if may_start {
+        let networks_ready = machine
+            .interfaces
+            .iter()
+            .all(|i| ready.contains(&i.network));
+        if may_start && !networks_ready {
+            // Not acted on yet: the request stays new until a later tick starts it.
+            rec.token.clone_from(&before.token);
+        } else if may_start {
             if rec.state == MachineState::Restarting && !new_request {
                 rec.restarts += 1;
             }
@@ -314,9 +330,7 @@ impl Supervisor {
     ) {
         let name = machine.name.as_str();
         // Helpers of a kernel that was killed outright keep its group alive.
-        for helper in group_members(process.pid, &process.mark) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), Signal::SIGKILL);
-        }
+        end_group_members(process.pid, &process.mark, Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(self.run.uml_dir().join(RunDir::umid(&lab.name, name)));
         let hung = self.hung.remove(name).unwrap_or(false);
         let (how, failed) = match exit {
