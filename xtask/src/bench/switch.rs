@@ -214,6 +214,7 @@ impl Running {
                 c.arg("-s")
                     .arg(&sock_dir)
                     .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
                     .stderr(Stdio::null());
                 return Self::spawn(c, sock_dir.join("ctl"), bess, cpu);
             }
