@@ -173,6 +173,53 @@ fn uml_switch_learns_floods_and_never_echoes() {
 }
 
 #[test]
+fn uml_switch_tells_ports_apart_after_a_nameless_sender() {
+    // A datagram from an unbound socket carries no address. A receive that
+    // let its empty name shrink the address buffer for the next receive
+    // would read the next sender's address cut to nothing and attribute the
+    // frame to whichever port that buffer held before: b's frames counted as
+    // a's, flooded back to b, kept from a, and b's MAC learned on a's port.
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b, c) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    let stranger = UnixDatagram::unbound().unwrap();
+    for round in 0..3u8 {
+        // Each datagram alone, so that each is the first of its batch.
+        a.send(BROADCAST, &[round]);
+        assert_eq!(b.drain().len(), 1, "round {round}: b missed a's frame");
+        assert_eq!(c.drain().len(), 1, "round {round}: c missed a's frame");
+        stranger
+            .send_to_addr(
+                &frame(BROADCAST, MacAddr([2, 7, 7, 7, 7, 7]), b"nameless"),
+                &a.port.switch,
+            )
+            .unwrap();
+        assert!(
+            c.drain().is_empty(),
+            "round {round}: a stranger's frame was forwarded"
+        );
+        b.send(BROADCAST, &[round]);
+        assert_eq!(
+            a.drain().len(),
+            1,
+            "round {round}: b's frame never reached a"
+        );
+        assert_eq!(
+            c.drain().len(),
+            1,
+            "round {round}: b's frame never reached c"
+        );
+        assert!(
+            b.drain().is_empty(),
+            "round {round}: b's own frame came back to it"
+        );
+    }
+}
+
+#[test]
 fn uml_switch_hub_floods_unicast() {
     let switch = SwitchProcess::in_tempdir(&["-hub"]);
     assert!(switch.log().contains("will be a hub instead of a switch"));

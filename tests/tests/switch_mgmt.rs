@@ -265,9 +265,16 @@ fn uml_switch_counts_every_frame_exactly() {
     for _ in 0..5 {
         b.send(a.mac, &[0u8; 46]);
     }
-    wait_until(Instant::now() + WAIT, "a to receive b's 5 frames", || {
-        switch.port(ia)["tx"]["frames"] == 5
+    let sent = try_wait_until(Instant::now() + WAIT, || {
+        (switch.port(ia)["tx"]["frames"] == 5).then_some(())
     });
+    assert!(
+        sent.is_some(),
+        "a never got b's 5 frames: ports {} stats {} log {}",
+        switch.ctl(&["ports"]),
+        switch.ctl(&["stats"]),
+        switch.log()
+    );
     assert_eq!(a.drain().len(), 5);
 
     let pa = switch.port(ia);

@@ -14,8 +14,11 @@
 //! - [`file_lock`]: whole-file locks that conflict with a running UML's;
 //! - [`fd`]: taking ownership of descriptors the kernel hands over (accepted
 //!   connections, `SCM_RIGHTS`);
-//! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`).
+//! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`);
+//! - [`datagram`]: many unix datagrams and their senders' names per
+//!   `recvmmsg`, each name the sender's own.
 
+pub mod datagram;
 pub mod devices;
 pub mod fd;
 pub mod file_lock;

@@ -4,14 +4,16 @@
 //! one `sendmmsg` sends every copy bound for daemon ports, each to its own
 //! address, instead of a `recvfrom` and a `sendto` per frame.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::RawFd;
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, recvmmsg, sendmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
+use uml_host::datagram::UnixRecvBatch;
+use uml_proto::switch::PeerAddr;
 
 use crate::forward::MAX_FRAME;
-use crate::ports::PortId;
+use crate::ports::{PortId, source_key};
 
 /// Frames taken per `recvmmsg`.
 pub const RX_BATCH: usize = 8;
@@ -41,8 +43,7 @@ pub fn destination_gone(e: Errno) -> bool {
 
 /// Receive buffers and their headers, allocated once.
 pub struct RxBatch {
-    bufs: Vec<Vec<u8>>,
-    rx_headers: MultiHeaders<UnixAddr>,
+    rx: UnixRecvBatch,
     tx_headers: MultiHeaders<UnixAddr>,
 }
 
@@ -50,34 +51,32 @@ impl RxBatch {
     /// Buffers for [`RX_BATCH`] frames.
     pub fn new() -> Self {
         Self {
-            bufs: (0..RX_BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
-            rx_headers: MultiHeaders::preallocate(RX_BATCH, None),
+            rx: UnixRecvBatch::new(RX_BATCH, FRAME_BUF),
             tx_headers: MultiHeaders::preallocate(TX_BATCH, None),
         }
     }
 
-    /// Takes the frames waiting on `fd` without blocking: (slot, length, sender) each.
-    pub fn receive(&mut self, fd: RawFd) -> Vec<(usize, usize, UnixAddr)> {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-            self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-        let Ok(results) = recvmmsg(
-            fd,
-            &mut self.rx_headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        ) else {
+    /// Takes the frames waiting on `fd` without blocking: (slot, length, the
+    /// port key of the sender) each; `None` for a sender no port can have.
+    pub fn receive(&mut self, fd: BorrowedFd<'_>) -> Vec<(usize, usize, Option<PeerAddr>)> {
+        let Ok(count) = self.rx.receive(fd) else {
             return Vec::new();
         };
-        results
-            .enumerate()
-            .filter_map(|(slot, msg)| Some((slot, msg.bytes, msg.address?)))
+        (0..count)
+            .map(|slot| {
+                (
+                    slot,
+                    self.rx.data(slot).len(),
+                    source_key(self.rx.sender(slot)),
+                )
+            })
             .collect()
     }
 
     /// The first `len` bytes of the frame in `slot`.
     pub fn frame(&self, slot: usize, len: usize) -> &[u8] {
-        &self.bufs[slot][..len]
+        let data = self.rx.data(slot);
+        &data[..len.min(data.len())]
     }
 
     /// Sends each queued copy. A copy whose destination's queue is full gets
@@ -116,7 +115,10 @@ impl RxBatch {
         for (c, chunk) in queue.chunks(TX_BATCH).enumerate() {
             let slices: Vec<[IoSlice<'_>; 1]> = chunk
                 .iter()
-                .map(|o| [IoSlice::new(&self.bufs[o.slot][..o.len])])
+                .map(|o| {
+                    let data = self.rx.data(o.slot);
+                    [IoSlice::new(&data[..o.len.min(data.len())])]
+                })
                 .collect();
             let addrs: Vec<Option<UnixAddr>> = chunk.iter().map(|o| Some(o.addr)).collect();
             let mut start = 0;

@@ -2,7 +2,7 @@
 //! listeners, the shared data socket, every port and the signals.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -17,7 +17,7 @@ use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
 use crate::mgmt::wall_clock;
-use crate::ports::{Link, Port, PortId, source_key};
+use crate::ports::{Link, Port, PortId};
 use crate::switch::{Switch, SwitchError, sys};
 
 /// Frames read from one BESS or tap port before the other sockets get a turn.
@@ -291,7 +291,7 @@ impl Switch {
     fn data_ready(&mut self) {
         let fd = self.data.fd.as_raw_fd();
         for _ in 0..RECEIVES_PER_TURN {
-            let received = self.rx.receive(fd);
+            let received = self.rx.receive(self.data.fd.as_fd());
             if received.is_empty() {
                 return;
             }
@@ -299,10 +299,10 @@ impl Switch {
             // Captures stamp a batch with the time it was taken.
             let ts = self.managed.captures.active().then(wall_clock);
             let mut dead = Vec::new();
-            for &(slot, len, addr) in &received {
+            for (slot, len, key) in &received {
+                let (slot, len) = (*slot, *len);
                 // Frames from addresses that never registered are dropped, and
                 // so are runts and frames our buffer cut.
-                let key = source_key(&addr);
                 let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) else {
                     self.managed.unregistered += 1;
                     continue;

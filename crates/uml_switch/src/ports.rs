@@ -1,14 +1,17 @@
 //! The switch's ports: daemon-protocol clients, BESS connections and a tap device.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::rc::Rc;
 
-use nix::sys::socket::{SockaddrLike, UnixAddr};
+use nix::sys::socket::UnixAddr;
 use uml_proto::switch::{PeerAddr, SUN_PATH_LEN};
 use uml_proto::vxlan::VxlanHeader;
 
@@ -225,24 +228,27 @@ pub fn peer_key(addr: &PeerAddr) -> PeerAddr {
     }
 }
 
-/// The key of a received datagram's source address.
-pub fn source_key(addr: &UnixAddr) -> Option<PeerAddr> {
-    // An unbound sender has no name at all (length 0 from recvmmsg), which
-    // nix's accessors do not expect: such a frame has no port anyway.
-    if usize::try_from(addr.len()).is_ok_and(|len| len <= size_of::<nix::libc::sa_family_t>()) {
-        return None;
-    }
-    if let Some(name) = addr.as_abstract() {
-        // A port's abstract address is registered and sent to with all 110
-        // bytes, so only a sender bound with the full length can be a port; a
-        // shorter name equal to a port's without its trailing zeros is another
-        // socket, which padding would make look the same.
-        if name.len() != SUN_PATH_LEN - 1 {
-            return None;
+/// The key of a received datagram's sender, from the `sun_path` bytes the
+/// kernel reported for it.
+pub fn source_key(sender: &[u8]) -> Option<PeerAddr> {
+    match sender.split_first() {
+        // An unbound sender has no name at all: such a frame has no port.
+        None => None,
+        Some((0, name)) => {
+            // A port's abstract address is registered and sent to with all
+            // 110 bytes, so only a sender bound with the full length can be a
+            // port; a shorter name equal to a port's without its trailing
+            // zeros is another socket, which padding would make look the same.
+            if name.len() != SUN_PATH_LEN - 1 {
+                return None;
+            }
+            PeerAddr::from_abstract_name(name).ok()
         }
-        return PeerAddr::from_abstract_name(name).ok();
+        Some(_) => {
+            let path = sender.split(|&b| b == 0).next().unwrap_or_default();
+            PeerAddr::from_path(Path::new(OsStr::from_bytes(path))).ok()
+        }
     }
-    PeerAddr::from_path(addr.path()?).ok()
 }
 
 /// The address to send a daemon client's frames to (all 110 bytes for abstract names).
@@ -257,22 +263,30 @@ pub fn send_addr(addr: &PeerAddr) -> Option<UnixAddr> {
 mod tests {
     use super::*;
 
+    /// The `sun_path` bytes the kernel reports for a sender bound to `addr`.
+    fn reported(addr: &UnixAddr) -> Vec<u8> {
+        match addr.as_abstract() {
+            Some(name) => [&[0u8][..], name].concat(),
+            None => addr.path().unwrap().as_os_str().as_bytes().to_vec(),
+        }
+    }
+
     #[test]
     fn kernel_addresses_round_trip_with_their_garbage() {
         let mut addr = PeerAddr::kernel_style(1234, 5678);
         addr.path[40] = 0xaa; // heap garbage, as the kernel leaves it
         let send = send_addr(&addr).unwrap();
         assert_eq!(send.as_abstract().unwrap().len(), 107);
-        assert_eq!(source_key(&send), Some(peer_key(&addr)));
+        assert_eq!(source_key(&reported(&send)), Some(peer_key(&addr)));
     }
 
     #[test]
     fn a_shorter_abstract_name_is_not_the_port_it_pads_to() {
         let full = PeerAddr::from_abstract_name(b"port-1").unwrap();
         let short = UnixAddr::new_abstract(b"port-1").unwrap();
-        assert_eq!(source_key(&short), None);
+        assert_eq!(source_key(&reported(&short)), None);
         let whole = send_addr(&full).unwrap();
-        assert_eq!(source_key(&whole), Some(peer_key(&full)));
+        assert_eq!(source_key(&reported(&whole)), Some(peer_key(&full)));
     }
 
     #[test]
@@ -280,6 +294,11 @@ mod tests {
         let mut addr = PeerAddr::from_path(std::path::Path::new("/tmp/x.sock")).unwrap();
         addr.path[100] = 7;
         let send = send_addr(&addr).unwrap();
-        assert_eq!(source_key(&send), Some(peer_key(&addr)));
+        assert_eq!(source_key(&reported(&send)), Some(peer_key(&addr)));
+    }
+
+    #[test]
+    fn an_unbound_sender_is_no_port() {
+        assert_eq!(source_key(b""), None);
     }
 }
