@@ -172,51 +172,139 @@ fn uml_switch_learns_floods_and_never_echoes() {
     );
 }
 
+/// A version 0 client of a `-compat-v0` switch: its data socket at `path`,
+/// registered with the v0 request (type, MAC, address; no reply).
+fn v0_client(ctl: &Path, path: &Path, mac: MacAddr) -> (UnixDatagram, UnixStream) {
+    let data = UnixDatagram::bind(path).unwrap();
+    data.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut request = vec![0u8; 4];
+    request.extend_from_slice(&mac.0);
+    request.extend_from_slice(PeerAddr::from_path(path).unwrap().as_bytes());
+    let mut control = UnixStream::connect(ctl).unwrap();
+    control.write_all(&request).unwrap();
+    (data, control)
+}
+
+/// Everything that arrives on `socket` until the line goes quiet.
+fn drain_socket(socket: &UnixDatagram) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70000];
+    std::iter::from_fn(|| {
+        let n = socket.recv(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    })
+    .collect()
+}
+
 #[test]
-fn uml_switch_tells_ports_apart_after_a_nameless_sender() {
-    // A datagram from an unbound socket carries no address. A receive that
-    // let its empty name shrink the address buffer for the next receive
-    // would read the next sender's address cut to nothing and attribute the
-    // frame to whichever port that buffer held before: b's frames counted as
-    // a's, flooded back to b, kept from a, and b's MAC learned on a's port.
-    let switch = SwitchProcess::in_tempdir(&[]);
-    let (a, b, c) = (
-        Client::connect(&switch.ctl),
-        Client::connect(&switch.ctl),
-        Client::connect(&switch.ctl),
+fn uml_switch_tells_v0_ports_apart_after_a_nameless_sender() {
+    // v0 clients send to the one shared data socket and are told apart by
+    // their address. A datagram from an unbound socket carries none. A
+    // receive that let its empty name shrink the address buffer for the next
+    // receive would read the next sender's address cut to nothing and take
+    // the frame for whichever port that buffer held before: b's frames
+    // counted as a's, flooded back to b, kept from a.
+    let dir = tempfile::tempdir().unwrap();
+    let data_path = dir.path().join("data");
+    let mgmt = dir.path().join("mgmt");
+    let switch = SwitchProcess::start_as(
+        Command::new(our_tool("uml_switch")),
+        dir.path(),
+        &[
+            data_path.to_str().unwrap(),
+            "-compat-v0",
+            "--mgmt",
+            mgmt.to_str().unwrap(),
+        ],
     );
+    let macs = [1u8, 2, 3].map(|n| MacAddr([2, 0, 0, 0, 0x70, n]));
+    let clients: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .zip(macs)
+        .map(|(name, mac)| v0_client(&switch.ctl, &dir.path().join(name), mac))
+        .collect();
+    let [(a, _), (b, _), (c, _)] = &clients[..] else {
+        unreachable!()
+    };
+    wait_until(Instant::now() + WAIT, "three ports", || {
+        switch.log().matches("New connection").count() == 3
+    });
     let stranger = UnixDatagram::unbound().unwrap();
     for round in 0..3u8 {
         // Each datagram alone, so that each is the first of its batch.
-        a.send(BROADCAST, &[round]);
-        assert_eq!(b.drain().len(), 1, "round {round}: b missed a's frame");
-        assert_eq!(c.drain().len(), 1, "round {round}: c missed a's frame");
+        a.send_to(&frame(BROADCAST, macs[0], &[round]), &data_path)
+            .unwrap();
+        assert_eq!(
+            drain_socket(b).len(),
+            1,
+            "round {round}: b missed a's frame"
+        );
+        assert_eq!(
+            drain_socket(c).len(),
+            1,
+            "round {round}: c missed a's frame"
+        );
         stranger
-            .send_to_addr(
+            .send_to(
                 &frame(BROADCAST, MacAddr([2, 7, 7, 7, 7, 7]), b"nameless"),
-                &a.port.switch,
+                &data_path,
             )
             .unwrap();
         assert!(
-            c.drain().is_empty(),
+            drain_socket(c).is_empty(),
             "round {round}: a stranger's frame was forwarded"
         );
-        b.send(BROADCAST, &[round]);
+        b.send_to(&frame(BROADCAST, macs[1], &[round]), &data_path)
+            .unwrap();
         assert_eq!(
-            a.drain().len(),
+            drain_socket(a).len(),
             1,
             "round {round}: b's frame never reached a"
         );
         assert_eq!(
-            c.drain().len(),
+            drain_socket(c).len(),
             1,
             "round {round}: b's frame never reached c"
         );
         assert!(
-            b.drain().is_empty(),
+            drain_socket(b).is_empty(),
             "round {round}: b's own frame came back to it"
         );
     }
+    let out = Command::new(our_tool("uml_switchctl"))
+        .arg("--json")
+        .arg(&mgmt)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["drops"]["unregistered"], 3, "{stats}");
+    assert_eq!(stats["rx"]["frames"], 6, "{stats}");
+}
+
+#[test]
+fn uml_switch_holds_a_burst_for_a_reader_that_is_late_and_keeps_its_order() {
+    // b reads nothing while a sends it 200 frames, far more than the 10
+    // datagrams a receive queue holds: the rest wait in b's backlog in the
+    // switch (256 frames) and follow, in order, as b reads.
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    b.send(BROADCAST, b"b is here");
+    assert_eq!(a.drain().len(), 1);
+    for n in 0..200u32 {
+        a.send(b.mac, &n.to_le_bytes());
+    }
+    let got: Vec<u32> = b
+        .drain()
+        .iter()
+        .map(|f| u32::from_le_bytes(f[14..18].try_into().unwrap()))
+        .collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
 }
 
 #[test]
@@ -250,14 +338,16 @@ fn uml_switch_forwards_big_frames_whole_and_drops_runts_and_strangers() {
     // Runts: a zero-length and a 2-byte datagram.
     a.port.send(b"").unwrap();
     a.port.send(b"xy").unwrap();
-    // A sender that never registered: the C switch forwards these, we drop them.
+    // A sender that never registered: the C switch forwards these; to us
+    // the kernel refuses them, a's port socket taking only a's frames.
     let stranger = UnixDatagram::unbound().unwrap();
-    stranger
+    let refused = stranger
         .send_to_addr(
             &frame(BROADCAST, MacAddr([2, 7, 7, 7, 7, 7]), b"spoof"),
             &a.port.switch,
         )
-        .unwrap();
+        .expect_err("a stranger's frame was taken");
+    assert_eq!(refused.raw_os_error(), Some(nix::libc::EPERM));
     assert!(b.drain().is_empty());
     assert!(switch.alive());
     a.send(BROADCAST, b"still switching");
@@ -856,12 +946,13 @@ fn uml_switch_tells_a_shorter_abstract_name_from_a_ports() {
     let used = name.iter().rposition(|&x| x != 0).unwrap() + 1;
     let spoofer =
         UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name[..used]).unwrap()).unwrap();
-    spoofer
+    let refused = spoofer
         .send_to_addr(
             &frame(BROADCAST, MacAddr([2, 6, 6, 6, 6, 6]), b"spoofed"),
             &victim.port.switch,
         )
-        .unwrap();
+        .expect_err("the spoofer's frame was taken");
+    assert_eq!(refused.raw_os_error(), Some(nix::libc::EPERM));
     victim.send(BROADCAST, b"genuine");
     // Datagrams are taken in order: a forwarded spoof arrives first.
     assert_eq!(b.drain(), vec![frame(BROADCAST, victim.mac, b"genuine")]);

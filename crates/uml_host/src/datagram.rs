@@ -58,8 +58,10 @@ impl UnixRecvBatch {
     }
 
     /// Takes the datagrams waiting on `socket` without blocking and returns
-    /// how many came; `EAGAIN` when there were none.
-    pub fn receive(&mut self, socket: impl AsFd) -> io::Result<usize> {
+    /// how many came; `EAGAIN` when there were none. Without `senders` the
+    /// kernel is not asked for the senders' names (a connected socket's
+    /// datagrams all come from its peer).
+    pub fn receive(&mut self, socket: impl AsFd, senders: bool) -> io::Result<usize> {
         self.received = 0;
         self.iovecs.clear();
         for buf in &mut self.bufs {
@@ -77,8 +79,10 @@ impl UnixRecvBatch {
         {
             *name = empty_name();
             *header = empty_header();
-            header.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
-            header.msg_hdr.msg_namelen = room;
+            if senders {
+                header.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+                header.msg_hdr.msg_namelen = room;
+            }
             header.msg_hdr.msg_iov = std::ptr::from_mut(iov);
             header.msg_hdr.msg_iovlen = 1;
         }
@@ -170,7 +174,7 @@ mod tests {
         hidden
             .send_to(b"three", dir.path().join("rx"))
             .expect("send");
-        assert_eq!(batch.receive(&rx).expect("receive"), 3);
+        assert_eq!(batch.receive(&rx, true).expect("receive"), 3);
         assert_eq!(batch.data(0), b"one");
         let path = dir.path().join("tx");
         assert_eq!(
@@ -200,7 +204,7 @@ mod tests {
             (&a, "a"),
         ] {
             sender.send_to(b"x", dir.path().join("rx")).expect("send");
-            assert_eq!(batch.receive(&rx).expect("receive"), 1);
+            assert_eq!(batch.receive(&rx, true).expect("receive"), 1);
             let want = if from.is_empty() {
                 Vec::new()
             } else {
@@ -216,13 +220,24 @@ mod tests {
     }
 
     #[test]
+    fn without_senders_no_name_is_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rx = UnixDatagram::bind(dir.path().join("rx")).expect("bind");
+        let named = UnixDatagram::bind(dir.path().join("tx")).expect("bind");
+        let mut batch = UnixRecvBatch::new(2, 16);
+        named.send_to(b"one", dir.path().join("rx")).expect("send");
+        assert_eq!(batch.receive(&rx, false).expect("receive"), 1);
+        assert_eq!((batch.data(0), batch.sender(0)), (&b"one"[..], &b""[..]));
+    }
+
+    #[test]
     fn nothing_waiting_is_eagain_and_long_datagrams_are_cut() {
         let (a, b) = UnixDatagram::pair().expect("pair");
         let mut batch = UnixRecvBatch::new(2, 4);
-        let err = batch.receive(&b).expect_err("nothing waits");
+        let err = batch.receive(&b, false).expect_err("nothing waits");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         a.send(b"0123456789").expect("send");
-        assert_eq!(batch.receive(&b).expect("receive"), 1);
+        assert_eq!(batch.receive(&b, false).expect("receive"), 1);
         assert_eq!(batch.data(0), b"0123");
         assert_eq!(batch.data(1), b"");
     }

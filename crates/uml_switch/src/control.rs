@@ -307,7 +307,8 @@ impl Switch {
             return;
         }
         let key = peer_key(&request.addr);
-        // Two ports at one address would divert the first one's frames.
+        // One port per client data socket: a second would send it every
+        // frame twice (and, for v0 clients, divert the first one's frames).
         if self.ports.by_source(&key).is_some() {
             log_line("Bad request: that data socket address is already a port's");
             return;
@@ -319,6 +320,8 @@ impl Switch {
                 return;
             }
         };
+        // A filesystem data socket is reached through the descriptor that
+        // was checked, not through a path someone could swap meanwhile.
         let addr = match examined.pinned_path() {
             Some(path) => UnixAddr::new(&path).ok(),
             None => send_addr(&request.addr),
@@ -327,18 +330,28 @@ impl Switch {
             log_line("Bad request: unusable data socket address");
             return;
         };
-        if request.version != ProtocolVersion::V0 {
-            // Exactly the 110 bytes of our data address, as the kernel reads them.
-            if stream.write_all(self.data.addr.as_bytes()).is_err() {
+        let v0 = request.version == ProtocolVersion::V0;
+        let socket = match self.namer.open(&addr, !v0) {
+            Ok(socket) => socket,
+            Err(e) => {
+                log_line(&format!("Bad request: {e}"));
+                return;
+            }
+        };
+        // Connected now: the pin has done its work.
+        drop(examined);
+        if let Some(name) = &socket.name {
+            // Exactly the 110 bytes of the port's data address, as the kernel reads them.
+            if stream.write_all(name.as_bytes()).is_err() {
                 log_line("Sending data socket name");
                 return;
             }
         }
         let id = self.add_port(Link::Daemon {
-            addr,
+            data: socket.fd,
             key,
+            shared: v0,
             control: stream,
-            pin: examined.pin,
         });
         self.apply_endpoint(id, endpoint);
         log_line("New connection");
@@ -379,7 +392,7 @@ impl Switch {
         self.apply_template(id, &template);
     }
 
-    /// Makes `link` a port and watches its descriptor.
+    /// Makes `link` a port and watches its descriptors.
     pub(crate) fn add_port(&mut self, link: Link) -> PortId {
         let id = self.ports.insert(link);
         if let Some(port) = self.ports.get(id).filter(|p| p.link.watched()) {
@@ -387,6 +400,16 @@ impl Switch {
                 port.link.fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Port(id).into()),
             );
+            if let Link::Daemon { data, shared, .. } = &port.link {
+                let events = if *shared {
+                    EpollFlags::empty()
+                } else {
+                    EpollFlags::EPOLLIN
+                };
+                let _ = self
+                    .epoll
+                    .add(data, EpollEvent::new(events, Token::PortData(id).into()));
+            }
         }
         self.port_opened(id); // managed switch: described, announced
         id
@@ -394,12 +417,17 @@ impl Switch {
 
     /// Closes a port: unwatched, forgotten by the learning table, logged.
     pub(crate) fn close_port(&mut self, id: PortId, message: &str) {
-        let Some(port) = self.ports.remove(id) else {
+        let Some(mut port) = self.ports.remove(id) else {
             return;
         };
         if port.link.watched() {
             let _ = self.epoll.delete(port.link.fd());
         }
+        if let Link::Daemon { data, .. } = &port.link {
+            let _ = self.epoll.delete(data);
+        }
+        // What waited for it is lost with it.
+        port.tx.queue_full += port.backlog.clear() as u64;
         self.backoff.freed = true;
         self.table.forget_port(id);
         if port.fabric.is_some() {

@@ -1,28 +1,29 @@
 //! The event loop and the data path: one thread, one epoll set over the
-//! listeners, the shared data socket, every port and the signals.
+//! listeners, every port's sockets and the signals.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{MsgFlags, SockaddrIn, send, sendmsg, sendto};
+use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
 use uml_proto::ethernet::EthernetHeader;
 use zerocopy::IntoBytes;
 
-use crate::batch::{Outgoing, RX_BATCH, destination_gone};
+use crate::backlog::{peer_gone, send_connected};
+use crate::batch::{Outgoing, RX_BATCH};
 use crate::control::ACCEPT_RETRY;
 use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
 use crate::mgmt::wall_clock;
-use crate::ports::{Link, Port, PortId};
-use crate::switch::{Switch, SwitchError, sys};
+use crate::ports::{Link, Port, PortId, source_key};
+use crate::switch::{Sending, Switch, SwitchError, sys};
 
 /// Frames read from one BESS or tap port before the other sockets get a turn.
 const READS_PER_TURN: usize = 64;
-/// `recvmmsg` calls (of up to [`RX_BATCH`] frames each) on the shared data
+/// `recvmmsg` calls (of up to [`RX_BATCH`] frames each) on one daemon data
 /// socket before the other sockets get a turn.
 const RECEIVES_PER_TURN: usize = 64;
 /// How often the learning table is aged, as the C switch does.
@@ -45,6 +46,8 @@ pub(crate) enum Token {
     Pending(u32),
     /// A port: its control connection (daemon) or its frames (BESS, tap).
     Port(PortId),
+    /// A daemon port's own data socket.
+    PortData(PortId),
     /// An `--endpoint` listener, by its place on the command line.
     Endpoint(u32),
     /// A VXLAN uplink's socket: twice its place on the command line, plus
@@ -73,6 +76,7 @@ impl From<Token> for u64 {
             Token::Vxlan(id) => (9, id),
             Token::Mgmt => (10, 0),
             Token::MgmtConn(id) => (11, id),
+            Token::PortData(id) => (12, id),
         };
         (kind << KIND_SHIFT) | u64::from(id)
     }
@@ -94,6 +98,7 @@ impl Token {
             9 => Token::Vxlan(id),
             10 => Token::Mgmt,
             11 => Token::MgmtConn(id),
+            12 => Token::PortData(id),
             _ => return None,
         })
     }
@@ -132,7 +137,8 @@ impl Switch {
             for event in &events[..n] {
                 match Token::from_event(event.data()) {
                     Some(Token::Pending(id)) => self.pending_ready(id),
-                    Some(Token::Port(id)) => self.port_ready(id),
+                    Some(Token::Port(id)) => self.port_ready(id, event.events()),
+                    Some(Token::PortData(id)) => self.port_data_ready(id, event.events()),
                     Some(Token::Signal) => {
                         if let Ok(Some(info)) = self.signals.read_signal() {
                             log_line(&format!(
@@ -143,7 +149,7 @@ impl Switch {
                         }
                     }
                     Some(Token::Control) => self.accept_control(),
-                    Some(Token::Data) => self.data_ready(),
+                    Some(Token::Data) => self.receive_frames(Inlet::Shared),
                     Some(Token::Bess) => self.accept_bess(),
                     Some(Token::Endpoint(i)) => self.endpoint_ready(i),
                     Some(Token::Vxlan(i)) => self.vxlan_ready(i),
@@ -161,6 +167,7 @@ impl Switch {
                     None => {}
                 }
             }
+            self.arm_backlogs();
             let now = Instant::now();
             if self.next_timer().is_some() {
                 self.release_due(now);
@@ -175,9 +182,9 @@ impl Switch {
         }
     }
 
-    /// A port's descriptor is readable: the end of a daemon port's control
-    /// connection, or frames from a BESS or tap port.
-    fn port_ready(&mut self, id: PortId) {
+    /// A port's own descriptor is ready: the end of a daemon port's control
+    /// connection, or frames from (or room toward) a BESS or tap port.
+    fn port_ready(&mut self, id: PortId, events: EpollFlags) {
         let Some(port) = self.ports.get(id) else {
             return;
         };
@@ -190,6 +197,12 @@ impl Switch {
                 Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(_) => self.close_port(id, "Reading request"),
             }
+            return;
+        }
+        if events.contains(EpollFlags::EPOLLOUT) && !self.flush_backlog(id) {
+            return;
+        }
+        if !events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
             return;
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -222,6 +235,17 @@ impl Switch {
         self.buf = buf;
     }
 
+    /// A daemon port's data socket is ready: frames from its client, room
+    /// in the client's queue for the port's backlog, or an error.
+    fn port_data_ready(&mut self, id: PortId, events: EpollFlags) {
+        if events.contains(EpollFlags::EPOLLOUT) && !self.flush_backlog(id) {
+            return;
+        }
+        if events.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR) {
+            self.receive_frames(Inlet::Port(id));
+        }
+    }
+
     /// Learns a frame's source and lists the ports it must go to in `self.targets`.
     fn route(&mut self, from: PortId, header: &EthernetHeader) {
         self.targets.clear();
@@ -243,8 +267,8 @@ impl Switch {
         }
     }
 
-    /// Learns a frame from a BESS or tap port and sends it where it belongs.
-    fn forward(&mut self, from: PortId, frame: &[u8]) {
+    /// Learns a frame from a BESS, tap or VXLAN port and sends it where it belongs.
+    pub(crate) fn forward(&mut self, from: PortId, frame: &[u8]) {
         if self.fabric.active {
             // managed switch: the fabric's frames are captured as they come in.
             if self.managed.captures.active() {
@@ -271,10 +295,8 @@ impl Switch {
         let mut dead = Vec::new();
         for &to in &self.targets {
             if let Some(port) = self.ports.get_mut(to) {
-                match send_to(&self.data.fd, port, frame) {
-                    Delivery::Sent => port.tx.frame(frame.len()),
-                    Delivery::Full => port.tx.queue_full += 1,
-                    Delivery::Gone => dead.push(to),
+                if !transmit(port, &[frame], &mut self.sending) {
+                    dead.push(to);
                 }
             }
         }
@@ -286,29 +308,58 @@ impl Switch {
         }
     }
 
-    /// Takes up to a batch of frames from the shared data socket in one system
-    /// call, routes them, and sends those for daemon ports in one more.
-    fn data_ready(&mut self) {
-        let fd = self.data.fd.as_raw_fd();
+    /// Takes the frames waiting on a daemon port's data socket (or the
+    /// shared `-compat-v0` one) a batch per system call, routes them, and
+    /// sends the copies for each port in one more.
+    fn receive_frames(&mut self, inlet: Inlet) {
         for _ in 0..RECEIVES_PER_TURN {
-            let received = self.rx.receive(self.data.fd.as_fd());
-            if received.is_empty() {
-                return;
-            }
+            let received = match inlet {
+                Inlet::Port(id) => match self.ports.get(id).map(|p| &p.link) {
+                    Some(Link::Daemon { data, .. }) => self.rx.receive(data.as_fd(), false),
+                    _ => return,
+                },
+                Inlet::Shared => match &self.data {
+                    Some(data) => self.rx.receive(data.fd.as_fd(), true),
+                    None => return,
+                },
+            };
+            let count = match received {
+                Ok(count) => count,
+                Err(e) => {
+                    let gone = e
+                        .raw_os_error()
+                        .is_some_and(|n| peer_gone(Errno::from_raw(n)));
+                    if let (Inlet::Port(id), true) = (inlet, gone) {
+                        self.close_port(id, "Disconnect");
+                    }
+                    return;
+                }
+            };
             self.now = Instant::now();
             // Captures stamp a batch with the time it was taken.
             let ts = self.managed.captures.active().then(wall_clock);
-            let mut dead = Vec::new();
-            for (slot, len, key) in &received {
-                let (slot, len) = (*slot, *len);
-                // Frames from addresses that never registered are dropped, and
-                // so are runts and frames our buffer cut.
-                let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) else {
-                    self.managed.unregistered += 1;
+            for slot in 0..count {
+                let len = self.rx.len(slot);
+                let from = match inlet {
+                    Inlet::Port(id) => id,
+                    Inlet::Shared => {
+                        // Frames from addresses that never registered are dropped.
+                        let port = source_key(self.rx.sender(slot))
+                            .and_then(|key| self.ports.by_source(&key));
+                        match port {
+                            Some(id) => id,
+                            None => {
+                                self.managed.unregistered += 1;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let Some(source) = self.ports.get_mut(from) else {
                     continue;
                 };
                 source.rx.frame(len);
-                let from = source.id;
+                // Runts and frames our buffer cut are dropped.
                 if !forwardable(len) {
                     if len > MAX_FRAME {
                         source.rx.oversize += 1;
@@ -332,125 +383,204 @@ impl Switch {
                 if let Some(ts) = ts {
                     let frame = self.rx.frame(slot, len).to_vec();
                     if !self.capture(from, false, &frame, ts) {
-                        if let Some(source) = key.as_ref().and_then(|k| self.ports.source_mut(k)) {
+                        if let Some(source) = self.ports.get_mut(from) {
                             source.rx.capture += 1;
                         }
                     }
                 }
                 self.route(from, &header);
-                for &to in &self.targets {
-                    match self.ports.get_mut(to) {
-                        Some(Port {
-                            link: Link::Daemon { addr, .. },
-                            tx,
-                            ..
-                        }) => {
-                            // Counted as sent; a copy refused below is moved to the drops.
-                            tx.frame(len);
-                            self.tx.push(Outgoing {
-                                slot,
-                                len,
-                                addr: *addr,
-                                to,
-                            });
-                        }
-                        Some(port) => {
-                            match send_to(&self.data.fd, port, self.rx.frame(slot, len)) {
-                                Delivery::Sent => port.tx.frame(len),
-                                Delivery::Full => port.tx.queue_full += 1,
-                                Delivery::Gone => dead.push(to),
-                            }
-                        }
-                        None => {}
-                    }
-                }
+                self.tx
+                    .extend(self.targets.iter().map(|&to| Outgoing { slot, len, to }));
                 if let Some(ts) = ts {
                     let frame = self.rx.frame(slot, len).to_vec();
                     self.capture_sent(&frame, ts);
                 }
             }
-            // A copy whose port's queue is full is dropped for that port only.
-            let mut refused = Vec::new();
-            self.rx.send(fd, &self.tx, &mut dead, &mut refused);
-            for i in refused {
-                if let Some(&Outgoing { to, len, .. }) = self.tx.get(i) {
-                    if let Some(port) = self.ports.get_mut(to) {
-                        port.tx.refused(len);
-                    }
+            self.send_outgoing();
+            if count < RX_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Sends the batch's copies, one `sendmmsg` per port, in the order they
+    /// were received.
+    fn send_outgoing(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        // A stable sort keeps each port's frames in order.
+        self.tx.sort_by_key(|o| o.to);
+        let mut dead = Vec::new();
+        let mut start = 0;
+        while let Some(first) = self.tx.get(start) {
+            let to = first.to;
+            let end = start + self.tx[start..].iter().take_while(|o| o.to == to).count();
+            let frames: Vec<&[u8]> = self.tx[start..end]
+                .iter()
+                .map(|o| self.rx.frame(o.slot, o.len))
+                .collect();
+            if let Some(port) = self.ports.get_mut(to) {
+                if !transmit(port, &frames, &mut self.sending) {
+                    dead.push(to);
                 }
             }
-            self.tx.clear();
-            dead.sort_unstable();
-            dead.dedup();
-            for id in dead {
-                self.close_port(id, "Disconnect");
+            start = end;
+        }
+        self.tx.clear();
+        for id in dead {
+            self.close_port(id, "Disconnect");
+        }
+    }
+
+    /// Hands port `id`'s backlog to its socket, as much as the client's
+    /// queue takes. False when the port was closed (its client is gone).
+    fn flush_backlog(&mut self, id: PortId) -> bool {
+        let Some(Port {
+            link, backlog, tx, ..
+        }) = self.ports.get_mut(id)
+        else {
+            return false;
+        };
+        let Some((fd, token, base)) = queued_socket(link, id) else {
+            return true;
+        };
+        let mut lens = Vec::new();
+        let mut lost = 0;
+        let sent = backlog.flush(fd, &mut self.sending.headers, &mut lens, &mut lost);
+        tx.queue_full += lost;
+        for len in lens {
+            tx.frame(len);
+        }
+        if sent.gone {
+            self.close_port(id, "Disconnect");
+            return false;
+        }
+        if backlog.is_empty() {
+            let _ = self
+                .epoll
+                .modify(fd, &mut EpollEvent::new(base, token.into()));
+            backlog.armed = false;
+        }
+        true
+    }
+
+    /// Asks epoll to report room for every port that got a backlog.
+    pub(crate) fn arm_backlogs(&mut self) {
+        for id in std::mem::take(&mut self.sending.arm) {
+            let Some(Port { link, backlog, .. }) = self.ports.get_mut(id) else {
+                continue;
+            };
+            if backlog.armed || backlog.is_empty() {
+                continue;
             }
-            if received.len() < RX_BATCH {
-                return;
+            if let Some((fd, token, base)) = queued_socket(link, id) {
+                let mut event = EpollEvent::new(base | EpollFlags::EPOLLOUT, token.into());
+                backlog.armed = self.epoll.modify(fd, &mut event).is_ok();
             }
         }
     }
 }
 
-/// What became of a frame sent to a port.
-enum Delivery {
-    /// The kernel took it.
-    Sent,
-    /// The port's queue was full (or the send failed otherwise): dropped for that port only.
-    Full,
-    /// The port is gone for good (for a daemon port: its data socket is;
-    /// another socket may bind the name later).
-    Gone,
+/// Where a batch of daemon frames comes in.
+#[derive(Debug, Clone, Copy)]
+enum Inlet {
+    /// A port's own data socket.
+    Port(PortId),
+    /// The shared `-compat-v0` socket.
+    Shared,
 }
 
-/// Sends one frame to a port without waiting.
-fn send_to(data: &OwnedFd, port: &Port, frame: &[u8]) -> Delivery {
-    let sent = match &port.link {
-        Link::Daemon { addr, .. } => {
-            match sendto(data.as_raw_fd(), frame, addr, MsgFlags::MSG_DONTWAIT) {
-                Err(e) if destination_gone(e) => return Delivery::Gone,
-                other => other.is_ok(),
-            }
+/// A port's socket that a full queue can refuse frames on, the token it is
+/// watched with and the events it is always watched for.
+pub(crate) fn queued_socket(
+    link: &Link,
+    id: PortId,
+) -> Option<(BorrowedFd<'_>, Token, EpollFlags)> {
+    match link {
+        Link::Daemon { data, shared, .. } => {
+            // A v0 port's socket only sends: watched for room alone.
+            let base = if *shared {
+                EpollFlags::empty()
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            Some((data.as_fd(), Token::PortData(id), base))
         }
-        Link::Bess(fd) => match send(
-            fd.as_raw_fd(),
-            frame,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Delivery::Gone,
-            other => other.is_ok(),
-        },
-        Link::Tap(file) => (&*file).write(frame).is_ok(),
+        Link::Bess(fd) => Some((fd.as_fd(), Token::Port(id), EpollFlags::EPOLLIN)),
+        Link::Tap(_) | Link::Vxlan { .. } => None,
+    }
+}
+
+/// Sends `frames` to `port` without waiting, in order, counted in its sent
+/// frames or its full-queue drops. On a daemon or BESS port, what its
+/// client's queue cannot take now waits in the port's backlog (frames after
+/// it wait too, to keep the order) until the backlog is full. Returns false
+/// when the port is gone for good.
+pub(crate) fn transmit(port: &mut Port, frames: &[&[u8]], sending: &mut Sending) -> bool {
+    let fd = match &port.link {
+        Link::Daemon { data, .. } => data.as_fd(),
+        Link::Bess(fd) => fd.as_fd(),
+        Link::Tap(file) => {
+            for frame in frames {
+                // A tap takes a frame whole or not at all.
+                match (&*file).write(frame) {
+                    Ok(n) if n == frame.len() => port.tx.frame(frame.len()),
+                    Ok(_) => port.tx.queue_full += 1,
+                    Err(_) => port.tx.queue_full += 1,
+                }
+            }
+            return true;
+        }
         Link::Vxlan {
             socket,
             dest,
             header,
         } => {
-            // Header and frame gathered by the kernel: no copy of the frame.
-            let parts = [IoSlice::new(header.as_bytes()), IoSlice::new(frame)];
-            sendmsg(
-                socket.as_raw_fd(),
-                &parts,
-                &[],
-                MsgFlags::MSG_DONTWAIT,
-                Some(&SockaddrIn::from(*dest)),
-            )
-            .is_ok()
+            for frame in frames {
+                // Header and frame gathered by the kernel: no copy of the frame.
+                let parts = [IoSlice::new(header.as_bytes()), IoSlice::new(frame)];
+                let sent = sendmsg(
+                    socket.as_raw_fd(),
+                    &parts,
+                    &[],
+                    MsgFlags::MSG_DONTWAIT,
+                    Some(&SockaddrIn::from(*dest)),
+                );
+                match sent {
+                    Ok(_) => port.tx.frame(frame.len()),
+                    Err(_) => port.tx.queue_full += 1,
+                }
+            }
+            return true;
         }
     };
-    if sent { Delivery::Sent } else { Delivery::Full }
-}
-
-/// Sends one frame to a port without waiting, counted in the port's sent
-/// frames or its full-queue drops (the fabric's path; the plain path counts
-/// where it sends); a full queue drops the frame for that port only.
-/// Returns false when the port is gone for good (for a daemon port: its data
-/// socket is; another socket may bind the name later).
-pub(crate) fn deliver_counted(data: &OwnedFd, port: &mut Port, frame: &[u8]) -> bool {
-    match send_to(data, port, frame) {
-        Delivery::Sent => port.tx.frame(frame.len()),
-        Delivery::Full => port.tx.queue_full += 1,
-        Delivery::Gone => return false,
+    let mut rest = frames;
+    if port.backlog.is_empty() {
+        let mut lost = Vec::new();
+        let sent = send_connected(fd, &mut sending.headers, frames, &mut lost);
+        for (i, frame) in frames[..sent.taken].iter().enumerate() {
+            if lost.contains(&i) {
+                port.tx.queue_full += 1;
+            } else {
+                port.tx.frame(frame.len());
+            }
+        }
+        if sent.gone {
+            return false;
+        }
+        rest = &frames[sent.taken..];
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    for frame in rest {
+        if !port.backlog.push(frame) {
+            port.tx.queue_full += 1;
+        }
+    }
+    if !port.backlog.armed && !port.backlog.is_empty() {
+        sending.arm.push(port.id);
     }
     true
 }
@@ -476,10 +606,11 @@ mod tests {
             Token::Mgmt,
             Token::MgmtConn(0),
             Token::MgmtConn(u32::MAX),
+            Token::PortData(7),
         ] {
             assert_eq!(Token::from_event(token.into()), Some(token));
         }
         assert_eq!(Token::from_event(0), None);
-        assert_eq!(Token::from_event(12 << KIND_SHIFT), None);
+        assert_eq!(Token::from_event(13 << KIND_SHIFT), None);
     }
 }

@@ -22,7 +22,7 @@ use uml_proto::ethernet::EthernetHeader;
 use uml_proto::vxlan::{VxlanError, VxlanHeader};
 
 use crate::endpoint::{EndpointKind, EndpointSpec, PortTemplate};
-use crate::event_loop::{Token, deliver_counted};
+use crate::event_loop::{Token, transmit};
 use crate::forward::{Destination, decide_in, forwardable, learn_source_in};
 use crate::learning::Learned;
 use crate::link_emulation::{Direction, Emulator, LinkEmulation, Rng, Schedule, Stage};
@@ -447,7 +447,7 @@ impl Switch {
                         );
                     }
                 }
-                None => alive = deliver_counted(&self.data.fd, port, bytes),
+                None => alive = transmit(port, &[bytes], &mut self.sending),
             }
         }
         self.fabric.scratch = scratch;
@@ -476,7 +476,7 @@ impl Switch {
                 }
                 Stage::Leaving(to) => {
                     if let Some(port) = self.ports.get_mut(to) {
-                        if !deliver_counted(&self.data.fd, port, &item.frame) {
+                        if !transmit(port, &[&item.frame], &mut self.sending) {
                             dead.push(to);
                         }
                     }

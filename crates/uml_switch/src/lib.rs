@@ -1,7 +1,7 @@
 //! A userspace Ethernet switch for User-Mode Linux guests.
 //!
 //! Guests attach with the old `daemon` transport (control requests on a stream
-//! socket, frames over one shared datagram socket) or with the vector
+//! socket, frames over a datagram socket of each port's own) or with the vector
 //! transport's BESS mode (one SOCK_SEQPACKET connection per guest); a tap
 //! device can be one more port. All share one learning table.
 
@@ -9,8 +9,9 @@
 //! Modules: [`switch`] holds the state and start-up, [`control`] the control
 //! plane (requests, port lifetime), [`forward`] the forwarding decision,
 //! [`event_loop`] the epoll loop and data path, [`batch`] the batched
-//! `recvmmsg`/`sendmmsg` of the shared data socket, [`owner`] who a
-//! requested data socket belongs to. The lab fabric: [`vlan`] (802.1Q),
+//! `recvmmsg` of a data socket, [`port_socket`] a daemon port's own data
+//! socket, [`backlog`] the batched sends and the frames waiting for room,
+//! [`owner`] who a requested data socket belongs to. The lab fabric: [`vlan`] (802.1Q),
 //! [`link_emulation`] (delay, loss, rate...), [`vxlan`] (uplinks),
 //! [`endpoint`] (`--endpoint` listeners with a port template), and
 //! [`fabric`], their data path and run-time changes. Management (issue 13): [`mgmt`]
@@ -18,6 +19,7 @@
 //! frame counters, [`events`] the event stream.
 
 pub mod activation;
+pub mod backlog;
 pub mod batch;
 pub mod capture;
 pub mod cli;
@@ -33,6 +35,7 @@ pub mod link_emulation;
 pub mod log;
 pub mod mgmt;
 pub mod owner;
+pub mod port_socket;
 pub mod ports;
 pub mod switch;
 pub mod vlan;

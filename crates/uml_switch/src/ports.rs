@@ -17,6 +17,8 @@ use uml_proto::vxlan::VxlanHeader;
 
 pub use crate::fabric::PortFabric;
 
+use crate::backlog::Backlog;
+
 use crate::counters::{RxCounters, TxCounters};
 
 /// A port's number, as the log lines show it; never reused while the switch runs.
@@ -26,17 +28,19 @@ pub type PortId = u32;
 #[allow(clippy::large_enum_variant)] // one per port, looked up per frame: no box to chase
 #[derive(Debug)]
 pub enum Link {
-    /// A daemon-transport client: frames go to its address over the shared data socket.
+    /// A daemon-transport client. Its frames come in and go out through a
+    /// data socket of the port's own, connected to the client's; a v0
+    /// client's come in through the shared `-compat-v0` socket instead.
     Daemon {
-        /// Where to send its frames.
-        addr: UnixAddr,
-        /// Its address as frames from it carry it.
+        /// The port's data socket, connected to the client's data socket.
+        data: OwnedFd,
+        /// The client's data socket address, as its request named it (the
+        /// key of a v0 client's frames on the shared socket).
         key: PeerAddr,
+        /// Whether its frames arrive on the shared socket (a v0 client).
+        shared: bool,
         /// The control connection; the port lives as long as it stays open.
         control: UnixStream,
-        /// A filesystem data socket held open, so that `addr` (its
-        /// `/proc/self/fd` name) keeps reaching the socket that was checked.
-        pin: Option<OwnedFd>,
     },
     /// A BESS (SOCK_SEQPACKET) connection: one frame per message.
     Bess(OwnedFd),
@@ -54,8 +58,8 @@ pub enum Link {
 }
 
 impl Link {
-    /// The descriptor whose readiness matters: the control connection of a
-    /// daemon port (its frames arrive on the shared socket), else the frames'.
+    /// The descriptor watched as [`PortId`]'s own: the control connection of
+    /// a daemon port (its data socket is watched apart), else the frames'.
     pub fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Link::Daemon { control, .. } => control.as_fd(),
@@ -83,20 +87,12 @@ pub struct Port {
     /// the fast path serves as the switch always did.
     pub fabric: Option<Box<PortFabric>>,
     // managed switch (issue 13): counters, bumped where the port is at hand.
-    /// What it sent us (BESS and tap ports; a daemon port's are in its [`Source`]).
+    /// What it sent us.
     pub rx: RxCounters,
     /// What we sent it.
     pub tx: TxCounters,
-}
-
-/// A daemon port as frames from it find it: its number, and its receive
-/// counters, kept here so that counting costs no second look-up.
-#[derive(Debug)]
-pub struct Source {
-    /// The port.
-    pub id: PortId,
-    /// What it sent us.
-    pub rx: RxCounters,
+    /// Frames waiting for room in its queue (daemon and BESS ports).
+    pub backlog: Backlog,
 }
 
 /// Every open port, in the order they were made.
@@ -106,8 +102,8 @@ pub struct PortTable {
     /// Port ids in the order they were made, for flooding.
     order: Vec<PortId>,
     next: PortId,
-    /// Daemon ports by the address their frames come from.
-    by_key: HashMap<PeerAddr, Source>,
+    /// Daemon ports by their client's data socket address.
+    by_key: HashMap<PeerAddr, PortId>,
 }
 
 impl PortTable {
@@ -124,13 +120,7 @@ impl PortTable {
         let id = self.next;
         self.next += 1;
         if let Link::Daemon { key, .. } = &link {
-            self.by_key.insert(
-                *key,
-                Source {
-                    id,
-                    rx: RxCounters::default(),
-                },
-            );
+            self.by_key.insert(*key, id);
         }
         let port = Port {
             id,
@@ -138,6 +128,7 @@ impl PortTable {
             fabric: None,
             rx: RxCounters::default(),
             tx: TxCounters::default(),
+            backlog: Backlog::default(),
         };
         self.ports.insert(id, port);
         self.order.push(id);
@@ -147,12 +138,10 @@ impl PortTable {
     /// Removes a port; returns it (with every count it had) so its
     /// descriptors can be unwatched.
     pub fn remove(&mut self, id: PortId) -> Option<Port> {
-        let mut port = self.ports.remove(&id)?;
+        let port = self.ports.remove(&id)?;
         if let Link::Daemon { key, .. } = &port.link {
-            if self.by_key.get(key).is_some_and(|s| s.id == id) {
-                if let Some(source) = self.by_key.remove(key) {
-                    port.rx = source.rx;
-                }
+            if self.by_key.get(key) == Some(&id) {
+                self.by_key.remove(key);
             }
         }
         self.order.retain(|&p| p != id);
@@ -174,23 +163,14 @@ impl PortTable {
         self.ports.values().any(|p| p.fabric.is_some())
     }
 
-    /// The daemon port whose frames come from `key`.
+    /// The daemon port whose client's data socket is at `key`.
     pub fn by_source(&self, key: &PeerAddr) -> Option<PortId> {
-        self.by_key.get(key).map(|s| s.id)
+        self.by_key.get(key).copied()
     }
 
-    /// The daemon port whose frames come from `key`, with its receive counters.
-    pub fn source_mut(&mut self, key: &PeerAddr) -> Option<&mut Source> {
-        self.by_key.get_mut(key)
-    }
-
-    /// What port `id` sent us, wherever its transport keeps it.
+    /// What port `id` sent us.
     pub fn rx(&self, id: PortId) -> Option<RxCounters> {
-        let port = self.ports.get(&id)?;
-        match &port.link {
-            Link::Daemon { key, .. } => self.by_key.get(key).map(|s| s.rx),
-            _ => Some(port.rx),
-        }
+        self.ports.get(&id).map(|port| port.rx)
     }
 
     /// Every port, in the order they were made.

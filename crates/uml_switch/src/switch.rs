@@ -3,20 +3,19 @@
 //! and the data path in [`crate::event_loop`].
 
 use std::io::{self, IsTerminal};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+use nix::sys::socket::{MultiHeaders, SockType, UnixAddr};
 use uml_host::pid_file::{PidFile, PidFileError, PreparedPidFile};
 use uml_host::socket_file::{BoundPath, SocketFile, SocketFileError};
 use uml_host::tun::{TunError, open_tap};
-use uml_proto::switch::PeerAddr;
 
+use crate::backlog::SEND_BATCH;
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
 use crate::endpoint::EndpointSpec;
@@ -26,6 +25,7 @@ use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
 use crate::log::log_line;
 use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
+use crate::port_socket::Namer;
 use crate::ports::{Link, PortId, PortTable};
 use crate::vxlan::VxlanConfig;
 
@@ -99,13 +99,20 @@ pub(crate) fn sys(what: &'static str) -> impl Fn(nix::Error) -> SwitchError {
     }
 }
 
-/// The shared datagram socket daemon-transport frames travel through.
+/// The shared datagram socket of `-compat-v0` mode, where v0 clients send
+/// their frames (every other daemon port has a data socket of its own).
 pub(crate) struct DataSocket {
     pub(crate) fd: OwnedFd,
-    /// The 110 bytes every v1/v3 client is told to send its frames to.
-    pub(crate) addr: PeerAddr,
-    /// The socket file of `-compat-v0` mode, removed at exit.
-    _file: Option<SocketFile>,
+    /// The socket file, removed at exit.
+    _file: SocketFile,
+}
+
+/// What sending frames to ports needs between calls.
+pub(crate) struct Sending {
+    /// `sendmmsg`'s headers, allocated once.
+    pub(crate) headers: MultiHeaders<UnixAddr>,
+    /// Ports whose backlog is waiting for epoll to report room.
+    pub(crate) arm: Vec<PortId>,
 }
 
 /// A running switch.
@@ -114,7 +121,11 @@ pub struct Switch {
     pub(crate) epoll: Epoll,
     pub(crate) signals: SignalFd,
     pub(crate) control: BoundPath,
-    pub(crate) data: DataSocket,
+    /// The shared `-compat-v0` data socket.
+    pub(crate) data: Option<DataSocket>,
+    /// Names the daemon ports' own data sockets.
+    pub(crate) namer: Namer,
+    pub(crate) sending: Sending,
     pub(crate) bess: Option<BoundPath>,
     pub(crate) pending: PendingRequests,
     pub(crate) backoff: AcceptBackoff,
@@ -167,19 +178,10 @@ impl Switch {
         };
         let data = match &cfg.compat_v0_data {
             Some(path) => {
-                let bound = BoundPath::bind(path, SockType::Datagram)?;
-                let addr = PeerAddr::from_path(path).map_err(|e| SwitchError::Sys {
-                    what: "data socket path",
-                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
-                })?;
-                let (fd, file) = bound.into_parts();
-                DataSocket {
-                    fd,
-                    addr,
-                    _file: Some(file),
-                }
+                let (fd, file) = BoundPath::bind(path, SockType::Datagram)?.into_parts();
+                Some(DataSocket { fd, _file: file })
             }
-            None => bind_abstract_data_socket()?,
+            None => None,
         };
         let bess = match passed.bess {
             Some(listener) => {
@@ -213,7 +215,9 @@ impl Switch {
                 .map_err(sys("watching a socket"))
         };
         watch(control.fd.as_fd(), Token::Control)?;
-        watch(data.fd.as_fd(), Token::Data)?;
+        if let Some(data) = &data {
+            watch(data.fd.as_fd(), Token::Data)?;
+        }
         if let Some(bess) = &bess {
             watch(bess.fd.as_fd(), Token::Bess)?;
         }
@@ -231,6 +235,11 @@ impl Switch {
             signals,
             control,
             data,
+            namer: Namer::default(),
+            sending: Sending {
+                headers: MultiHeaders::preallocate(SEND_BATCH, None),
+                arm: Vec::new(),
+            },
             bess,
             pending: PendingRequests::default(),
             backoff: AcceptBackoff::default(),
@@ -324,41 +333,4 @@ impl Switch {
         }
         log_line(&line);
     }
-}
-
-/// Our data socket: an abstract name built like the kernel's (a zero byte, pid,
-/// microseconds), bound with the full 110-byte length.
-fn bind_abstract_data_socket() -> Result<DataSocket, SwitchError> {
-    let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    for attempt in 0..16 {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .map_err(sys("creating the data socket"))?;
-        let usecs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i32::try_from(d.subsec_micros()).unwrap_or(0))
-            .wrapping_add(attempt);
-        let addr = PeerAddr::kernel_style(pid, usecs);
-        let name = addr.abstract_name().unwrap_or_default();
-        let unix = UnixAddr::new_abstract(name).map_err(sys("naming the data socket"))?;
-        match bind(fd.as_raw_fd(), &unix) {
-            Ok(()) => {
-                return Ok(DataSocket {
-                    fd,
-                    addr,
-                    _file: None,
-                });
-            }
-            Err(Errno::EADDRINUSE) => continue,
-            Err(e) => return Err(sys("binding the data socket")(e)),
-        }
-    }
-    Err(SwitchError::Sys {
-        what: "binding the data socket",
-        source: io::Error::from(io::ErrorKind::AddrInUse),
-    })
 }

@@ -1,0 +1,258 @@
+//! Frames held for a port whose socket queue is full, sent when it has room.
+//!
+//! A datagram receiver's queue is short (`net.unix.max_dgram_qlen`, 10 by
+//! default), so a burst for one port fills it while its reader is merely
+//! scheduled out. Instead of dropping the rest, the switch keeps up to a
+//! bounded backlog per port and asks epoll to say when the port's own socket
+//! (connected to the client's) can take frames again: the kernel wakes a
+//! connected datagram or seqpacket socket's writers when the peer's queue
+//! drains. A port that stops reading fills its backlog and then loses frames,
+//! counted; it never holds up the others.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
+
+/// Frames held for one port at most.
+pub const BACKLOG_FRAMES: usize = 256;
+/// Bytes held for one port at most (a few jumbo frames, or many small ones).
+pub const BACKLOG_BYTES: usize = 1 << 20;
+/// Frames handed to the kernel per `sendmmsg` at most.
+pub const SEND_BATCH: usize = 64;
+
+/// Whether a send error means the port's peer is gone for good.
+pub fn peer_gone(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ECONNREFUSED | Errno::ENOENT | Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN
+    )
+}
+
+/// What became of the frames offered to a port's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// How many the kernel took, from the front.
+    pub taken: usize,
+    /// Whether the port's peer is gone for good.
+    pub gone: bool,
+    /// Whether the peer's queue was full when the rest was offered.
+    pub full: bool,
+}
+
+/// Sends `frames` in order on a connected socket without waiting, as many as
+/// the peer's queue takes. A frame refused for another reason than a full
+/// queue or a vanished peer is skipped: counted as taken, its index put in
+/// `lost` (nothing would make it go later).
+pub fn send_connected<'a>(
+    fd: BorrowedFd<'_>,
+    headers: &mut MultiHeaders<UnixAddr>,
+    frames: &[&'a [u8]],
+    lost: &mut Vec<usize>,
+) -> Sent {
+    const NO_ADDRESS: [Option<UnixAddr>; SEND_BATCH] = [None; SEND_BATCH];
+    let mut taken = 0;
+    while taken < frames.len() {
+        let chunk = &frames[taken..frames.len().min(taken + SEND_BATCH)];
+        let slices: Vec<[IoSlice<'a>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
+        match sendmmsg(
+            fd.as_raw_fd(),
+            headers,
+            slices.iter(),
+            &NO_ADDRESS[..chunk.len()],
+            [],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(results) => taken += results.count().max(1),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN | Errno::ENOBUFS) => {
+                return Sent {
+                    taken,
+                    gone: false,
+                    full: true,
+                };
+            }
+            Err(e) if peer_gone(e) => {
+                return Sent {
+                    taken,
+                    gone: true,
+                    full: false,
+                };
+            }
+            Err(_) => {
+                lost.push(taken);
+                taken += 1;
+            }
+        }
+    }
+    Sent {
+        taken,
+        gone: false,
+        full: false,
+    }
+}
+
+/// The frames waiting for one port.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Whether epoll was asked to report the port's socket writable.
+    pub armed: bool,
+}
+
+impl Backlog {
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// How many frames wait.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Keeps a copy of `frame` at the end; false (and nothing kept) when the
+    /// backlog is full.
+    pub fn push(&mut self, frame: &[u8]) -> bool {
+        if self.frames.len() >= BACKLOG_FRAMES || self.bytes + frame.len() > BACKLOG_BYTES {
+            return false;
+        }
+        self.bytes += frame.len();
+        self.frames.push_back(frame.to_vec());
+        true
+    }
+
+    /// Offers the waiting frames to the port's socket, oldest first; those the
+    /// kernel took (or refused for good, counted in `lost`) leave the
+    /// backlog. Returns what `send_connected` said; the lengths of the frames
+    /// taken go to `taken_lens`, for the counters.
+    pub fn flush(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        headers: &mut MultiHeaders<UnixAddr>,
+        taken_lens: &mut Vec<usize>,
+        lost: &mut u64,
+    ) -> Sent {
+        let mut total = Sent {
+            taken: 0,
+            gone: false,
+            full: false,
+        };
+        while !self.frames.is_empty() {
+            let front: Vec<&[u8]> = self
+                .frames
+                .iter()
+                .take(SEND_BATCH)
+                .map(Vec::as_slice)
+                .collect();
+            let offered = front.len();
+            let mut refused = Vec::new();
+            let sent = send_connected(fd, headers, &front, &mut refused);
+            for (i, frame) in self.frames.drain(..sent.taken).enumerate() {
+                self.bytes -= frame.len();
+                if refused.contains(&i) {
+                    *lost += 1;
+                } else {
+                    taken_lens.push(frame.len());
+                }
+            }
+            total.taken += sent.taken;
+            if sent.gone || sent.full || sent.taken < offered {
+                total.gone = sent.gone;
+                total.full = sent.full;
+                return total;
+            }
+        }
+        total
+    }
+
+    /// Forgets every waiting frame; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.frames.len();
+        self.frames.clear();
+        self.bytes = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    fn headers() -> MultiHeaders<UnixAddr> {
+        MultiHeaders::preallocate(SEND_BATCH, None)
+    }
+
+    /// A connected pair whose receiving end holds at most what the system allows.
+    fn pair() -> (UnixDatagram, UnixDatagram) {
+        let (a, b) = UnixDatagram::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        (a, b)
+    }
+
+    fn drain(b: &UnixDatagram) -> Vec<Vec<u8>> {
+        b.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| b.recv(&mut buf).ok().map(|n| buf[..n].to_vec())).collect()
+    }
+
+    #[test]
+    fn a_full_queue_stops_the_send_and_nothing_is_reordered() {
+        let (a, b) = pair();
+        let frames: Vec<Vec<u8>> = (0..2000u16).map(|i| i.to_le_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let mut refused = Vec::new();
+        let sent = send_connected(a.as_fd(), &mut headers(), &refs, &mut refused);
+        assert!(sent.full, "2000 datagrams fit a queue: {sent:?}");
+        assert!(!sent.gone);
+        assert!(refused.is_empty());
+        let mut lost = 0;
+        let got = drain(&b);
+        assert_eq!(got.len(), sent.taken);
+        assert_eq!(got, frames[..sent.taken]);
+
+        // The rest waits in a backlog and follows in order once there is room.
+        let mut backlog = Backlog::default();
+        for f in &frames[sent.taken..sent.taken + 100] {
+            assert!(backlog.push(f));
+        }
+        let mut lens = Vec::new();
+        let flushed = backlog.flush(a.as_fd(), &mut headers(), &mut lens, &mut lost);
+        assert_eq!((flushed.taken, flushed.full), (100, false));
+        assert!(backlog.is_empty());
+        assert_eq!(lens, vec![2; 100]);
+        assert_eq!(drain(&b), frames[sent.taken..sent.taken + 100]);
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_in_frames_and_bytes() {
+        let mut backlog = Backlog::default();
+        for _ in 0..BACKLOG_FRAMES {
+            assert!(backlog.push(&[0u8; 60]));
+        }
+        assert!(!backlog.push(&[0u8; 60]));
+        assert_eq!(backlog.clear(), BACKLOG_FRAMES);
+        let jumbo = vec![0u8; 65535];
+        let fit = BACKLOG_BYTES / jumbo.len();
+        for _ in 0..fit {
+            assert!(backlog.push(&jumbo));
+        }
+        assert!(!backlog.push(&jumbo));
+        assert_eq!(backlog.len(), fit);
+    }
+
+    #[test]
+    fn a_vanished_peer_is_gone() {
+        let (a, b) = pair();
+        drop(b);
+        let sent = send_connected(a.as_fd(), &mut headers(), &[b"x"], &mut Vec::new());
+        assert!(sent.gone, "{sent:?}");
+        assert_eq!(sent.taken, 0);
+    }
+}
