@@ -308,6 +308,49 @@ fn uml_switch_holds_a_burst_for_a_reader_that_is_late_and_keeps_its_order() {
 }
 
 #[test]
+fn uml_switch_paces_a_sender_to_a_slow_reader_instead_of_dropping() {
+    // a sends 3000 frames to b as fast as it can; b reads them all, pausing
+    // now and then. Far more than b's queue and its backlog in the switch
+    // hold: the switch stops reading a while b's backlog is long, so a's
+    // sends wait, and nothing is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let mgmt = dir.path().join("mgmt");
+    let switch = SwitchProcess::start(dir.path(), &["--mgmt", mgmt.to_str().unwrap()]);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    b.send(BROADCAST, b"b is here");
+    assert_eq!(a.drain().len(), 1);
+    let to = b.mac;
+    // a stays connected (the thread hands it back) until b has read all:
+    // a port's frames still waiting in the switch go when it closes.
+    let sender = std::thread::spawn(move || {
+        for n in 0..3000u32 {
+            a.send(to, &n.to_le_bytes());
+        }
+        a
+    });
+    let mut got = Vec::new();
+    while let Some(f) = b.recv() {
+        got.push(u32::from_le_bytes(f[14..18].try_into().unwrap()));
+        if got.len() % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let _a = sender.join().unwrap();
+    let ports = Command::new(our_tool("uml_switchctl"))
+        .arg(&mgmt)
+        .arg("ports")
+        .output()
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        3000,
+        "frames lost: {}",
+        String::from_utf8_lossy(&ports.stdout)
+    );
+    assert_eq!(got, (0..3000).collect::<Vec<_>>());
+}
+
+#[test]
 fn uml_switch_hub_floods_unicast() {
     let switch = SwitchProcess::in_tempdir(&["-hub"]);
     assert!(switch.log().contains("will be a hub instead of a switch"));

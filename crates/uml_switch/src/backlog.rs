@@ -8,18 +8,34 @@
 //! connected datagram or seqpacket socket's writers when the peer's queue
 //! drains. A port that stops reading fills its backlog and then loses frames,
 //! counted; it never holds up the others.
+//!
+//! A backlog that grows is also the switch taking frames faster than a
+//! reader can: past [`HOLD_AT`] frames the port holds back the ports whose
+//! frames filled it (the switch stops reading them, so their senders wait,
+//! as they would on a slower switch) until its backlog is empty. A reader
+//! that makes no progress for [`STALL_AFTER`] is stalled: it holds no one
+//! back any more, and its frames are dropped once its backlog is full, until
+//! it reads again.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
+
+use crate::ports::PortId;
 
 /// Frames held for one port at most.
 pub const BACKLOG_FRAMES: usize = 256;
 /// Bytes held for one port at most (a few jumbo frames, or many small ones).
 pub const BACKLOG_BYTES: usize = 1 << 20;
+/// Backlog length from which a port holds back the ports that fill it.
+pub const HOLD_AT: usize = 64;
+/// How long a port with a backlog may make no progress before it counts
+/// as stalled and holds no one back.
+pub const STALL_AFTER: Duration = Duration::from_millis(20);
 /// Frames handed to the kernel per `sendmmsg` at most.
 pub const SEND_BATCH: usize = 64;
 
@@ -101,6 +117,12 @@ pub struct Backlog {
     bytes: usize,
     /// Whether epoll was asked to report the port's socket writable.
     pub armed: bool,
+    /// The ports held back until this backlog is empty.
+    pub holding: Vec<PortId>,
+    /// When the port last took frames, or its backlog began.
+    pub progress: Option<Instant>,
+    /// Whether the port made no progress for [`STALL_AFTER`].
+    pub stalled: bool,
 }
 
 impl Backlog {
@@ -114,11 +136,28 @@ impl Backlog {
         self.frames.len()
     }
 
+    /// Whether the port should hold back the port whose frames it just took.
+    pub fn wants_hold(&self) -> bool {
+        self.frames.len() >= HOLD_AT && !self.stalled
+    }
+
+    /// Whether the port holds ports back and has made no progress for
+    /// [`STALL_AFTER`] by `now`.
+    pub fn stalled_by(&self, now: Instant) -> bool {
+        !self.holding.is_empty()
+            && self
+                .progress
+                .is_some_and(|p| now.saturating_duration_since(p) >= STALL_AFTER)
+    }
+
     /// Keeps a copy of `frame` at the end; false (and nothing kept) when the
     /// backlog is full.
     pub fn push(&mut self, frame: &[u8]) -> bool {
         if self.frames.len() >= BACKLOG_FRAMES || self.bytes + frame.len() > BACKLOG_BYTES {
             return false;
+        }
+        if self.frames.is_empty() {
+            self.progress = Some(Instant::now());
         }
         self.bytes += frame.len();
         self.frames.push_back(frame.to_vec());
@@ -160,6 +199,10 @@ impl Backlog {
                 }
             }
             total.taken += sent.taken;
+            if sent.taken > 0 {
+                self.progress = Some(Instant::now());
+                self.stalled = false;
+            }
             if sent.gone || sent.full || sent.taken < offered {
                 total.gone = sent.gone;
                 total.full = sent.full;

@@ -417,6 +417,7 @@ impl Switch {
 
     /// Closes a port: unwatched, forgotten by the learning table, logged.
     pub(crate) fn close_port(&mut self, id: PortId, message: &str) {
+        self.release_holds(id);
         let Some(mut port) = self.ports.remove(id) else {
             return;
         };

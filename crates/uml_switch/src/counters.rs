@@ -96,13 +96,16 @@ impl RateWindow {
         }
     }
 
+    /// Whether a sample is due at `now` (the last is [`SAMPLE_EVERY`] old).
+    pub fn due(&self, now: Instant) -> bool {
+        self.samples
+            .back()
+            .is_none_or(|&(t, _, _)| now.saturating_duration_since(t) >= SAMPLE_EVERY)
+    }
+
     /// Records the totals at `now`, at most once a second, keeping [`RATE_WINDOW`].
     pub fn sample(&mut self, now: Instant, frames: u64, bytes: u64) {
-        if self
-            .samples
-            .back()
-            .is_some_and(|&(t, _, _)| now.saturating_duration_since(t) < SAMPLE_EVERY)
-        {
+        if !self.due(now) {
             return;
         }
         self.samples.push_back((now, frames, bytes));

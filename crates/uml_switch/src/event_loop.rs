@@ -11,7 +11,7 @@ use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
 use uml_proto::ethernet::EthernetHeader;
 use zerocopy::IntoBytes;
 
-use crate::backlog::{peer_gone, send_connected};
+use crate::backlog::{STALL_AFTER, peer_gone, send_connected};
 use crate::batch::{Outgoing, RX_BATCH};
 use crate::control::ACCEPT_RETRY;
 use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
@@ -126,6 +126,10 @@ impl Switch {
                 let left = due.saturating_duration_since(Instant::now());
                 wake = wake.min(left.checked_add(Duration::from_micros(999)).unwrap_or(left));
             }
+            // A port holding others back is checked for stalling.
+            if !self.sending.holders.is_empty() {
+                wake = wake.min(STALL_AFTER);
+            }
             // managed switch: capture output waiting for its reader.
             wake = self.managed.wake_within().map_or(wake, |w| w.min(wake));
             let timeout = EpollTimeout::try_from(wake).unwrap_or(EpollTimeout::NONE);
@@ -168,7 +172,10 @@ impl Switch {
                 }
             }
             self.arm_backlogs();
+            // Whatever no source claimed holds no one.
+            self.hold_backed_up(None);
             let now = Instant::now();
+            self.check_stalls(now);
             if self.next_timer().is_some() {
                 self.release_due(now);
             }
@@ -223,6 +230,9 @@ impl Switch {
                         port.rx.runt += 1;
                     }
                     self.forward(id, &buf[..n]);
+                    if self.ports.get(id).is_some_and(|p| p.held > 0) {
+                        break;
+                    }
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
@@ -303,6 +313,7 @@ impl Switch {
         if let Some(ts) = ts {
             self.capture_sent(frame, ts);
         }
+        self.hold_backed_up(Some(from));
         for id in dead {
             self.close_port(id, "Disconnect");
         }
@@ -313,6 +324,11 @@ impl Switch {
     /// sends the copies for each port in one more.
     fn receive_frames(&mut self, inlet: Inlet) {
         for _ in 0..RECEIVES_PER_TURN {
+            if let Inlet::Port(id) = inlet {
+                if self.ports.get(id).is_some_and(|p| p.held > 0) {
+                    return;
+                }
+            }
             let received = match inlet {
                 Inlet::Port(id) => match self.ports.get(id).map(|p| &p.link) {
                     Some(Link::Daemon { data, .. }) => self.rx.receive(data.as_fd(), false),
@@ -397,6 +413,10 @@ impl Switch {
                 }
             }
             self.send_outgoing();
+            self.hold_backed_up(match inlet {
+                Inlet::Port(id) => Some(id),
+                Inlet::Shared => None,
+            });
             if count < RX_BATCH {
                 return;
             }
@@ -442,7 +462,7 @@ impl Switch {
         else {
             return false;
         };
-        let Some((fd, token, base)) = queued_socket(link, id) else {
+        let Some((fd, _, _)) = queued_socket(link, id) else {
             return true;
         };
         let mut lens = Vec::new();
@@ -457,10 +477,9 @@ impl Switch {
             return false;
         }
         if backlog.is_empty() {
-            let _ = self
-                .epoll
-                .modify(fd, &mut EpollEvent::new(base, token.into()));
             backlog.armed = false;
+            self.set_interest(id);
+            self.release_holds(id);
         }
         true
     }
@@ -468,15 +487,109 @@ impl Switch {
     /// Asks epoll to report room for every port that got a backlog.
     pub(crate) fn arm_backlogs(&mut self) {
         for id in std::mem::take(&mut self.sending.arm) {
-            let Some(Port { link, backlog, .. }) = self.ports.get_mut(id) else {
+            let Some(Port { backlog, .. }) = self.ports.get_mut(id) else {
                 continue;
             };
             if backlog.armed || backlog.is_empty() {
                 continue;
             }
-            if let Some((fd, token, base)) = queued_socket(link, id) {
-                let mut event = EpollEvent::new(base | EpollFlags::EPOLLOUT, token.into());
-                backlog.armed = self.epoll.modify(fd, &mut event).is_ok();
+            backlog.armed = true;
+            self.set_interest(id);
+        }
+    }
+
+    /// Tells epoll what port `id`'s queued socket is watched for now: its
+    /// frames unless it is held back, room while it has a backlog.
+    fn set_interest(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(id) else {
+            return;
+        };
+        if let Some((fd, token, base)) = queued_socket(&port.link, id) {
+            let mut flags = base;
+            if port.held > 0 {
+                flags.remove(EpollFlags::EPOLLIN);
+            }
+            if port.backlog.armed {
+                flags |= EpollFlags::EPOLLOUT;
+            }
+            let _ = self
+                .epoll
+                .modify(fd, &mut EpollEvent::new(flags, token.into()));
+        }
+    }
+
+    /// The ports whose backlog the frames just sent made grow hold back
+    /// `from`, the port those frames came from (none: they hold no one).
+    pub(crate) fn hold_backed_up(&mut self, from: Option<PortId>) {
+        if self.sending.backed_up.is_empty() {
+            return;
+        }
+        let mut backed_up = std::mem::take(&mut self.sending.backed_up);
+        if let Some(from) = from {
+            for &to in &backed_up {
+                self.hold(from, to);
+            }
+        }
+        backed_up.clear();
+        self.sending.backed_up = backed_up;
+    }
+
+    /// Port `to`'s backlog grew with `from`'s frames: `from` is not read
+    /// until `to` has sent its backlog (or stalls, or closes).
+    fn hold(&mut self, from: PortId, to: PortId) {
+        let holdable = self.ports.get(from).is_some_and(|p| match &p.link {
+            Link::Daemon { shared, .. } => !shared,
+            Link::Bess(_) => true,
+            Link::Tap(_) | Link::Vxlan { .. } => false,
+        });
+        let Some(dest) = self.ports.get_mut(to) else {
+            return;
+        };
+        if !holdable || from == to || dest.backlog.holding.contains(&from) {
+            return;
+        }
+        dest.backlog.holding.push(from);
+        if !self.sending.holders.contains(&to) {
+            self.sending.holders.push(to);
+        }
+        if let Some(source) = self.ports.get_mut(from) {
+            source.held += 1;
+            if source.held == 1 {
+                self.set_interest(from);
+            }
+        }
+    }
+
+    /// Lets go of every port that port `to` holds back.
+    pub(crate) fn release_holds(&mut self, to: PortId) {
+        let Some(dest) = self.ports.get_mut(to) else {
+            return;
+        };
+        for from in std::mem::take(&mut dest.backlog.holding) {
+            if let Some(source) = self.ports.get_mut(from) {
+                source.held = source.held.saturating_sub(1);
+                if source.held == 0 {
+                    self.set_interest(from);
+                }
+            }
+        }
+    }
+
+    /// A port that holds others back and has taken nothing for
+    /// [`STALL_AFTER`] is stalled: it lets them go.
+    fn check_stalls(&mut self, now: Instant) {
+        if self.sending.holders.is_empty() {
+            return;
+        }
+        for to in std::mem::take(&mut self.sending.holders) {
+            let Some(dest) = self.ports.get_mut(to) else {
+                continue;
+            };
+            if dest.backlog.stalled_by(now) {
+                dest.backlog.stalled = true;
+                self.release_holds(to);
+            } else if !dest.backlog.holding.is_empty() {
+                self.sending.holders.push(to);
             }
         }
     }
@@ -581,6 +694,9 @@ pub(crate) fn transmit(port: &mut Port, frames: &[&[u8]], sending: &mut Sending)
     }
     if !port.backlog.armed && !port.backlog.is_empty() {
         sending.arm.push(port.id);
+    }
+    if port.backlog.wants_hold() {
+        sending.backed_up.push(port.id);
     }
     true
 }

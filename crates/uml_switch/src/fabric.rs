@@ -413,11 +413,12 @@ impl Switch {
         }
         let mut dead = Vec::new();
         for &to in &targets {
-            if !self.send_out(to, c) {
+            if !self.send_out(from, to, c) {
                 dead.push(to);
             }
         }
         self.fabric.targets = targets;
+        self.hold_backed_up(Some(from));
         for id in dead {
             self.close_port(id, "Disconnect");
         }
@@ -425,7 +426,7 @@ impl Switch {
 
     /// Sends a frame out of port `to` as its VLAN setting wants it, through
     /// its emulated output if it has one. False when the port is gone for good.
-    fn send_out(&mut self, to: PortId, c: &Classified) -> bool {
+    fn send_out(&mut self, from: PortId, to: PortId, c: &Classified) -> bool {
         let Some(port) = self.ports.get_mut(to) else {
             return true;
         };
@@ -440,7 +441,7 @@ impl Switch {
                     for &due in &self.fabric.due {
                         self.fabric.schedule.push(
                             due,
-                            Stage::Leaving(to),
+                            Stage::Leaving(to, from),
                             c.vid,
                             c.pcp_dei,
                             bytes.to_vec(),
@@ -474,12 +475,13 @@ impl Switch {
                         self.switch_classified(from, &c);
                     }
                 }
-                Stage::Leaving(to) => {
+                Stage::Leaving(to, from) => {
                     if let Some(port) = self.ports.get_mut(to) {
                         if !transmit(port, &[&item.frame], &mut self.sending) {
                             dead.push(to);
                         }
                     }
+                    self.hold_backed_up(Some(from));
                 }
             }
         }

@@ -337,8 +337,9 @@ impl Emulator {
 pub enum Stage {
     /// It came in through this port's emulated input: now it is switched.
     Arrived(PortId),
-    /// It was switched to this port's emulated output: now it is sent there.
-    Leaving(PortId),
+    /// It was switched to this port's emulated output (the first port; the
+    /// second is where it came from): now it is sent there.
+    Leaving(PortId, PortId),
 }
 
 /// A frame waiting for its time.
@@ -542,7 +543,7 @@ mod tests {
         let now = Instant::now();
         s.push(
             now + Duration::from_millis(20),
-            Stage::Leaving(1),
+            Stage::Leaving(1, 2),
             0,
             0,
             vec![2],
@@ -556,7 +557,7 @@ mod tests {
         );
         s.push(
             now + Duration::from_millis(20),
-            Stage::Leaving(1),
+            Stage::Leaving(1, 2),
             0,
             0,
             vec![3],

@@ -865,8 +865,11 @@ impl Switch {
                 self.ended(ended);
             }
         }
-        let (rx, _, _) = self.totals();
-        self.managed.rate.sample(now, rx.frames, rx.bytes);
+        // Summing every port's counters is worth it once a sample is due.
+        if self.managed.rate.due(now) {
+            let (rx, _, _) = self.totals();
+            self.managed.rate.sample(now, rx.frames, rx.bytes);
+        }
         if now.saturating_duration_since(self.managed.last_drop_report) >= DROP_REPORT_EVERY {
             self.managed.last_drop_report = now;
             if self.managed.listening() {

@@ -93,6 +93,9 @@ pub struct Port {
     pub tx: TxCounters,
     /// Frames waiting for room in its queue (daemon and BESS ports).
     pub backlog: Backlog,
+    /// How many ports' backlogs hold it back: its frames are not read
+    /// while this is not zero.
+    pub held: u32,
 }
 
 /// Every open port, in the order they were made.
@@ -129,6 +132,7 @@ impl PortTable {
             rx: RxCounters::default(),
             tx: TxCounters::default(),
             backlog: Backlog::default(),
+            held: 0,
         };
         self.ports.insert(id, port);
         self.order.push(id);

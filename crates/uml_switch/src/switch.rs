@@ -113,6 +113,11 @@ pub(crate) struct Sending {
     pub(crate) headers: MultiHeaders<UnixAddr>,
     /// Ports whose backlog is waiting for epoll to report room.
     pub(crate) arm: Vec<PortId>,
+    /// Ports whose backlog holds other ports back, watched for stalling.
+    pub(crate) holders: Vec<PortId>,
+    /// Ports whose backlog grew past the hold mark since the frames' source
+    /// was last told.
+    pub(crate) backed_up: Vec<PortId>,
 }
 
 /// A running switch.
@@ -239,6 +244,8 @@ impl Switch {
             sending: Sending {
                 headers: MultiHeaders::preallocate(SEND_BATCH, None),
                 arm: Vec::new(),
+                holders: Vec::new(),
+                backed_up: Vec::new(),
             },
             bess,
             pending: PendingRequests::default(),
