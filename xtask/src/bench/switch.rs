@@ -181,7 +181,12 @@ impl Running {
                     find_program("uml_switch")
                         .context("the C uml_switch (uml-utilities) is missing")?,
                 );
-                c.arg("-unix").arg(&ctl).stdin(Stdio::null());
+                // One stderr line per frame it drops for a full queue: kept
+                // out of the table.
+                c.arg("-unix")
+                    .arg(&ctl)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null());
                 c
             }
             Kind::Ours | Kind::OursCapturing => {
