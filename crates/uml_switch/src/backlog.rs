@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, sendmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, send, sendmmsg};
 
 use crate::ports::PortId;
 
@@ -70,18 +70,26 @@ pub fn send_connected<'a>(
 ) -> Sent {
     const NO_ADDRESS: [Option<UnixAddr>; SEND_BATCH] = [None; SEND_BATCH];
     let mut taken = 0;
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     while taken < frames.len() {
         let chunk = &frames[taken..frames.len().min(taken + SEND_BATCH)];
-        let slices: Vec<[IoSlice<'a>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
-        match sendmmsg(
-            fd.as_raw_fd(),
-            headers,
-            slices.iter(),
-            &NO_ADDRESS[..chunk.len()],
-            [],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(results) => taken += results.count().max(1),
+        let sent = if let [frame] = chunk {
+            // One frame (light load, ping-pong): a plain send is cheaper.
+            send(fd.as_raw_fd(), frame, flags).map(|_| 1)
+        } else {
+            let slices: Vec<[IoSlice<'a>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
+            sendmmsg(
+                fd.as_raw_fd(),
+                headers,
+                slices.iter(),
+                &NO_ADDRESS[..chunk.len()],
+                [],
+                flags,
+            )
+            .map(|results| results.count())
+        };
+        match sent {
+            Ok(count) => taken += count.max(1),
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN | Errno::ENOBUFS) => {
                 return Sent {

@@ -436,12 +436,19 @@ impl Switch {
         while let Some(first) = self.tx.get(start) {
             let to = first.to;
             let end = start + self.tx[start..].iter().take_while(|o| o.to == to).count();
-            let frames: Vec<&[u8]> = self.tx[start..end]
-                .iter()
-                .map(|o| self.rx.frame(o.slot, o.len))
-                .collect();
+            let group = &self.tx[start..end];
+            let one;
+            let many: Vec<&[u8]>;
+            // A lone frame (light load) needs no list.
+            let frames: &[&[u8]] = if let [o] = group {
+                one = [self.rx.frame(o.slot, o.len)];
+                &one
+            } else {
+                many = group.iter().map(|o| self.rx.frame(o.slot, o.len)).collect();
+                &many
+            };
             if let Some(port) = self.ports.get_mut(to) {
-                if !transmit(port, &frames, &mut self.sending) {
+                if !transmit(port, frames, &mut self.sending) {
                     dead.push(to);
                 }
             }
