@@ -351,6 +351,97 @@ fn uml_switch_paces_a_sender_to_a_slow_reader_instead_of_dropping() {
 }
 
 #[test]
+fn uml_switch_a_reader_that_dawdles_holds_a_sender_back_only_briefly() {
+    // s sends 300 frames to d and 300 to e, interleaved. d reads one frame
+    // every 10 ms, just often enough never to look stalled; e reads all.
+    // Holding s back for d's sake stops s's frames for e too, so it lasts at
+    // most 20 ms a second: e has all its frames long before d has read 100
+    // (which takes d a second). d loses what its backlog cannot hold.
+    let switch = SwitchProcess::in_tempdir(&[]);
+    let (s, d, e) = (
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+        Client::connect(&switch.ctl),
+    );
+    d.send(BROADCAST, b"d is here");
+    e.send(BROADCAST, b"e is here");
+    assert_eq!(s.drain().len(), 2);
+    d.drain();
+    e.drain();
+    let (to_d, to_e) = (d.mac, e.mac);
+    let sender = std::thread::spawn(move || {
+        for n in 0..300u32 {
+            s.send(to_d, &n.to_le_bytes());
+            s.send(to_e, &n.to_le_bytes());
+        }
+        s
+    });
+    let d_read = std::sync::Arc::new(AtomicU32::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dawdler = {
+        let (d_read, done) = (d_read.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if d.recv().is_some() {
+                    d_read.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut got_e = 0;
+    while got_e < 300 && e.recv().is_some() {
+        got_e += 1;
+    }
+    let d_by_then = d_read.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let _s = sender.join().unwrap();
+    dawdler.join().unwrap();
+    assert_eq!(
+        got_e, 300,
+        "e's frames stopped coming (d had read {d_by_then})"
+    );
+    assert!(
+        d_by_then < 100,
+        "e's frames took as long as d's slow reading: d read {d_by_then} first"
+    );
+}
+
+#[test]
+fn uml_switch_closes_a_port_whose_client_turns_its_socket_elsewhere() {
+    // a connects its data socket to its port's, lets a frame queue, then
+    // connects it elsewhere: the kernel drops the queue and flags an error
+    // (ECONNRESET) on the port's socket. The switch takes the error and
+    // closes the port, instead of being woken by it for ever.
+    let mut switch = SwitchProcess::in_tempdir(&[]);
+    let (a, b) = (Client::connect(&switch.ctl), Client::connect(&switch.ctl));
+    a.port.data.connect_addr(&a.port.switch).unwrap();
+    a.send(BROADCAST, b"a is here");
+    assert_eq!(b.drain().len(), 1);
+    b.send(a.mac, b"queued for a");
+    std::thread::sleep(Duration::from_millis(200));
+    let elsewhere_dir = tempfile::tempdir().unwrap();
+    let elsewhere = UnixDatagram::bind(elsewhere_dir.path().join("x")).unwrap();
+    a.port.data.connect(elsewhere_dir.path().join("x")).unwrap();
+    wait_until(Instant::now() + WAIT, "a's port to close", || {
+        switch.log().matches("Disconnect").count() == 1
+    });
+    drop(elsewhere);
+    // The switch goes on switching, and is not busy.
+    let c = Client::connect(&switch.ctl);
+    c.send(BROADCAST, b"c is here");
+    assert_eq!(b.drain().len(), 1);
+    let before = cpu_ticks(pid_of(&switch.child).as_raw());
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = cpu_ticks(pid_of(&switch.child).as_raw()) - before;
+    assert!(
+        spent * 1000 / ticks_per_second() < 250,
+        "the switch spins: {spent} ticks in 0.5 s"
+    );
+    assert!(switch.alive());
+}
+
+#[test]
 fn uml_switch_hub_floods_unicast() {
     let switch = SwitchProcess::in_tempdir(&["-hub"]);
     assert!(switch.log().contains("will be a hub instead of a switch"));

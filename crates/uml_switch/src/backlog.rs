@@ -12,10 +12,13 @@
 //! A backlog that grows is also the switch taking frames faster than a
 //! reader can: past [`HOLD_AT`] frames the port holds back the ports whose
 //! frames filled it (the switch stops reading them, so their senders wait,
-//! as they would on a slower switch) until its backlog is empty. A reader
-//! that makes no progress for [`STALL_AFTER`] is stalled: it holds no one
-//! back any more, and its frames are dropped once its backlog is full, until
-//! it reads again.
+//! as they would on a slower switch) until its backlog is empty. Holding
+//! back stops every frame of the held port, not only those for the slow
+//! reader, so it is bounded: a port whose backlog is not sent within
+//! [`STALL_AFTER`] lets them go and holds no one back for [`HOLD_COOLDOWN`]
+//! (its frames are dropped once its backlog is full). A reader that stops,
+//! or reads just fast enough on purpose, delays the others by at most
+//! [`STALL_AFTER`] a [`HOLD_COOLDOWN`].
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -33,9 +36,10 @@ pub const BACKLOG_FRAMES: usize = 256;
 pub const BACKLOG_BYTES: usize = 1 << 20;
 /// Backlog length from which a port holds back the ports that fill it.
 pub const HOLD_AT: usize = 64;
-/// How long a port with a backlog may make no progress before it counts
-/// as stalled and holds no one back.
+/// How long a port may hold others back in one go.
 pub const STALL_AFTER: Duration = Duration::from_millis(20);
+/// How long a port that held others back for [`STALL_AFTER`] holds no one.
+pub const HOLD_COOLDOWN: Duration = Duration::from_secs(1);
 /// Frames handed to the kernel per `sendmmsg` at most.
 pub const SEND_BATCH: usize = 64;
 
@@ -91,7 +95,9 @@ pub fn send_connected<'a>(
         match sent {
             Ok(count) => taken += count.max(1),
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN | Errno::ENOBUFS) => {
+            // ENOBUFS is the kernel short of memory, not a full queue: epoll
+            // would not wait for it, so such a frame is lost, not kept.
+            Err(Errno::EAGAIN) => {
                 return Sent {
                     taken,
                     gone: false,
@@ -126,11 +132,11 @@ pub struct Backlog {
     /// Whether epoll was asked to report the port's socket writable.
     pub armed: bool,
     /// The ports held back until this backlog is empty.
-    pub holding: Vec<PortId>,
-    /// When the port last took frames, or its backlog began.
-    pub progress: Option<Instant>,
-    /// Whether the port made no progress for [`STALL_AFTER`].
-    pub stalled: bool,
+    holding: Vec<PortId>,
+    /// Since when it holds ports back.
+    holding_since: Option<Instant>,
+    /// Until when it may hold no one back, after holding too long.
+    no_hold_until: Option<Instant>,
 }
 
 impl Backlog {
@@ -146,16 +152,47 @@ impl Backlog {
 
     /// Whether the port should hold back the port whose frames it just took.
     pub fn wants_hold(&self) -> bool {
-        self.frames.len() >= HOLD_AT && !self.stalled
+        self.frames.len() >= HOLD_AT && self.may_hold(Instant::now())
     }
 
-    /// Whether the port holds ports back and has made no progress for
-    /// [`STALL_AFTER`] by `now`.
-    pub fn stalled_by(&self, now: Instant) -> bool {
+    /// Whether the port may hold anyone back at `now` (it is not cooling down).
+    pub fn may_hold(&self, now: Instant) -> bool {
+        self.no_hold_until.is_none_or(|until| now >= until)
+    }
+
+    /// Holds `from` back from `now`; false if it already was.
+    pub fn start_holding(&mut self, from: PortId, now: Instant) -> bool {
+        if self.holding.contains(&from) {
+            return false;
+        }
+        if self.holding.is_empty() {
+            self.holding_since = Some(now);
+        }
+        self.holding.push(from);
+        true
+    }
+
+    /// Whether the port holds ports back, and has for [`STALL_AFTER`] by `now`.
+    pub fn held_too_long(&self, now: Instant) -> bool {
         !self.holding.is_empty()
             && self
-                .progress
-                .is_some_and(|p| now.saturating_duration_since(p) >= STALL_AFTER)
+                .holding_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= STALL_AFTER)
+    }
+
+    /// Lets go of every port held back, and returns them; `cooldown`: the
+    /// port held too long and may hold no one for [`HOLD_COOLDOWN`] from `now`.
+    pub fn stop_holding(&mut self, now: Instant, cooldown: bool) -> Vec<PortId> {
+        if cooldown {
+            self.no_hold_until = now.checked_add(HOLD_COOLDOWN);
+        }
+        self.holding_since = None;
+        std::mem::take(&mut self.holding)
+    }
+
+    /// Whether it holds anyone back.
+    pub fn is_holding(&self) -> bool {
+        !self.holding.is_empty()
     }
 
     /// Keeps a copy of `frame` at the end; false (and nothing kept) when the
@@ -163,9 +200,6 @@ impl Backlog {
     pub fn push(&mut self, frame: &[u8]) -> bool {
         if self.frames.len() >= BACKLOG_FRAMES || self.bytes + frame.len() > BACKLOG_BYTES {
             return false;
-        }
-        if self.frames.is_empty() {
-            self.progress = Some(Instant::now());
         }
         self.bytes += frame.len();
         self.frames.push_back(frame.to_vec());
@@ -207,10 +241,6 @@ impl Backlog {
                 }
             }
             total.taken += sent.taken;
-            if sent.taken > 0 {
-                self.progress = Some(Instant::now());
-                self.stalled = false;
-            }
             if sent.gone || sent.full || sent.taken < offered {
                 total.gone = sent.gone;
                 total.full = sent.full;
@@ -296,6 +326,28 @@ mod tests {
         }
         assert!(!backlog.push(&jumbo));
         assert_eq!(backlog.len(), fit);
+    }
+
+    #[test]
+    fn holding_back_is_bounded_in_time_and_then_cools_down() {
+        let mut backlog = Backlog::default();
+        let t0 = Instant::now();
+        assert!(backlog.may_hold(t0));
+        assert!(backlog.start_holding(3, t0));
+        assert!(!backlog.start_holding(3, t0), "held twice");
+        assert!(backlog.start_holding(4, t0 + STALL_AFTER / 2));
+        assert!(!backlog.held_too_long(t0 + STALL_AFTER / 2));
+        // The first hold's time counts for all: a later one does not extend it.
+        let late = t0 + STALL_AFTER;
+        assert!(backlog.held_too_long(late));
+        assert_eq!(backlog.stop_holding(late, true), vec![3, 4]);
+        assert!(!backlog.is_holding());
+        assert!(!backlog.may_hold(late + HOLD_COOLDOWN / 2));
+        assert!(backlog.may_hold(late + HOLD_COOLDOWN));
+        // A backlog sent in time lets go without cooling down.
+        assert!(backlog.start_holding(5, late + HOLD_COOLDOWN));
+        assert_eq!(backlog.stop_holding(late + HOLD_COOLDOWN, false), vec![5]);
+        assert!(backlog.may_hold(late + HOLD_COOLDOWN));
     }
 
     #[test]

@@ -417,7 +417,7 @@ impl Switch {
 
     /// Closes a port: unwatched, forgotten by the learning table, logged.
     pub(crate) fn close_port(&mut self, id: PortId, message: &str) {
-        self.release_holds(id);
+        self.release_holds(id, false);
         let Some(mut port) = self.ports.remove(id) else {
             return;
         };

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
+use nix::sys::socket::sockopt::SocketError;
+use nix::sys::socket::{MsgFlags, SockaddrIn, getsockopt, sendmsg};
 use uml_proto::ethernet::EthernetHeader;
 use zerocopy::IntoBytes;
 
@@ -171,9 +172,6 @@ impl Switch {
                     None => {}
                 }
             }
-            self.arm_backlogs();
-            // Whatever no source claimed holds no one.
-            self.hold_backed_up(None);
             let now = Instant::now();
             self.check_stalls(now);
             if self.next_timer().is_some() {
@@ -186,6 +184,10 @@ impl Switch {
             }
             self.resume_listeners(now);
             self.managed_tick(now);
+            // Last, after the emulated links' frames have left too.
+            self.arm_backlogs();
+            // Whatever no source claimed holds no one.
+            self.hold_backed_up(None);
         }
     }
 
@@ -248,6 +250,18 @@ impl Switch {
     /// A daemon port's data socket is ready: frames from its client, room
     /// in the client's queue for the port's backlog, or an error.
     fn port_data_ready(&mut self, id: PortId, events: EpollFlags) {
+        if events.contains(EpollFlags::EPOLLERR) {
+            // Taken here, also while the port is held back and its frames
+            // are not read: a pending error would wake the loop for ever.
+            let error = match self.ports.get(id).map(|p| &p.link) {
+                Some(Link::Daemon { data, .. }) => getsockopt(data, SocketError).unwrap_or(0),
+                _ => 0,
+            };
+            if peer_gone(Errno::from_raw(error)) {
+                self.close_port(id, "Disconnect");
+                return;
+            }
+        }
         if events.contains(EpollFlags::EPOLLOUT) && !self.flush_backlog(id) {
             return;
         }
@@ -486,7 +500,7 @@ impl Switch {
         if backlog.is_empty() {
             backlog.armed = false;
             self.set_interest(id);
-            self.release_holds(id);
+            self.release_holds(id, false);
         }
         true
     }
@@ -552,10 +566,9 @@ impl Switch {
         let Some(dest) = self.ports.get_mut(to) else {
             return;
         };
-        if !holdable || from == to || dest.backlog.holding.contains(&from) {
+        if !holdable || from == to || !dest.backlog.start_holding(from, Instant::now()) {
             return;
         }
-        dest.backlog.holding.push(from);
         if !self.sending.holders.contains(&to) {
             self.sending.holders.push(to);
         }
@@ -567,12 +580,13 @@ impl Switch {
         }
     }
 
-    /// Lets go of every port that port `to` holds back.
-    pub(crate) fn release_holds(&mut self, to: PortId) {
+    /// Lets go of every port that port `to` holds back; `cooldown`: it held
+    /// them too long, and holds no one for a while.
+    pub(crate) fn release_holds(&mut self, to: PortId, cooldown: bool) {
         let Some(dest) = self.ports.get_mut(to) else {
             return;
         };
-        for from in std::mem::take(&mut dest.backlog.holding) {
+        for from in dest.backlog.stop_holding(Instant::now(), cooldown) {
             if let Some(source) = self.ports.get_mut(from) {
                 source.held = source.held.saturating_sub(1);
                 if source.held == 0 {
@@ -582,8 +596,7 @@ impl Switch {
         }
     }
 
-    /// A port that holds others back and has taken nothing for
-    /// [`STALL_AFTER`] is stalled: it lets them go.
+    /// A port that has held others back for [`STALL_AFTER`] lets them go.
     fn check_stalls(&mut self, now: Instant) {
         if self.sending.holders.is_empty() {
             return;
@@ -592,10 +605,9 @@ impl Switch {
             let Some(dest) = self.ports.get_mut(to) else {
                 continue;
             };
-            if dest.backlog.stalled_by(now) {
-                dest.backlog.stalled = true;
-                self.release_holds(to);
-            } else if !dest.backlog.holding.is_empty() {
+            if dest.backlog.held_too_long(now) {
+                self.release_holds(to, true);
+            } else if dest.backlog.is_holding() {
                 self.sending.holders.push(to);
             }
         }
@@ -675,8 +687,9 @@ pub(crate) fn transmit(port: &mut Port, frames: &[&[u8]], sending: &mut Sending)
             return true;
         }
     };
+    let was_empty = port.backlog.is_empty();
     let mut rest = frames;
-    if port.backlog.is_empty() {
+    if was_empty {
         let mut lost = Vec::new();
         let sent = send_connected(fd, &mut sending.headers, frames, &mut lost);
         for (i, frame) in frames[..sent.taken].iter().enumerate() {
@@ -699,7 +712,8 @@ pub(crate) fn transmit(port: &mut Port, frames: &[&[u8]], sending: &mut Sending)
             port.tx.queue_full += 1;
         }
     }
-    if !port.backlog.armed && !port.backlog.is_empty() {
+    // Listed once, when its backlog begins.
+    if was_empty && !port.backlog.armed && !port.backlog.is_empty() {
         sending.arm.push(port.id);
     }
     if port.backlog.wants_hold() {

@@ -54,34 +54,32 @@ fn sys(what: &'static str) -> impl Fn(Errno) -> PortSocketError {
     move |source| PortSocketError::Sys { what, source }
 }
 
-/// Where fresh names come from: this process, a random salt (so that no
-/// other user can bind the names in advance) and a counter.
-#[derive(Debug)]
+/// Where fresh names come from: this process, a counter, and random bits
+/// drawn for each name, so that another user who sees the names (in
+/// `/proc/net/unix`) cannot bind the next ones in advance.
+#[derive(Debug, Default)]
 pub struct Namer {
-    salt: u64,
     next: u64,
 }
 
-impl Default for Namer {
-    fn default() -> Self {
-        // std's hasher keys come from the system's random source.
-        let salt = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Self { salt, next: 0 }
-    }
+/// 64 bits no other user can predict: std's hasher keys come from the
+/// system's random source, and each new `RandomState` hashes with other keys.
+fn random_bits() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 impl Namer {
-    /// The next name: `uml_switch.PID.SALT.N` in the abstract namespace,
+    /// The next name: `uml_switch.PID.N.RANDOM` in the abstract namespace,
     /// padded with zeros to the whole `sun_path`.
     fn next_name(&mut self) -> Option<PeerAddr> {
         self.next += 1;
         let text = format!(
-            "uml_switch.{}.{:016x}.{}",
+            "uml_switch.{}.{}.{:016x}",
             std::process::id(),
-            self.salt,
-            self.next
+            self.next,
+            random_bits()
         );
         let mut name = [0u8; SUN_PATH_LEN - 1];
         let len = text.len().min(name.len());
@@ -174,6 +172,14 @@ mod tests {
         assert_eq!(a.abstract_name().map(<[u8]>::len), Some(SUN_PATH_LEN - 1));
         let other = Namer::default().next_name().unwrap();
         assert_ne!(a, other, "two switches in one process share no names");
+        // The random part differs from name to name, not only the counter.
+        let random = |n: &PeerAddr| {
+            n.abstract_name().unwrap()[..60]
+                .rsplit(|&c| c == b'.')
+                .next()
+                .map(<[u8]>::to_vec)
+        };
+        assert_ne!(random(&a), random(&b));
     }
 
     #[test]
