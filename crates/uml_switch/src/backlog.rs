@@ -34,6 +34,40 @@ use crate::ports::PortId;
 pub const BACKLOG_FRAMES: usize = 256;
 /// Bytes held for one port at most (a few jumbo frames, or many small ones).
 pub const BACKLOG_BYTES: usize = 1 << 20;
+/// Bytes held for all ports together at most: many ports that never read
+/// cannot make the switch hold more than this.
+pub const TOTAL_BACKLOG_BYTES: usize = 64 << 20;
+
+/// The bytes every backlog of a switch holds, against a limit.
+#[derive(Debug)]
+pub struct Budget {
+    used: usize,
+    limit: usize,
+}
+
+impl Budget {
+    /// Nothing held yet; at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { used: 0, limit }
+    }
+
+    /// The bytes held now.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    fn take(&mut self, len: usize) -> bool {
+        if self.used + len > self.limit {
+            return false;
+        }
+        self.used += len;
+        true
+    }
+
+    fn give_back(&mut self, len: usize) {
+        self.used = self.used.saturating_sub(len);
+    }
+}
 /// Backlog length from which a port holds back the ports that fill it.
 pub const HOLD_AT: usize = 64;
 /// How long a port may hold others back in one go.
@@ -196,9 +230,12 @@ impl Backlog {
     }
 
     /// Keeps a copy of `frame` at the end; false (and nothing kept) when the
-    /// backlog is full.
-    pub fn push(&mut self, frame: &[u8]) -> bool {
-        if self.frames.len() >= BACKLOG_FRAMES || self.bytes + frame.len() > BACKLOG_BYTES {
+    /// backlog, or the switch's `budget` for all of them, is full.
+    pub fn push(&mut self, frame: &[u8], budget: &mut Budget) -> bool {
+        if self.frames.len() >= BACKLOG_FRAMES
+            || self.bytes + frame.len() > BACKLOG_BYTES
+            || !budget.take(frame.len())
+        {
             return false;
         }
         self.bytes += frame.len();
@@ -216,6 +253,7 @@ impl Backlog {
         headers: &mut MultiHeaders<UnixAddr>,
         taken_lens: &mut Vec<usize>,
         lost: &mut u64,
+        budget: &mut Budget,
     ) -> Sent {
         let mut total = Sent {
             taken: 0,
@@ -234,6 +272,7 @@ impl Backlog {
             let sent = send_connected(fd, headers, &front, &mut refused);
             for (i, frame) in self.frames.drain(..sent.taken).enumerate() {
                 self.bytes -= frame.len();
+                budget.give_back(frame.len());
                 if refused.contains(&i) {
                     *lost += 1;
                 } else {
@@ -251,9 +290,10 @@ impl Backlog {
     }
 
     /// Forgets every waiting frame; returns how many there were.
-    pub fn clear(&mut self) -> usize {
+    pub fn clear(&mut self, budget: &mut Budget) -> usize {
         let n = self.frames.len();
         self.frames.clear();
+        budget.give_back(self.bytes);
         self.bytes = 0;
         n
     }
@@ -300,11 +340,14 @@ mod tests {
 
         // The rest waits in a backlog and follows in order once there is room.
         let mut backlog = Backlog::default();
+        let mut budget = Budget::new(TOTAL_BACKLOG_BYTES);
         for f in &frames[sent.taken..sent.taken + 100] {
-            assert!(backlog.push(f));
+            assert!(backlog.push(f, &mut budget));
         }
+        assert_eq!(budget.used(), 200);
         let mut lens = Vec::new();
-        let flushed = backlog.flush(a.as_fd(), &mut headers(), &mut lens, &mut lost);
+        let flushed = backlog.flush(a.as_fd(), &mut headers(), &mut lens, &mut lost, &mut budget);
+        assert_eq!(budget.used(), 0);
         assert_eq!((flushed.taken, flushed.full), (100, false));
         assert!(backlog.is_empty());
         assert_eq!(lens, vec![2; 100]);
@@ -314,18 +357,33 @@ mod tests {
     #[test]
     fn the_backlog_is_bounded_in_frames_and_bytes() {
         let mut backlog = Backlog::default();
+        let mut budget = Budget::new(TOTAL_BACKLOG_BYTES);
         for _ in 0..BACKLOG_FRAMES {
-            assert!(backlog.push(&[0u8; 60]));
+            assert!(backlog.push(&[0u8; 60], &mut budget));
         }
-        assert!(!backlog.push(&[0u8; 60]));
-        assert_eq!(backlog.clear(), BACKLOG_FRAMES);
+        assert!(!backlog.push(&[0u8; 60], &mut budget));
+        assert_eq!(backlog.clear(&mut budget), BACKLOG_FRAMES);
+        assert_eq!(budget.used(), 0);
         let jumbo = vec![0u8; 65535];
         let fit = BACKLOG_BYTES / jumbo.len();
         for _ in 0..fit {
-            assert!(backlog.push(&jumbo));
+            assert!(backlog.push(&jumbo, &mut budget));
         }
-        assert!(!backlog.push(&jumbo));
+        assert!(!backlog.push(&jumbo, &mut budget));
         assert_eq!(backlog.len(), fit);
+    }
+
+    #[test]
+    fn all_backlogs_together_stay_within_the_switchs_budget() {
+        let mut budget = Budget::new(1000);
+        let (mut a, mut b) = (Backlog::default(), Backlog::default());
+        assert!(a.push(&[0u8; 600], &mut budget));
+        assert!(!b.push(&[0u8; 600], &mut budget), "over the budget");
+        assert!(b.push(&[0u8; 400], &mut budget));
+        assert_eq!(budget.used(), 1000);
+        a.clear(&mut budget);
+        assert!(b.push(&[0u8; 600], &mut budget));
+        assert_eq!(budget.used(), 1000);
     }
 
     #[test]

@@ -428,7 +428,7 @@ impl Switch {
             let _ = self.epoll.delete(data);
         }
         // What waited for it is lost with it.
-        port.tx.queue_full += port.backlog.clear() as u64;
+        port.tx.queue_full += port.backlog.clear(&mut self.sending.budget) as u64;
         self.backoff.freed = true;
         self.table.forget_port(id);
         if port.fabric.is_some() {

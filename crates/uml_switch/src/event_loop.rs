@@ -488,7 +488,13 @@ impl Switch {
         };
         let mut lens = Vec::new();
         let mut lost = 0;
-        let sent = backlog.flush(fd, &mut self.sending.headers, &mut lens, &mut lost);
+        let sent = backlog.flush(
+            fd,
+            &mut self.sending.headers,
+            &mut lens,
+            &mut lost,
+            &mut self.sending.budget,
+        );
         tx.queue_full += lost;
         for len in lens {
             tx.frame(len);
@@ -708,7 +714,7 @@ pub(crate) fn transmit(port: &mut Port, frames: &[&[u8]], sending: &mut Sending)
         return true;
     }
     for frame in rest {
-        if !port.backlog.push(frame) {
+        if !port.backlog.push(frame, &mut sending.budget) {
             port.tx.queue_full += 1;
         }
     }

@@ -15,7 +15,7 @@ use uml_host::pid_file::{PidFile, PidFileError, PreparedPidFile};
 use uml_host::socket_file::{BoundPath, SocketFile, SocketFileError};
 use uml_host::tun::{TunError, open_tap};
 
-use crate::backlog::SEND_BATCH;
+use crate::backlog::{Budget, SEND_BATCH, TOTAL_BACKLOG_BYTES};
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
 use crate::endpoint::EndpointSpec;
@@ -118,6 +118,8 @@ pub(crate) struct Sending {
     /// Ports whose backlog grew past the hold mark since the frames' source
     /// was last told.
     pub(crate) backed_up: Vec<PortId>,
+    /// The bytes all backlogs hold.
+    pub(crate) budget: Budget,
 }
 
 /// A running switch.
@@ -246,6 +248,7 @@ impl Switch {
                 arm: Vec::new(),
                 holders: Vec::new(),
                 backed_up: Vec::new(),
+                budget: Budget::new(TOTAL_BACKLOG_BYTES),
             },
             bess,
             pending: PendingRequests::default(),
