@@ -339,13 +339,19 @@ startup = "touch /lab/ready"
     );
     lab.up();
     for m in ["polite", "deaf", "frozen"] {
-        wait_until(Instant::now() + WAIT, "the ready file", || {
+        let ready = try_wait_until(Instant::now() + WAIT, || {
             lab.run_dir()
                 .join("vm")
                 .join(m)
                 .join("share/ready")
                 .exists()
+                .then_some(())
         });
+        assert!(
+            ready.is_some(),
+            "{m} never wrote /lab/ready\n{}",
+            lab.diagnostics()
+        );
     }
     assert_eq!(
         lab.ok(&["stop", "polite", "--timeout", "20"]),
