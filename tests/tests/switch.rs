@@ -690,13 +690,8 @@ fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
     );
     // A v0 client: type, MAC, its address; no reply.
     let v0_path = dir.path().join("v0.sock");
-    let v0 = UnixDatagram::bind(&v0_path).unwrap();
+    let (v0, _control) = v0_client(&ctl, &v0_path, MacAddr([2, 0, 0, 0, 0, 0x10]));
     v0.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut request = vec![0u8; 4];
-    request.extend_from_slice(&[2, 0, 0, 0, 0, 0x10]);
-    request.extend_from_slice(PeerAddr::from_path(&v0_path).unwrap().as_bytes());
-    let mut control = UnixStream::connect(&ctl).unwrap();
-    control.write_all(&request).unwrap();
     // A BESS client: a seqpacket connection, one frame per message.
     let bess = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Unix,

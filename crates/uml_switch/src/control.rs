@@ -15,7 +15,7 @@ use uml_proto::switch::{ControlRequest, ControlRequestError, PeerAddr, ProtocolV
 use zerocopy::IntoBytes;
 
 use crate::endpoint::EndpointKind;
-use crate::event_loop::Token;
+use crate::event_loop::{Token, queued_socket};
 use crate::log::log_line;
 use crate::owner::{Examined, Owner, examine, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
@@ -400,15 +400,12 @@ impl Switch {
                 port.link.fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Port(id).into()),
             );
-            if let Link::Daemon { data, shared, .. } = &port.link {
-                let events = if *shared {
-                    EpollFlags::empty()
-                } else {
-                    EpollFlags::EPOLLIN
-                };
-                let _ = self
-                    .epoll
-                    .add(data, EpollEvent::new(events, Token::PortData(id).into()));
+            // A daemon port's data socket is watched apart, as its backlog
+            // and holding back will change it.
+            if let (Link::Daemon { .. }, Some((data, token, base))) =
+                (&port.link, queued_socket(&port.link, id))
+            {
+                let _ = self.epoll.add(data, EpollEvent::new(base, token.into()));
             }
         }
         self.port_opened(id); // managed switch: described, announced
