@@ -352,25 +352,10 @@ impl Drop for Uml {
 
 /// Processes in process group `group` whose command is linux.uml.
 fn leftover_helpers(group: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the command's closing parenthesis: state, ppid, pgrp.
-            let pgrp = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            pgrp == Some(group)
-                && cmdline
-                    .split(|&b| b == 0)
-                    .next()
-                    .is_some_and(|c| c.ends_with(b"linux.uml"))
-        })
+    uml_host::process::group_members(group)
+        .into_iter()
+        .filter(|m| m.program_ends_with(b"linux.uml"))
+        .map(|m| m.pid)
         .collect()
 }
 

@@ -16,7 +16,8 @@
 //!   connections, `SCM_RIGHTS`);
 //! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`);
 //! - [`datagram`]: many unix datagrams and their senders' names per
-//!   `recvmmsg`, each name the sender's own.
+//!   `recvmmsg`, each name the sender's own;
+//! - [`process`]: the members of a process group, as `/proc` shows them.
 
 pub mod datagram;
 pub mod devices;
@@ -24,6 +25,7 @@ pub mod fd;
 pub mod file_lock;
 #[cfg(feature = "publish")]
 pub mod pid_file;
+pub mod process;
 #[cfg(feature = "publish")]
 pub mod publish;
 pub mod socket_file;

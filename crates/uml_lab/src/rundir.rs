@@ -456,23 +456,10 @@ fn stat(pid: i32) -> Option<(char, u64)> {
 /// Processes of process group `group` whose command line carries `mark`:
 /// helpers a UML forked, left behind when the kernel itself was killed.
 pub fn group_members(group: i32, mark: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let pgrp = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            pgrp == Some(group)
-                && cmdline
-                    .split(|&b| b == 0)
-                    .any(|arg| contains(arg, mark.as_bytes()))
-        })
+    uml_host::process::group_members(group)
+        .into_iter()
+        .filter(|m| m.has_arg_containing(mark.as_bytes()))
+        .map(|m| m.pid)
         .collect()
 }
 

@@ -1,0 +1,96 @@
+//! Other processes as `/proc` shows them.
+
+/// A live process of a process group, with its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Its process ID.
+    pub pid: i32,
+    /// Its command line, one entry per argument (as `/proc/PID/cmdline` holds it).
+    pub args: Vec<Vec<u8>>,
+}
+
+impl GroupMember {
+    /// Whether any of its arguments contains `needle`.
+    pub fn has_arg_containing(&self, needle: &[u8]) -> bool {
+        !needle.is_empty()
+            && self
+                .args
+                .iter()
+                .any(|arg| arg.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// Whether its program (the first argument) ends with `suffix`.
+    pub fn program_ends_with(&self, suffix: &[u8]) -> bool {
+        self.args.first().is_some_and(|p| p.ends_with(suffix))
+    }
+}
+
+/// The processes of process group `group`: what a killed UML kernel can leave
+/// behind (its helpers and its guest's host processes share its group).
+/// Processes that end while they are read are left out.
+pub fn group_members(group: i32) -> Vec<GroupMember> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| process_group(pid) == Some(group))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            Some(GroupMember { pid, args })
+        })
+        .collect()
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+pub fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis (the command may hold one
+    // itself): state, ppid, pgrp.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn a_child_in_a_group_of_its_own_is_found_with_its_arguments() {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let members = group_members(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(members.len(), 1, "{members:?}");
+        assert_eq!(members[0].pid, pid);
+        assert!(members[0].program_ends_with(b"sleep"));
+        assert!(members[0].has_arg_containing(b"30"));
+        assert!(!members[0].has_arg_containing(b"31"));
+        assert!(!members[0].has_arg_containing(b""));
+    }
+
+    #[test]
+    fn our_own_group_is_read_from_stat() {
+        let own = nix::unistd::getpgrp().as_raw();
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(process_group(me), Some(own));
+    }
+}
