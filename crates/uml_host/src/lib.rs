@@ -17,7 +17,8 @@
 //! - [`tty`]: giving up a controlling terminal (`TIOCNOTTY`);
 //! - [`datagram`]: many unix datagrams and their senders' names per
 //!   `recvmmsg`, each name the sender's own;
-//! - [`process`]: the members of a process group, as `/proc` shows them.
+//! - [`process`]: the members of a process group, as `/proc` shows them, and
+//!   starting a program without address randomization (`setarch -R`).
 
 pub mod datagram;
 pub mod devices;

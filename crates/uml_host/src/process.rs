@@ -1,4 +1,14 @@
-//! Other processes as `/proc` shows them.
+//! Other processes: the members of a process group as `/proc` shows them,
+//! and how a program is started.
+#![expect(
+    unsafe_code,
+    reason = "a child's personality is set between fork and exec, which only `pre_exec` (unsafe) reaches; the one block says why it is sound"
+)]
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::personality::{self, Persona};
 
 /// A live process of a process group, with its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +71,31 @@ pub fn process_group(pid: i32) -> Option<i32> {
         .ok()
 }
 
+/// Makes `cmd`'s program start without address-space randomization, as
+/// `setarch -R` does (`personality(ADDR_NO_RANDOMIZE)`; its other
+/// personality flags are kept).
+///
+/// For UML kernels: the kernel adds the gap that a randomized heap start
+/// leaves after its program (up to 1 GiB on x86-64) to its "physical"
+/// memory, and the page map and hash tables sized for that take up to
+/// 20 MiB of the memory the machine was given, a different amount at every
+/// boot. The kernel's own code sits at a fixed address (the program is not
+/// position-independent), so little randomization is given up.
+pub fn exec_without_address_randomization(cmd: &mut Command) {
+    let hook = || {
+        let persona = personality::get()?;
+        personality::set(persona | Persona::ADDR_NO_RANDOMIZE)?;
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe work is allowed: it makes two `personality` system
+    // calls and builds an error value from errno at most, allocating nothing
+    // and taking no lock the parent may have held.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -85,6 +120,24 @@ mod tests {
         assert!(members[0].has_arg_containing(b"30"));
         assert!(!members[0].has_arg_containing(b"31"));
         assert!(!members[0].has_arg_containing(b""));
+    }
+
+    #[test]
+    fn a_program_started_without_randomization_says_so() {
+        // `/proc/self/personality` is the personality in hex; 0x0040000 is ADDR_NO_RANDOMIZE.
+        let read = |cmd: &mut Command| {
+            let out = cmd.args(["/proc/self/personality"]).output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            u32::from_str_radix(String::from_utf8(out.stdout).unwrap().trim(), 16).unwrap()
+        };
+        let flag = u32::try_from(libc::ADDR_NO_RANDOMIZE).unwrap();
+        let plain = read(&mut Command::new("cat"));
+        assert_eq!(plain & flag, 0, "this test runs randomized");
+        let mut cmd = Command::new("cat");
+        exec_without_address_randomization(&mut cmd);
+        assert_eq!(read(&mut cmd), plain | flag);
+        // The parent's own is untouched.
+        assert_eq!(read(&mut Command::new("cat")), plain);
     }
 
     #[test]

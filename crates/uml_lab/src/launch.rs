@@ -448,6 +448,9 @@ pub fn start_machine(
         // Its own group: a terminal's Ctrl-C never reaches it, and stopping
         // it reaches every helper process it forks.
         .process_group(0);
+    // Every boot gets the memory the lab file gives it: with a randomized
+    // heap, the kernel takes a random share of it (see uml_host::process).
+    uml_host::process::exec_without_address_randomization(&mut cmd);
     if let Some(timeout) = machine.watchdog_timeout {
         cmd.env("UML_WATCHDOG_TIMEOUT", timeout.to_string());
     }
