@@ -19,7 +19,9 @@
 //! `--unpinned` lets the scheduler place everything. Each cell is the median
 //! of `--reps` runs by delivered frames/s. Ping-pong bounces one frame between
 //! two ports with harness and switch on one CPU, 20,000 round trips a round,
-//! the switches taking turns for `--reps` rounds; the median round is shown.
+//! the switches taking turns for `--reps` rounds; the median round is shown,
+//! with the CPU time per round trip of the switch and of the ports' threads
+//! (on one CPU their sum is the round trip, so these say where it goes).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -286,6 +288,26 @@ impl Running {
             bess: PathBuf::new(),
             forwarder: Some(addr),
         })
+    }
+
+    /// Nanoseconds on a CPU (the scheduler's count, finer than `cpu_seconds`'
+    /// ticks) and context switches, voluntary and not, of the process's main thread.
+    fn sched(&self) -> (u64, u64, u64) {
+        let pid = self.child.id();
+        let run_ns = schedstat_ns(&format!("/proc/{pid}/schedstat"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            run_ns,
+            field("voluntary_ctxt_switches:"),
+            field("nonvoluntary_ctxt_switches:"),
+        )
     }
 
     /// User plus system CPU seconds the process has used.
@@ -603,14 +625,42 @@ fn receive_port(reader: &impl AsFd, stop: &AtomicBool) -> u64 {
     }
 }
 
-/// Round trips of one frame between two daemon ports: (p50, p99).
-fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
+/// One round of ping-pong: latencies, and what the switch spent on it.
+#[derive(Debug, Clone, Copy)]
+struct PingPong {
+    p50: Duration,
+    p99: Duration,
+    /// The switch's time on a CPU per round trip (it forwards two frames).
+    switch_us: f64,
+    /// The switch's voluntary and involuntary context switches per round trip.
+    switches: (f64, f64),
+    /// The two ports' threads' time on a CPU per round trip: what the
+    /// switch's sockets cost their clients (a sender wakes the switch).
+    harness_us: f64,
+}
+
+/// The first field of a `schedstat` file: nanoseconds on a CPU.
+fn schedstat_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (the scheduler's count).
+fn thread_cpu_ns() -> u64 {
+    schedstat_ns("/proc/thread-self/schedstat")
+}
+
+/// Round trips of one frame between two daemon ports.
+fn ping_pong(running: &Running, rounds: usize) -> Result<PingPong> {
     let a = Port::daemon(running, 0)?;
     let b = Port::daemon(running, 1)?;
     let (a_mac, b_mac) = (a.mac, b.mac);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_b = Arc::clone(&stop);
     let echo = std::thread::spawn(move || {
+        let start = thread_cpu_ns();
         let mut buf = [0u8; 2048];
         let reply = frame(a_mac, b_mac, 64);
         while !stop_b.load(Ordering::Relaxed) {
@@ -618,6 +668,7 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
                 let _ = b.send(&reply);
             }
         }
+        thread_cpu_ns().saturating_sub(start)
     });
     // Teach the switch both addresses first.
     let mut buf = [0u8; 2048];
@@ -625,6 +676,8 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
     let _ = recv(a.fd.as_raw_fd(), &mut buf, MsgFlags::empty());
     let mut times = Vec::with_capacity(rounds);
     let request = frame(b_mac, a_mac, 64);
+    let before = running.sched();
+    let own_before = thread_cpu_ns();
     for _ in 0..rounds {
         let t = Instant::now();
         a.send(&request)?;
@@ -632,8 +685,10 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
             times.push(t.elapsed());
         }
     }
+    let after = running.sched();
+    let own = thread_cpu_ns().saturating_sub(own_before);
     stop.store(true, Ordering::Relaxed);
-    let _ = echo.join();
+    let echo_ns = echo.join().unwrap_or(0);
     times.sort();
     if times.is_empty() {
         bail!("no ping-pong round trip completed");
@@ -641,7 +696,14 @@ fn ping_pong(running: &Running, rounds: usize) -> Result<(Duration, Duration)> {
     // The sample `permille` of the way through the sorted round trips, rounded down.
     let last = times.len() - 1;
     let at = |permille: usize| times[last * permille / 1000];
-    Ok((at(500), at(990)))
+    let per_trip = |a: u64, b: u64| b.saturating_sub(a) as f64 / times.len() as f64;
+    Ok(PingPong {
+        p50: at(500),
+        p99: at(990),
+        switch_us: per_trip(before.0, after.0) / 1000.0,
+        harness_us: per_trip(0, own + echo_ns) / 1000.0,
+        switches: (per_trip(before.1, after.1), per_trip(before.2, after.2)),
+    })
 }
 
 /// The median run of `reps` by delivered frames/s.
@@ -801,7 +863,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .iter()
         .map(|&kind| Running::start(kind, &ours, &dir, switch_cpu))
         .collect::<Result<Vec<_>>>()?;
-    let mut rounds: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); kinds.len()];
+    let mut rounds: Vec<Vec<PingPong>> = vec![Vec::new(); kinds.len()];
     for _ in 0..reps.max(1) {
         for (k, switch) in running.iter().enumerate() {
             if pinned {
@@ -815,23 +877,41 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     drop(running);
+    // Each figure's median over the rounds, on its own.
+    let median = |r: &[PingPong], f: &dyn Fn(&PingPong) -> f64| {
+        let mut v: Vec<f64> = r.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let latencies: Vec<String> = rounds
-        .iter_mut()
+        .iter()
         .map(|r| {
-            let mut p50: Vec<Duration> = r.iter().map(|&(p, _)| p).collect();
-            let mut p99: Vec<Duration> = r.iter().map(|&(_, p)| p).collect();
-            p50.sort();
-            p99.sort();
             format!(
                 "{:.1} / {:.1} us",
-                p50[p50.len() / 2].as_secs_f64() * 1e6,
-                p99[p99.len() / 2].as_secs_f64() * 1e6
+                median(r, &|p| p.p50.as_secs_f64() * 1e6),
+                median(r, &|p| p.p99.as_secs_f64() * 1e6)
             )
         })
         .collect();
     println!(
         "| ping-pong p50 / p99 (one CPU) | | {} | | | | |",
         latencies.join(" | ")
+    );
+    let costs: Vec<String> = rounds
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.2} us ({:.2} + {:.2}); ports {:.2} us",
+                median(r, &|p| p.switch_us),
+                median(r, &|p| p.switches.0),
+                median(r, &|p| p.switches.1),
+                median(r, &|p| p.harness_us)
+            )
+        })
+        .collect();
+    println!(
+        "| ping-pong, CPU per round trip: switch (its context switches, voluntary + not); the two ports' threads | | {} | | | | |",
+        costs.join(" | ")
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
