@@ -4,6 +4,7 @@
 //! The switch tests and `cargo xtask bench switch` share it.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::Path;
@@ -25,6 +26,20 @@ pub struct SwitchClient {
     pub switch: SocketAddr,
     /// Our own data address.
     pub own: SocketAddr,
+}
+
+/// A BESS port: a SOCK_SEQPACKET connection to the switch's BESS socket at
+/// `path`, one frame per message, as the kernel's `vec` driver makes one.
+pub fn connect_bess(path: &Path) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(fd)
 }
 
 /// A full-length abstract name starting with `label`, NUL-padded as the kernel pads.

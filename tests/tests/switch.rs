@@ -693,20 +693,10 @@ fn uml_switch_compat_v0_and_bess_clients_share_the_switch() {
     let (v0, _control) = v0_client(&ctl, &v0_path, MacAddr([2, 0, 0, 0, 0, 0x10]));
     v0.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     // A BESS client: a seqpacket connection, one frame per message.
-    let bess = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        nix::sys::socket::SockFlag::empty(),
-        None,
-    )
-    .unwrap();
-    wait_until(Instant::now() + WAIT, "the BESS listener", || {
-        nix::sys::socket::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&bess),
-            &nix::sys::socket::UnixAddr::new(&bess_path).unwrap(),
-        )
-        .is_ok()
-    });
+    let bess = try_wait_until(Instant::now() + WAIT, || {
+        uml_testbed::switch_client::connect_bess(&bess_path).ok()
+    })
+    .expect("the BESS listener never took a connection");
     // Both ports exist once the switch has logged them.
     let (mut v0_port, mut bess_port) = (false, false);
     while !(v0_port && bess_port) {
@@ -1441,6 +1431,8 @@ fn asked(helper: &Path, uid: u32, args: &[&str]) -> String {
 
 const NOBODY: u32 = 65534;
 const OTHER_USER: u32 = 65533;
+const THIRD_USER: u32 = 65532;
+const FOURTH_USER: u32 = 65531;
 
 #[test]
 fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
@@ -1486,6 +1478,80 @@ fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
     );
     // Root may name any user's socket.
     assert_eq!(asked(&helper, 0, &["request", ctl, &theirs]), "ANSWERED");
+}
+
+#[test]
+fn root_uml_switch_limits_each_other_user_s_ports_and_silent_connections() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let bess = dir.path().join("bess");
+    let switch = SwitchProcess::start(
+        dir.path(),
+        &[
+            "--max-ports-per-user",
+            "2",
+            "--bess",
+            bess.to_str().unwrap(),
+        ],
+    );
+    for socket in [&switch.ctl, &bess] {
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    let tag = std::process::id();
+
+    // BESS ports count alike: the third connection is closed at once.
+    let _bess = HeldSocket::start(
+        &helper,
+        FOURTH_USER,
+        &["hold-bess", bess.to_str().unwrap(), "3"],
+        "OPEN 2",
+    );
+    switch.wait_for_line("Refused a BESS connection: uid 65531 has 2 ports (--max-ports-per-user)");
+
+    // A user gets two ports; the third request is refused.
+    let nobody = HeldSocket::start(
+        &helper,
+        NOBODY,
+        &["hold-ports", ctl, &format!("nobody-{tag}"), "3"],
+        "ANSWERED ANSWERED REFUSED",
+    );
+    switch.wait_for_line("Bad request: uid 65534 has 2 ports (--max-ports-per-user)");
+    // Another user is not held to the first one's count.
+    let _other = HeldSocket::start(
+        &helper,
+        OTHER_USER,
+        &["hold-ports", ctl, &format!("other-{tag}"), "2"],
+        "ANSWERED ANSWERED",
+    );
+    // Neither is root, nor the user the switch runs as (root here).
+    let own: Vec<SwitchClient> = (0..3)
+        .map(|i| SwitchClient::connect(&switch.ctl, &format!("root-{tag}-{i}")).unwrap())
+        .collect();
+    assert_eq!(own.len(), 3);
+    // Ports given back may be asked for again, once the switch has seen
+    // them go.
+    drop(nobody);
+    let again = try_wait_until(Instant::now() + WAIT, || {
+        let answer = asked(&helper, NOBODY, &["register", ctl, &format!("again-{tag}")]);
+        (answer == "ANSWERED").then_some(())
+    });
+    assert!(again.is_some(), "the user's closed ports still count");
+
+    // Connections that send nothing: a user keeps 8 open, the rest are
+    // closed at once, and others are still served meanwhile.
+    let _idle = HeldSocket::start(&helper, NOBODY, &["hold-idle", ctl, "40"], "OPEN 8");
+    switch.wait_for_line("Refused a connection: uid 65534 has 8 connections that sent no request");
+    assert_eq!(
+        asked(
+            &helper,
+            THIRD_USER,
+            &["register", ctl, &format!("meanwhile-{tag}")]
+        ),
+        "ANSWERED"
+    );
 }
 
 #[test]

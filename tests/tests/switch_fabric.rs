@@ -209,18 +209,8 @@ fn uml_switch_vlans_keep_domains_apart_and_trunks_carry_tags() {
 
 /// A BESS connection (SOCK_SEQPACKET, one frame per message) to `path`.
 fn bess_client(path: &Path) -> std::os::fd::OwnedFd {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, UnixAddr, connect, setsockopt, socket, sockopt,
-    };
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    use nix::sys::socket::{setsockopt, sockopt};
+    let fd = uml_testbed::switch_client::connect_bess(path).unwrap();
     setsockopt(
         &fd,
         sockopt::ReceiveTimeout,

@@ -39,6 +39,10 @@ pub struct Args {
     /// Write the switch's pid to PATH (after detaching), removed at exit.
     #[arg(long, value_name = "PATH")]
     pub pidfile: Option<PathBuf>,
+    /// Ports one user may hold (0: no limit); root and the switch's own user
+    /// are not limited.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_ports_per_user: usize,
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     pub max_age: u64,

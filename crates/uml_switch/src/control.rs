@@ -19,6 +19,7 @@ use crate::event_loop::{Token, queued_socket};
 use crate::log::log_line;
 use crate::owner::{Examined, Owner, examine, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
+use crate::quota::Refusal;
 use crate::switch::Switch;
 
 /// A request longer than this without decoding is refused.
@@ -39,6 +40,8 @@ pub(crate) struct Pending {
     accepted: Instant,
     /// The `--endpoint` it came in on (none: the main control socket).
     endpoint: Option<usize>,
+    /// The connecting user, for the per-user limits.
+    uid: Option<u32>,
 }
 
 /// Control connections waiting for their request, by number.
@@ -114,6 +117,22 @@ impl Switch {
             match accept(listener, true) {
                 Ok(fd) => {
                     let stream = UnixStream::from(fd);
+                    let uid = peer_uid(&stream);
+                    let waiting = self
+                        .pending
+                        .waiting
+                        .values()
+                        .filter(|p| p.uid == uid)
+                        .count();
+                    if !self.quota.may_wait(uid, waiting) {
+                        // Closed at once: the user's own waiting connections
+                        // are what keeps theirs out, not anyone else's.
+                        self.refused(Refusal::Waiting, &format!(
+                            "Refused a connection: uid {} has {waiting} connections that sent no request",
+                            show_uid(uid)
+                        ));
+                        continue;
+                    }
                     let id = self.pending.next;
                     self.pending.next = self.pending.next.wrapping_add(1);
                     let token = Token::Pending(id);
@@ -129,6 +148,7 @@ impl Switch {
                                 buf: Vec::new(),
                                 accepted: Instant::now(),
                                 endpoint,
+                                uid,
                             },
                         );
                     }
@@ -159,7 +179,17 @@ impl Switch {
             let Some(listener) = listener else { return };
             match accept(&listener.fd, true) {
                 Ok(fd) => {
+                    let uid = peer_uid(&fd);
+                    let open = self.ports.owned_by(uid);
+                    if !self.quota.may_open(uid, open) {
+                        self.refused(Refusal::BessPort, &format!(
+                            "Refused a BESS connection: uid {} has {open} ports (--max-ports-per-user)",
+                            show_uid(uid)
+                        ));
+                        continue;
+                    }
                     let id = self.add_port(Link::Bess(fd));
+                    self.set_owner(id, uid);
                     self.apply_endpoint(id, endpoint);
                     log_line(&format!("New BESS connection, port {id}"));
                     self.backoff.logged = false;
@@ -306,6 +336,18 @@ impl Switch {
             log_line("Bad request: a version 0 client needs -compat-v0");
             return;
         }
+        let uid = peer_uid(&stream);
+        let open = self.ports.owned_by(uid);
+        if !self.quota.may_open(uid, open) {
+            self.refused(
+                Refusal::Port,
+                &format!(
+                    "Bad request: uid {} has {open} ports (--max-ports-per-user)",
+                    show_uid(uid)
+                ),
+            );
+            return;
+        }
         let key = peer_key(&request.addr);
         // One port per client data socket: a second would send it every
         // frame twice (and, for v0 clients, divert the first one's frames).
@@ -353,6 +395,7 @@ impl Switch {
             shared: v0,
             control: stream,
         });
+        self.set_owner(id, uid);
         self.apply_endpoint(id, endpoint);
         log_line("New connection");
     }
@@ -378,6 +421,20 @@ impl Switch {
                 }
                 Ok(examined)
             }
+        }
+    }
+
+    /// Records whose guest port `id` serves.
+    fn set_owner(&mut self, id: PortId, uid: Option<u32>) {
+        if let Some(port) = self.ports.get_mut(id) {
+            port.owner = uid;
+        }
+    }
+
+    /// Logs a refusal by the per-user limits, at most one a second.
+    fn refused(&mut self, kind: Refusal, message: &str) {
+        if self.quota.log_refusal(kind, Instant::now()) {
+            log_line(message);
         }
     }
 
@@ -434,4 +491,9 @@ impl Switch {
         self.port_closed(&port, message); // managed switch: counts kept, announced
         log_line(message);
     }
+}
+
+/// A uid for messages ("unknown" when the kernel gave none).
+fn show_uid(uid: Option<u32>) -> String {
+    uid.map_or_else(|| "unknown".to_owned(), |uid| uid.to_string())
 }

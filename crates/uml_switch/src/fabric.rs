@@ -650,6 +650,7 @@ mod tests {
             daemon: false,
             pidfile: None,
             max_age: Duration::from_secs(100),
+            max_ports_per_user: 64,
             endpoints: Vec::new(),
             vxlan: Vec::new(),
             managed: Default::default(),

@@ -37,6 +37,7 @@ pub mod mgmt;
 pub mod owner;
 pub mod port_socket;
 pub mod ports;
+pub mod quota;
 pub mod switch;
 pub mod vlan;
 pub mod vxlan;

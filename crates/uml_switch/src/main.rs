@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         daemon: args.daemon,
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
+        max_ports_per_user: args.max_ports_per_user,
         endpoints: args.endpoint,
         vxlan: args.vxlan,
         managed: ManagedConfig {

@@ -13,9 +13,8 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{
@@ -89,9 +88,10 @@ pub enum OwnerError {
     Lookup(io::Error),
 }
 
-/// The uid of the process at the other end of a control connection.
-pub fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    getsockopt(stream, PeerCredentials).ok().map(|c| c.uid())
+/// The uid of the process at the other end of a connection (a control
+/// connection or a BESS port).
+pub fn peer_uid<F: AsFd>(socket: &F) -> Option<u32> {
+    getsockopt(socket, PeerCredentials).ok().map(|c| c.uid())
 }
 
 /// The socket at `addr` (as a request carries it) and who owns it.
@@ -220,6 +220,8 @@ fn bound_to(response: &UnixResponse, name: &[u8]) -> Option<Owner> {
 mod tests {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+
+    use std::os::unix::net::UnixStream;
 
     use super::*;
 

@@ -96,6 +96,9 @@ pub struct Port {
     /// How many ports' backlogs hold it back: its frames are not read
     /// while this is not zero.
     pub held: u32,
+    /// The user whose guest it serves (daemon and BESS ports), for the
+    /// per-user limit; `None` for taps, uplinks and unknown peers.
+    pub owner: Option<u32>,
 }
 
 /// Every open port, in the order they were made.
@@ -133,10 +136,18 @@ impl PortTable {
             tx: TxCounters::default(),
             backlog: Backlog::default(),
             held: 0,
+            owner: None,
         };
         self.ports.insert(id, port);
         self.order.push(id);
         id
+    }
+
+    /// How many ports serve `uid`'s guests.
+    pub fn owned_by(&self, uid: Option<u32>) -> usize {
+        uid.map_or(0, |uid| {
+            self.ports.values().filter(|p| p.owner == Some(uid)).count()
+        })
     }
 
     /// Removes a port; returns it (with every count it had) so its

@@ -27,6 +27,7 @@ use crate::log::log_line;
 use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
 use crate::port_socket::Namer;
 use crate::ports::{Link, PortId, PortTable};
+use crate::quota::Quota;
 use crate::vxlan::VxlanConfig;
 
 /// What the command line chose.
@@ -51,6 +52,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How long a MAC stays learned after its last frame.
     pub max_age: Duration,
+    /// Ports one user other than root and the switch's own may hold (0: no limit).
+    pub max_ports_per_user: usize,
     /// More listeners (or taps), each with the VLAN and emulation of its ports.
     pub endpoints: Vec<EndpointSpec>,
     /// VXLAN uplinks.
@@ -132,6 +135,8 @@ pub struct Switch {
     pub(crate) data: Option<DataSocket>,
     /// Names the daemon ports' own data sockets.
     pub(crate) namer: Namer,
+    /// How many ports and waiting connections each user may hold.
+    pub(crate) quota: Quota,
     pub(crate) sending: Sending,
     pub(crate) bess: Option<BoundPath>,
     pub(crate) pending: PendingRequests,
@@ -235,6 +240,7 @@ impl Switch {
         if stdin.is_terminal() {
             watch(stdin.as_fd(), Token::Stdin)?;
         }
+        let quota = Quota::new(cfg.max_ports_per_user, nix::unistd::geteuid().as_raw());
         let mut switch = Self {
             table: MacTable::new(cfg.max_age),
             cfg,
@@ -243,6 +249,7 @@ impl Switch {
             control,
             data,
             namer: Namer::default(),
+            quota,
             sending: Sending {
                 headers: MultiHeaders::preallocate(SEND_BATCH, None),
                 arm: Vec::new(),

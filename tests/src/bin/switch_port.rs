@@ -6,11 +6,17 @@
 //!     switch_port request CTL LABEL|PATH ask CTL for a port at that address
 //!     switch_port register CTL LABEL     bind LABEL and ask for a port there
 //!     switch_port hold-port CTL PATH     bind PATH, ask for a port there, keep it
+//!     switch_port hold-ports CTL LABEL N ask for N ports (LABEL-1…), keep those given
+//!     switch_port hold-idle CTL N        open N connections that send nothing
+//!     switch_port hold-bess PATH N       open N BESS (SOCK_SEQPACKET) ports
 //!
 //! `bind` and `bind-path` print `BOUND` and hold the socket until standard
 //! input ends; `request`, `register` and `hold-port` print `ANSWERED` (the
 //! switch sent its data address) or `REFUSED` (it closed the connection);
-//! `hold-port` then keeps its port until standard input ends.
+//! `hold-port` then keeps its port until standard input ends. `hold-ports`
+//! prints the N answers on one line; `hold-idle` and `hold-bess` print
+//! `OPEN K`, how many of their connections the switch kept open; all three
+//! then hold them until standard input ends.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -18,7 +24,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use uml_proto::switch::{PeerAddr, RequestV3, SOCKADDR_UN_LEN};
-use uml_testbed::switch_client::{bind_data_socket, full_abstract_name, kernel_request};
+use uml_testbed::switch_client::{
+    bind_data_socket, connect_bess, full_abstract_name, kernel_request,
+};
 use zerocopy::IntoBytes;
 
 fn request_for(target: &str) -> std::io::Result<Vec<u8>> {
@@ -45,6 +53,27 @@ fn connect(ctl: &str, request: &[u8]) -> std::io::Result<(UnixStream, &'static s
 
 fn ask(ctl: &str, request: &[u8]) -> std::io::Result<&'static str> {
     connect(ctl, request).map(|(_, answer)| answer)
+}
+
+/// How many of `streams` the other end keeps open, once that has not
+/// changed for a second (or 10 s have passed): a closed one reads end-of-file.
+fn kept_open(streams: &[UnixStream]) -> std::io::Result<usize> {
+    for s in streams {
+        s.set_nonblocking(true)?;
+    }
+    let closed = |s: &UnixStream| matches!((&*s).read(&mut [0u8; 1]), Ok(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut last, mut same) = (usize::MAX, 0);
+    loop {
+        let open = streams.iter().filter(|s| !closed(s)).count();
+        // Settled: the same count for a whole second.
+        same = if open == last { same + 1 } else { 0 };
+        if same == 10 || std::time::Instant::now() > deadline {
+            return Ok(open);
+        }
+        last = open;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn hold() -> std::io::Result<()> {
@@ -79,6 +108,32 @@ fn run(args: &[String]) -> std::io::Result<()> {
             let (_control, answer) = connect(ctl, &request_for(path)?)?;
             say(answer)
         }
+        [cmd, ctl, label, n] if cmd == "hold-ports" => {
+            let n: usize = n.parse().map_err(std::io::Error::other)?;
+            let mut held = Vec::new();
+            let mut answers = Vec::new();
+            for i in 1..=n {
+                let (data, _, name) = bind_data_socket(&format!("{label}-{i}"))?;
+                let (control, answer) = connect(ctl, &kernel_request(&name)?)?;
+                answers.push(answer);
+                held.push((data, control));
+            }
+            say(&answers.join(" "))
+        }
+        [cmd, ctl, n] if cmd == "hold-idle" => {
+            let n: usize = n.parse().map_err(std::io::Error::other)?;
+            let streams = (0..n)
+                .map(|_| UnixStream::connect(ctl))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            say(&format!("OPEN {}", kept_open(&streams)?))
+        }
+        [cmd, path, n] if cmd == "hold-bess" => {
+            let n: usize = n.parse().map_err(std::io::Error::other)?;
+            let streams = (0..n)
+                .map(|_| connect_bess(Path::new(path)).map(UnixStream::from))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            say(&format!("OPEN {}", kept_open(&streams)?))
+        }
         [cmd, ctl, label] if cmd == "register" => {
             let (_data, _, name) = bind_data_socket(label)?;
             println!("{}", ask(ctl, &kernel_request(&name)?)?);
@@ -86,7 +141,7 @@ fn run(args: &[String]) -> std::io::Result<()> {
         }
         _ => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH",
+            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH | hold-ports CTL LABEL N | hold-idle CTL N | hold-bess PATH N",
         )),
     }
 }

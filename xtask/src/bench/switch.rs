@@ -35,14 +35,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::sched::{CpuSet, sched_setaffinity};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockType, UnixAddr, connect, recv, sendmmsg,
-    setsockopt, socket, sockopt,
-};
+use nix::sys::socket::{MsgFlags, MultiHeaders, UnixAddr, recv, sendmmsg, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
 use uml_proto::ethernet::{EthernetHeader, HEADER_LEN, MacAddr};
-use uml_testbed::switch_client::{SwitchClient, bind_data_socket};
+use uml_testbed::switch_client::{SwitchClient, bind_data_socket, connect_bess};
 use zerocopy::IntoBytes;
 
 use super::forwarder::Spread;
@@ -405,13 +402,7 @@ impl Port {
 
     /// A BESS connection to our switch.
     fn bess(running: &Running, index: usize) -> Result<Self> {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        connect(fd.as_raw_fd(), &UnixAddr::new(&running.bess)?)?;
+        let fd = connect_bess(&running.bess)?;
         set_timeouts(&fd)?;
         Ok(Self {
             fd,
