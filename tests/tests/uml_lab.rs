@@ -161,7 +161,8 @@ impl Lab {
     /// randomization puts between the kernel's program and its heap: UML adds
     /// that gap (up to 1 GiB) to its "physical" memory, and its page map and
     /// hash tables, sized for it, then take up to 20 MiB of what the machine
-    /// asked for. A 48M machine was left with 7 MiB and panicked now and then.
+    /// asked for. A 48M machine was left with under 10 MiB free after boot,
+    /// and panicked now and then.
     fn assert_memory_as_asked(&self) {
         let vm = self.run_dir().join("vm");
         let machines: Vec<PathBuf> = std::fs::read_dir(&vm)
