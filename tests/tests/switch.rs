@@ -1555,6 +1555,89 @@ fn root_uml_switch_limits_each_other_user_s_ports_and_silent_connections() {
 }
 
 #[test]
+fn root_uml_switch_leaves_a_reserve_of_descriptors_whatever_many_users_hold() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // 64 descriptors: other users may hold 48 of them together (a quarter
+    // is kept), each at most 20 ports (40 descriptors).
+    let mut limited = Command::new("sh");
+    limited.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &["--max-ports-per-user", "20"]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    let tag = std::process::id();
+
+    let twenty = vec!["ANSWERED"; 20].join(" ");
+    let _nobody = HeldSocket::start(
+        &helper,
+        NOBODY,
+        &["hold-ports", ctl, &format!("reserve-nobody-{tag}"), "20"],
+        &twenty,
+    );
+    // A second user, within its own limit, gets the 8 descriptors left.
+    let _other = HeldSocket::start(
+        &helper,
+        OTHER_USER,
+        &["hold-ports", ctl, &format!("reserve-other-{tag}"), "5"],
+        "ANSWERED ANSWERED ANSWERED ANSWERED REFUSED",
+    );
+    // Refused as it connects: even a connection still to send its request
+    // takes a descriptor.
+    switch.wait_for_line(
+        "Refused a connection: users other than root and uid 0 hold 48 of the 48 descriptors they may",
+    );
+    assert_eq!(
+        asked(
+            &helper,
+            THIRD_USER,
+            &["register", ctl, &format!("reserve-third-{tag}")]
+        ),
+        "REFUSED"
+    );
+    // Root, the switch's own user here, still gets in.
+    let root: Vec<SwitchClient> = (0..3)
+        .map(|i| SwitchClient::connect(&switch.ctl, &format!("reserve-root-{tag}-{i}")).unwrap())
+        .collect();
+    assert_eq!(root.len(), 3);
+}
+
+#[test]
+fn root_uml_switch_run_by_a_user_does_not_limit_that_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut as_other = Command::new(host_program("setpriv", "util-linux"));
+    as_other.args([
+        format!("--reuid={OTHER_USER}"),
+        format!("--regid={OTHER_USER}"),
+        "--clear-groups".to_owned(),
+        our_tool("uml_switch").to_str().unwrap().to_owned(),
+    ]);
+    let switch = SwitchProcess::start_as(as_other, dir.path(), &["--max-ports-per-user", "1"]);
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    let tag = std::process::id();
+    // The switch's socket is its user's; others need it opened to them.
+    let chmod = Command::new("chmod").args(["0666", ctl]).status().unwrap();
+    assert!(chmod.success());
+    let _own = HeldSocket::start(
+        &helper,
+        OTHER_USER,
+        &["hold-ports", ctl, &format!("own-user-{tag}"), "3"],
+        "ANSWERED ANSWERED ANSWERED",
+    );
+    let _nobody = HeldSocket::start(
+        &helper,
+        NOBODY,
+        &["hold-ports", ctl, &format!("own-user-nobody-{tag}"), "2"],
+        "ANSWERED REFUSED",
+    );
+}
+
+#[test]
 fn root_real_kernel_unprivileged_daemon_guests_ping_through_a_root_switch() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ use crate::event_loop::{Token, queued_socket};
 use crate::log::log_line;
 use crate::owner::{Examined, Owner, examine, peer_uid};
 use crate::ports::{Link, PortId, peer_key, send_addr};
-use crate::quota::Refusal;
+use crate::quota::{Over, Refusal};
 use crate::switch::Switch;
 
 /// A request longer than this without decoding is refused.
@@ -32,6 +32,9 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// of ours was closed (another process may have freed some of the system's).
 pub(crate) const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
+/// Connections accepted from one listener per wake-up.
+const ACCEPTS_PER_TURN: usize = 64;
+
 /// A control connection whose request has not fully arrived.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -41,7 +44,7 @@ pub(crate) struct Pending {
     /// The `--endpoint` it came in on (none: the main control socket).
     endpoint: Option<usize>,
     /// The connecting user, for the per-user limits.
-    uid: Option<u32>,
+    uid: u32,
 }
 
 /// Control connections waiting for their request, by number.
@@ -110,27 +113,39 @@ impl Switch {
     }
 
     fn accept_control_at(&mut self, endpoint: Option<usize>) {
-        loop {
+        // Bounded, so that a flood of connections (each refused and closed at
+        // once) cannot keep the loop from the frames; the rest wait in the
+        // listen queue and wake the loop again.
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listener_fd(endpoint) else {
                 return;
             };
             match accept(listener, true) {
                 Ok(fd) => {
                     let stream = UnixStream::from(fd);
-                    let uid = peer_uid(&stream);
+                    // Closed at once when refused: the user's own waiting
+                    // connections are what keeps theirs out.
+                    let Some(uid) = peer_uid(&stream) else {
+                        self.refused(
+                            Refusal::Waiting,
+                            "Refused a connection: its credentials are unknown",
+                        );
+                        continue;
+                    };
                     let waiting = self
                         .pending
                         .waiting
                         .values()
                         .filter(|p| p.uid == uid)
                         .count();
-                    if !self.quota.may_wait(uid, waiting) {
-                        // Closed at once: the user's own waiting connections
-                        // are what keeps theirs out, not anyone else's.
-                        self.refused(Refusal::Waiting, &format!(
-                            "Refused a connection: uid {} has {waiting} connections that sent no request",
-                            show_uid(uid)
-                        ));
+                    if let Err(over) = self.quota.may_wait(uid, waiting, self.held_by_others()) {
+                        let why = match over {
+                            Over::User(n) => {
+                                format!("uid {uid} has {n} connections that sent no request")
+                            }
+                            over => self.over_all(over),
+                        };
+                        self.refused(Refusal::Waiting, &format!("Refused a connection: {why}"));
                         continue;
                     }
                     let id = self.pending.next;
@@ -167,7 +182,7 @@ impl Switch {
     }
 
     fn accept_bess_at(&mut self, endpoint: Option<usize>) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let listener = match endpoint {
                 None => self.bess.as_ref(),
                 Some(i) => self
@@ -179,13 +194,20 @@ impl Switch {
             let Some(listener) = listener else { return };
             match accept(&listener.fd, true) {
                 Ok(fd) => {
-                    let uid = peer_uid(&fd);
+                    let Some(uid) = peer_uid(&fd) else {
+                        self.refused(
+                            Refusal::BessPort,
+                            "Refused a BESS connection: its credentials are unknown",
+                        );
+                        continue;
+                    };
                     let open = self.ports.owned_by(uid);
-                    if !self.quota.may_open(uid, open) {
-                        self.refused(Refusal::BessPort, &format!(
-                            "Refused a BESS connection: uid {} has {open} ports (--max-ports-per-user)",
-                            show_uid(uid)
-                        ));
+                    if let Err(over) = self.quota.may_open(uid, open, self.held_by_others(), 1) {
+                        let why = self.over_ports(uid, over);
+                        self.refused(
+                            Refusal::BessPort,
+                            &format!("Refused a BESS connection: {why}"),
+                        );
                         continue;
                     }
                     let id = self.add_port(Link::Bess(fd));
@@ -336,16 +358,15 @@ impl Switch {
             log_line("Bad request: a version 0 client needs -compat-v0");
             return;
         }
-        let uid = peer_uid(&stream);
+        let Some(uid) = peer_uid(&stream) else {
+            log_line("Bad request: the client's credentials are unknown");
+            return;
+        };
         let open = self.ports.owned_by(uid);
-        if !self.quota.may_open(uid, open) {
-            self.refused(
-                Refusal::Port,
-                &format!(
-                    "Bad request: uid {} has {open} ports (--max-ports-per-user)",
-                    show_uid(uid)
-                ),
-            );
+        // The port's socket and the control connection.
+        if let Err(over) = self.quota.may_open(uid, open, self.held_by_others(), 2) {
+            let why = self.over_ports(uid, over);
+            self.refused(Refusal::Port, &format!("Bad request: {why}"));
             return;
         }
         let key = peer_key(&request.addr);
@@ -425,9 +446,50 @@ impl Switch {
     }
 
     /// Records whose guest port `id` serves.
-    fn set_owner(&mut self, id: PortId, uid: Option<u32>) {
+    fn set_owner(&mut self, id: PortId, uid: u32) {
         if let Some(port) = self.ports.get_mut(id) {
-            port.owner = uid;
+            port.owner = Some(uid);
+        }
+    }
+
+    /// Descriptors that the ports and waiting connections of users held to
+    /// the limits take: two for a daemon port (its socket and its control
+    /// connection), one for a BESS port or a waiting connection.
+    fn held_by_others(&self) -> usize {
+        let ports: usize = self
+            .ports
+            .iter()
+            .filter(|p| p.owner.is_some_and(|uid| self.quota.limited(uid)))
+            .map(|p| match p.link {
+                Link::Daemon { .. } => 2,
+                _ => 1,
+            })
+            .sum();
+        let waiting = self
+            .pending
+            .waiting
+            .values()
+            .filter(|p| self.quota.limited(p.uid))
+            .count();
+        ports + waiting
+    }
+
+    /// Why a port for `uid` is refused.
+    fn over_ports(&self, uid: u32, over: Over) -> String {
+        match over {
+            Over::User(n) => format!("uid {uid} has {n} ports (--max-ports-per-user)"),
+            over => self.over_all(over),
+        }
+    }
+
+    /// Why a request is refused when all other users hold their share.
+    fn over_all(&self, over: Over) -> String {
+        match over {
+            Over::All { held, budget } => format!(
+                "users other than root and uid {} hold {held} of the {budget} descriptors they may",
+                self.quota.own_uid()
+            ),
+            Over::User(n) => format!("{n} held"),
         }
     }
 
@@ -491,9 +553,4 @@ impl Switch {
         self.port_closed(&port, message); // managed switch: counts kept, announced
         log_line(message);
     }
-}
-
-/// A uid for messages ("unknown" when the kernel gave none).
-fn show_uid(uid: Option<u32>) -> String {
-    uid.map_or_else(|| "unknown".to_owned(), |uid| uid.to_string())
 }

@@ -97,7 +97,7 @@ pub struct Port {
     /// while this is not zero.
     pub held: u32,
     /// The user whose guest it serves (daemon and BESS ports), for the
-    /// per-user limit; `None` for taps, uplinks and unknown peers.
+    /// per-user limits; `None` for taps and uplinks.
     pub owner: Option<u32>,
 }
 
@@ -144,10 +144,8 @@ impl PortTable {
     }
 
     /// How many ports serve `uid`'s guests.
-    pub fn owned_by(&self, uid: Option<u32>) -> usize {
-        uid.map_or(0, |uid| {
-            self.ports.values().filter(|p| p.owner == Some(uid)).count()
-        })
+    pub fn owned_by(&self, uid: u32) -> usize {
+        self.ports.values().filter(|p| p.owner == Some(uid)).count()
     }
 
     /// Removes a port; returns it (with every count it had) so its

@@ -240,7 +240,11 @@ impl Switch {
         if stdin.is_terminal() {
             watch(stdin.as_fd(), Token::Stdin)?;
         }
-        let quota = Quota::new(cfg.max_ports_per_user, nix::unistd::geteuid().as_raw());
+        let quota = Quota::new(
+            cfg.max_ports_per_user,
+            nix::unistd::geteuid().as_raw(),
+            descriptor_limit(),
+        );
         let mut switch = Self {
             table: MacTable::new(cfg.max_age),
             cfg,
@@ -350,4 +354,19 @@ impl Switch {
         }
         log_line(&line);
     }
+}
+
+/// Raises the soft descriptor limit to the hard one, as a server whose ports
+/// each cost descriptors should, and returns the limit it has then.
+fn descriptor_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit).unwrap_or(usize::MAX)
 }

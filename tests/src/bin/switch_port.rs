@@ -42,9 +42,13 @@ fn request_for(target: &str) -> std::io::Result<Vec<u8>> {
 /// The control connection and what the switch said.
 fn connect(ctl: &str, request: &[u8]) -> std::io::Result<(UnixStream, &'static str)> {
     let mut control = UnixStream::connect(ctl)?;
-    control.write_all(request)?;
+    // A switch that refuses a connection as it accepts it may have closed
+    // it before the request is written.
     let mut reply = [0u8; SOCKADDR_UN_LEN];
-    let answer = match control.read_exact(&mut reply) {
+    let answer = match control
+        .write_all(request)
+        .and_then(|()| control.read_exact(&mut reply))
+    {
         Ok(()) => "ANSWERED",
         Err(_) => "REFUSED",
     };
