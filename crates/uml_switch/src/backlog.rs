@@ -100,10 +100,10 @@ pub struct Sent {
 /// the peer's queue takes. A frame refused for another reason than a full
 /// queue or a vanished peer is skipped: counted as taken, its index put in
 /// `lost` (nothing would make it go later).
-pub fn send_connected<'a>(
+pub fn send_connected(
     fd: BorrowedFd<'_>,
     headers: &mut MultiHeaders<UnixAddr>,
-    frames: &[&'a [u8]],
+    frames: &[&[u8]],
     lost: &mut Vec<usize>,
 ) -> Sent {
     const NO_ADDRESS: [Option<UnixAddr>; SEND_BATCH] = [None; SEND_BATCH];
@@ -115,11 +115,15 @@ pub fn send_connected<'a>(
             // One frame (light load, ping-pong): a plain send is cheaper.
             send(fd.as_raw_fd(), frame, flags).map(|_| 1)
         } else {
-            let slices: Vec<[IoSlice<'a>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
+            // On the stack: this runs for every batch under load.
+            let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
+            for (slice, frame) in slices.iter_mut().zip(chunk) {
+                *slice = [IoSlice::new(frame)];
+            }
             sendmmsg(
                 fd.as_raw_fd(),
                 headers,
-                slices.iter(),
+                slices[..chunk.len()].iter(),
                 &NO_ADDRESS[..chunk.len()],
                 [],
                 flags,
