@@ -52,6 +52,23 @@ pub fn host_md5(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// `uml_switchctl --json MGMT ARGS...`, our build of it: its standard
+/// output, the one JSON result (the command must succeed).
+pub fn switchctl_json(mgmt: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(our_tool("uml_switchctl"))
+        .arg("--json")
+        .arg(mgmt)
+        .args(args)
+        .output()
+        .expect("running uml_switchctl");
+    assert!(
+        out.status.success(),
+        "uml_switchctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Builds (if needed) and returns one of this workspace's binaries, with the
 /// profile the tests run under, so a test never runs a stale tool.
 pub fn our_tool(name: &str) -> PathBuf {

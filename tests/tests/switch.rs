@@ -271,18 +271,8 @@ fn uml_switch_tells_v0_ports_apart_after_a_nameless_sender() {
             "round {round}: b's own frame came back to it"
         );
     }
-    let out = Command::new(our_tool("uml_switchctl"))
-        .arg("--json")
-        .arg(&mgmt)
-        .arg("stats")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&uml_testbed::switchctl_json(&mgmt, &["stats"])).unwrap();
     assert_eq!(stats["drops"]["unregistered"], 3, "{stats}");
     assert_eq!(stats["rx"]["frames"], 6, "{stats}");
 }

@@ -16,7 +16,8 @@ use serde_json::Value;
 use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use uml_testbed::switch_client::SwitchClient;
 use uml_testbed::{
-    ChildLog, Uml, UmlBuilder, host_program, our_tool, pid_of, try_wait_until, wait_until,
+    ChildLog, Uml, UmlBuilder, host_program, our_tool, pid_of, switchctl_json, try_wait_until,
+    wait_until,
 };
 use zerocopy::IntoBytes;
 
@@ -73,18 +74,7 @@ impl Managed {
 
     /// `uml_switchctl --json MGMT ARGS...`: its one JSON result.
     fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(our_tool("uml_switchctl"))
-            .arg("--json")
-            .arg(&self.mgmt)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "uml_switchctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&switchctl_json(&self.mgmt, args)).unwrap()
     }
 
     fn port(&self, id: u64) -> Value {
