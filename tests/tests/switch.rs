@@ -1296,6 +1296,28 @@ fn idle_connection(ctl: &Path) -> Option<std::os::fd::OwnedFd> {
 }
 
 #[test]
+fn uml_switch_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("sh");
+    limited.args([
+        "-c",
+        "ulimit -Sn 256 && ulimit -Hn 4096 && exec \"$0\" \"$@\"",
+    ]);
+    limited.arg(our_tool("uml_switch"));
+    let switch = SwitchProcess::start_as(limited, dir.path(), &[]);
+    let pid = pid_of(&switch.child).as_raw();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // "Max open files SOFT HARD files"
+    assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
+}
+
+#[test]
 fn uml_switch_out_of_descriptors_idles_times_out_silent_clients_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut limited = Command::new("sh");
