@@ -48,10 +48,20 @@ fn empty_header() -> mmsghdr {
 impl UnixRecvBatch {
     /// Room for `count` datagrams of up to `size` bytes each.
     pub fn new(count: usize, size: usize) -> Self {
+        let mut bufs: Vec<Vec<u8>> = (0..count).map(|_| vec![0u8; size]).collect();
+        // Built once: each points at its buffer's heap block, which never
+        // moves (the buffers are never resized).
+        let iovecs = bufs
+            .iter_mut()
+            .map(|buf| iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            })
+            .collect();
         Self {
-            bufs: (0..count).map(|_| vec![0u8; size]).collect(),
+            bufs,
             names: (0..count).map(|_| empty_name()).collect(),
-            iovecs: Vec::with_capacity(count),
+            iovecs,
             headers: (0..count).map(|_| empty_header()).collect(),
             received: 0,
         }
@@ -63,13 +73,6 @@ impl UnixRecvBatch {
     /// datagrams all come from its peer).
     pub fn receive(&mut self, socket: impl AsFd, senders: bool) -> io::Result<usize> {
         self.received = 0;
-        self.iovecs.clear();
-        for buf in &mut self.bufs {
-            self.iovecs.push(iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            });
-        }
         let room = socklen_t::try_from(size_of::<sockaddr_un>()).unwrap_or(socklen_t::MAX);
         for ((header, name), iov) in self
             .headers
@@ -77,9 +80,11 @@ impl UnixRecvBatch {
             .zip(&mut self.names)
             .zip(&mut self.iovecs)
         {
-            *name = empty_name();
             *header = empty_header();
+            // Names are cleared only where they are asked for: without
+            // `senders` none is read back (see `sender`).
             if senders {
+                *name = empty_name();
                 header.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
                 header.msg_hdr.msg_namelen = room;
             }
@@ -88,9 +93,9 @@ impl UnixRecvBatch {
         }
         let count = c_uint::try_from(self.headers.len()).unwrap_or(c_uint::MAX);
         // SAFETY: every header points at a name and an iovec of this batch,
-        // and each iovec at a buffer of this batch, all alive and not moved
-        // for the length of the call (the vectors are not touched until it
-        // returns); `count` is at most the number of headers, and the kernel
+        // and each iovec at a buffer of this batch (set up in `new`, and the
+        // buffers' heap blocks never move), all alive for the length of the
+        // call (the vectors are not touched until it returns); `count` is at most the number of headers, and the kernel
         // writes at most `msg_namelen` name bytes and `iov_len` data bytes.
         let got = unsafe {
             libc::recvmmsg(
@@ -106,6 +111,28 @@ impl UnixRecvBatch {
         }
         self.received = usize::try_from(got).unwrap_or(0).min(self.headers.len());
         Ok(self.received)
+    }
+
+    /// Takes one datagram waiting on `socket` without blocking, into slot
+    /// 0, with a plain `recv`: for a connected socket whose datagrams come
+    /// one at a time, it spares the headers `recvmmsg` copies in and out and
+    /// its second, empty, try. `EAGAIN` when there was none.
+    pub fn receive_one(&mut self, socket: impl AsFd) -> io::Result<usize> {
+        self.received = 0;
+        let (Some(buf), Some(header)) = (self.bufs.first_mut(), self.headers.first_mut()) else {
+            return Ok(0);
+        };
+        let got = nix::sys::socket::recv(
+            socket.as_fd().as_raw_fd(),
+            buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        // What `data` and `sender` read for slot 0: its length, no name.
+        *header = empty_header();
+        header.msg_len = c_uint::try_from(got).unwrap_or(c_uint::MAX);
+        self.received = 1;
+        Ok(1)
     }
 
     /// The datagram in `slot` of the last receive (cut to the buffer's size).
@@ -240,5 +267,29 @@ mod tests {
         assert_eq!(batch.receive(&b, false).expect("receive"), 1);
         assert_eq!(batch.data(0), b"0123");
         assert_eq!(batch.data(1), b"");
+    }
+
+    #[test]
+    fn one_datagram_alone_reads_like_a_batch_of_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rx = UnixDatagram::bind(dir.path().join("rx")).expect("bind");
+        let named = UnixDatagram::bind(dir.path().join("tx")).expect("bind");
+        let mut batch = UnixRecvBatch::new(2, 4);
+        let err = batch.receive_one(&rx).expect_err("nothing waits");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(batch.data(0), b"", "nothing came");
+        // A batch's names and lengths are not left behind for slot 0.
+        named.send_to(b"ab", dir.path().join("rx")).expect("send");
+        named.send_to(b"cd", dir.path().join("rx")).expect("send");
+        assert_eq!(batch.receive(&rx, true).expect("receive"), 2);
+        named
+            .send_to(b"0123456789", dir.path().join("rx"))
+            .expect("send");
+        named.send_to(b"xyz", dir.path().join("rx")).expect("send");
+        assert_eq!(batch.receive_one(&rx).expect("receive"), 1);
+        assert_eq!((batch.data(0), batch.sender(0)), (&b"0123"[..], &b""[..]));
+        assert_eq!(batch.data(1), b"", "only one taken");
+        assert_eq!(batch.receive_one(&rx).expect("receive"), 1);
+        assert_eq!(batch.data(0), b"xyz");
     }
 }
