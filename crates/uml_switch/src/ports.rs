@@ -12,6 +12,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::rc::Rc;
 
 use nix::sys::socket::UnixAddr;
+use rustc_hash::FxHashMap;
 use uml_proto::switch::{PeerAddr, SUN_PATH_LEN};
 use uml_proto::vxlan::VxlanHeader;
 
@@ -104,7 +105,8 @@ pub struct Port {
 /// Every open port, in the order they were made.
 #[derive(Debug, Default)]
 pub struct PortTable {
-    ports: HashMap<PortId, Port>,
+    /// By number: numbers are ours, not chosen by clients (see the README).
+    ports: FxHashMap<PortId, Port>,
     /// Port ids in the order they were made, for flooding.
     order: Vec<PortId>,
     next: PortId,
