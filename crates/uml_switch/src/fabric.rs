@@ -380,7 +380,6 @@ impl Switch {
         let Some(header) = EthernetHeader::parse(&c.frame).copied() else {
             return;
         };
-        self.now = Instant::now();
         match learn_source_in(&mut self.table, c.vid, from, &header, self.now) {
             Some((mac, Learned::New)) => log_line(&format!(" Addr: {mac} New port {from}")),
             Some((mac, Learned::Moved { from: old })) => {

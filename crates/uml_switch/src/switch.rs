@@ -11,6 +11,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{MultiHeaders, SockType, UnixAddr};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use uml_host::pid_file::{PidFile, PidFileError, PreparedPidFile};
 use uml_host::socket_file::{BoundPath, SocketFile, SocketFileError};
 use uml_host::tun::{TunError, open_tap};
@@ -19,7 +21,7 @@ use crate::backlog::{Budget, SEND_BATCH, TOTAL_BACKLOG_BYTES};
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
 use crate::endpoint::EndpointSpec;
-use crate::event_loop::Token;
+use crate::event_loop::{AGE_EVERY, Token};
 use crate::fabric::Fabric;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
@@ -130,6 +132,10 @@ pub struct Switch {
     pub(crate) cfg: Config,
     pub(crate) epoll: Epoll,
     pub(crate) signals: SignalFd,
+    /// Fires every [`AGE_EVERY`](crate::event_loop::AGE_EVERY): the loop's
+    /// periodic work needs no timeout on every wait, and so no kernel timer
+    /// armed and cancelled around every sleep.
+    pub(crate) tick: TimerFd,
     pub(crate) control: BoundPath,
     /// The shared `-compat-v0` data socket.
     pub(crate) data: Option<DataSocket>,
@@ -151,7 +157,6 @@ pub struct Switch {
     pub(crate) tx: Vec<Outgoing>,
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
-    pub(crate) last_aged: Instant,
     /// VLANs, emulated links, endpoints and uplinks.
     pub(crate) fabric: Fabric,
     /// A signal that came before the event loop: it ends the switch at once.
@@ -236,6 +241,17 @@ impl Switch {
         if let Some(mgmt) = &mgmt {
             watch(mgmt.fd.as_fd(), Token::Mgmt)?;
         }
+        let tick = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(sys("creating a timerfd"))?;
+        tick.set(
+            Expiration::Interval(TimeSpec::from_duration(AGE_EVERY)),
+            TimerSetTimeFlags::empty(),
+        )
+        .map_err(sys("setting a timerfd"))?;
+        watch(tick.as_fd(), Token::Tick)?;
         let stdin = io::stdin();
         if stdin.is_terminal() {
             watch(stdin.as_fd(), Token::Stdin)?;
@@ -250,6 +266,7 @@ impl Switch {
             cfg,
             epoll,
             signals,
+            tick,
             control,
             data,
             namer: Namer::default(),
@@ -271,7 +288,6 @@ impl Switch {
             tx: Vec::new(),
             targets: Vec::new(),
             now: Instant::now(),
-            last_aged: Instant::now(),
             fabric: Fabric::new(),
             stop_before_loop: None,
             managed: Managed::new(mgmt),
