@@ -48,6 +48,11 @@ impl RxBatch {
         self.rx.receive(fd, senders)
     }
 
+    /// Takes one frame waiting on `fd` without blocking, into slot 0.
+    pub fn receive_one(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.rx.receive_one(fd)
+    }
+
     /// The length of the frame in `slot`.
     pub fn len(&self, slot: usize) -> usize {
         self.rx.data(slot).len()

@@ -100,6 +100,28 @@ pub struct Port {
     /// The user whose guest it serves (daemon and BESS ports), for the
     /// per-user limits; `None` for taps and uplinks.
     pub owner: Option<u32>,
+    /// How its data socket was last read (daemon ports).
+    pub reads: Reads,
+}
+
+/// How a daemon port's frames came on its last reads: the switch reads a
+/// port whose frames come one at a time with a plain `recv`, and a busy one
+/// a batch per `recvmmsg`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reads {
+    /// The last batch read held one frame.
+    pub lone: bool,
+    /// The loop turn of the last read.
+    pub turn: u64,
+}
+
+impl Reads {
+    /// Whether to read one frame alone in loop turn `turn`: the last batch
+    /// held one frame, and the port was not read in the turn before (a port
+    /// ready turn after turn has frames queued).
+    pub fn one_at_a_time(&self, turn: u64) -> bool {
+        self.lone && self.turn.wrapping_add(1) != turn
+    }
 }
 
 /// Every open port, in the order they were made.
@@ -139,6 +161,7 @@ impl PortTable {
             backlog: Backlog::default(),
             held: 0,
             owner: None,
+            reads: Reads::default(),
         };
         self.ports.insert(id, port);
         self.order.push(id);
@@ -257,6 +280,25 @@ pub fn send_addr(addr: &PeerAddr) -> Option<UnixAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_read_alone_only_while_its_frames_come_one_at_a_time() {
+        let mut reads = Reads::default();
+        assert!(!reads.one_at_a_time(1), "a new port is read in batches");
+        reads = Reads {
+            lone: true,
+            turn: 5,
+        };
+        assert!(reads.one_at_a_time(7), "a lone frame, and a turn between");
+        assert!(!reads.one_at_a_time(6), "ready again the very next turn");
+        reads.lone = false;
+        assert!(!reads.one_at_a_time(9), "the last batch held more than one");
+        reads = Reads {
+            lone: true,
+            turn: u64::MAX,
+        };
+        assert!(!reads.one_at_a_time(0), "the turn count wraps");
+    }
 
     /// The `sun_path` bytes the kernel reports for a sender bound to `addr`.
     fn reported(addr: &UnixAddr) -> Vec<u8> {

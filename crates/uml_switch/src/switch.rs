@@ -157,6 +157,9 @@ pub struct Switch {
     pub(crate) tx: Vec<Outgoing>,
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
+    /// Loop turns so far: tells a port read turn after turn (it has frames
+    /// queued) from one whose frames come one at a time.
+    pub(crate) turn: u64,
     /// VLANs, emulated links, endpoints and uplinks.
     pub(crate) fabric: Fabric,
     /// A signal that came before the event loop: it ends the switch at once.
@@ -288,6 +291,7 @@ impl Switch {
             tx: Vec::new(),
             targets: Vec::new(),
             now: Instant::now(),
+            turn: 0,
             fabric: Fabric::new(),
             stop_before_loop: None,
             managed: Managed::new(mgmt),
