@@ -57,6 +57,8 @@ fn run_command() -> Result<()> {
         Some("bench-write-runs") => bench::write_runs(&args[1..]),
         // Internal: the reference forwarder `bench switch` starts as a process.
         Some("bench-forward") => bench::forward(&args[1..]),
+        // Internal: the ping-pong relays `bench switch` starts as processes.
+        Some("bench-relay") => bench::relay(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\

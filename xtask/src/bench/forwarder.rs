@@ -40,6 +40,21 @@ impl Spread {
     }
 }
 
+/// An abstract name given on the command line as hex (full-length names
+/// hold NULs).
+pub fn peer_name(hex: &str) -> Result<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .with_context(|| format!("bench: peer name '{hex}' is not hex"))
+}
+
+/// `name` as [`peer_name`] reads it.
+pub fn hex_name(name: &[u8]) -> String {
+    name.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `xtask bench-forward NAME SPREAD PEER...`: binds the abstract name NAME,
 /// connects one socket to each abstract PEER (its bytes in hex: full-length
 /// names hold NULs), and forwards until killed.
@@ -60,13 +75,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let outs = peers
         .iter()
         .map(|peer| {
-            let name = (0..peer.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(peer.get(i..i + 2).unwrap_or("zz"), 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .with_context(|| format!("bench-forward: peer '{peer}' is not hex"))?;
             let sock = UnixDatagram::unbound()?;
-            sock.connect_addr(&SocketAddr::from_abstract_name(name)?)?;
+            sock.connect_addr(&SocketAddr::from_abstract_name(peer_name(peer)?)?)?;
             Ok(sock)
         })
         .collect::<Result<Vec<_>>>()?;

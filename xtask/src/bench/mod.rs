@@ -2,10 +2,12 @@
 
 mod cow;
 mod forwarder;
+mod relay;
 mod switch;
 
 pub use cow::write_runs;
 pub use forwarder::run as forward;
+pub use relay::run as relay;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

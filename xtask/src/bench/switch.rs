@@ -22,6 +22,8 @@
 //! the switches taking turns for `--reps` rounds; the median round is shown,
 //! with the CPU time per round trip of the switch and of the ports' threads
 //! (on one CPU their sum is the round trip, so these say where it goes).
+//! Three relays that do no switching at all take their turns in the same
+//! rounds: the floors of the C switch's design and of ours (`relay.rs`).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -42,8 +44,9 @@ use uml_proto::ethernet::{EthernetHeader, HEADER_LEN, MacAddr};
 use uml_testbed::switch_client::{SwitchClient, bind_data_socket, connect_bess};
 use zerocopy::IntoBytes;
 
-use super::forwarder::Spread;
+use super::forwarder::{Spread, hex_name};
 use super::option;
+use super::relay::Design;
 use crate::provision::find_program;
 
 const BROADCAST: MacAddr = MacAddr::BROADCAST;
@@ -235,16 +238,16 @@ impl Running {
         bess: PathBuf,
         cpu: Option<usize>,
     ) -> Result<Self> {
-        let child = command.spawn()?;
-        if let Some(cpu) = cpu {
-            pin(Pid::from_raw(i32::try_from(child.id())?), cpu)?;
-        }
+        // Owned at once, so that it is killed on any error below.
         let running = Self {
-            child,
+            child: command.spawn()?,
             ctl,
             bess,
             forwarder: None,
         };
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(running.child.id())?), cpu)?;
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&running.ctl).is_err() {
             if Instant::now() > deadline {
@@ -264,13 +267,19 @@ impl Running {
             let own = port.own.as_ref().context("a datagram port")?;
             let peer = own.as_abstract_name().context("an abstract port name")?;
             // Full-length names hold NULs: passed as hex.
-            command.arg(peer.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        }
-        let child = command.stdin(Stdio::null()).spawn()?;
-        if let Some(cpu) = cpu {
-            pin(Pid::from_raw(i32::try_from(child.id())?), cpu)?;
+            command.arg(hex_name(peer));
         }
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        // Owned at once, so that it is killed on any error below.
+        let forwarder = Self {
+            child: command.stdin(Stdio::null()).spawn()?,
+            ctl: PathBuf::new(),
+            bess: PathBuf::new(),
+            forwarder: Some(addr.clone()),
+        };
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(forwarder.child.id())?), cpu)?;
+        }
         let probe = UnixDatagram::unbound()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while probe.connect_addr(&addr).is_err() {
@@ -279,12 +288,54 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self {
-            child,
+        Ok(forwarder)
+    }
+
+    /// Starts a ping-pong relay of `design` between ports `a` and `b`, and
+    /// points each port at the address it sends to.
+    fn relay(design: Design, a: &mut Port, b: &mut Port, cpu: Option<usize>) -> Result<Self> {
+        let name = format!(
+            "bench-relay-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("bench-relay").arg(design.arg()).arg(&name);
+        for port in [&*a, &*b] {
+            let own = port.own.as_ref().context("a datagram port")?;
+            command.arg(hex_name(
+                own.as_abstract_name().context("an abstract port name")?,
+            ));
+        }
+        let [to_a, to_b] = design.addresses(&name);
+        let addrs = [
+            SocketAddr::from_abstract_name(to_a.as_bytes())?,
+            SocketAddr::from_abstract_name(to_b.as_bytes())?,
+        ];
+        // Owned at once, so that it is killed on any error below.
+        let mut relay = Self {
+            child: command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?,
             ctl: PathBuf::new(),
             bess: PathBuf::new(),
-            forwarder: Some(addr),
-        })
+            forwarder: Some(addrs[0].clone()),
+        };
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(relay.child.id())?), cpu)?;
+        }
+        // A socket connected to its port takes no probe's connection: the
+        // relay says when its sockets are ready, or ends (end of file).
+        let mut line = String::new();
+        let stdout = relay.child.stdout.take().context("the relay's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line.trim() != "ready" {
+            bail!("the {} relay did not start", design.arg());
+        }
+        a.to = Some(unix_addr(&addrs[0])?);
+        b.to = Some(unix_addr(&addrs[1])?);
+        Ok(relay)
     }
 
     /// Nanoseconds on a CPU (the scheduler's count, finer than `cpu_seconds`'
@@ -643,10 +694,36 @@ fn thread_cpu_ns() -> u64 {
     schedstat_ns("/proc/thread-self/schedstat")
 }
 
-/// Round trips of one frame between two daemon ports.
+/// Runs `measure` with the harness's thread (and the threads it starts)
+/// pinned to `cpu`, then back on CPU 0; unpinned without one.
+fn on_cpu(cpu: Option<usize>, measure: impl FnOnce() -> Result<PingPong>) -> Result<PingPong> {
+    if let Some(cpu) = cpu {
+        pin(Pid::from_raw(0), cpu)?;
+    }
+    let measured = measure();
+    if cpu.is_some() {
+        pin(Pid::from_raw(0), 0)?;
+    }
+    measured
+}
+
+/// Round trips of one frame between two daemon ports of a switch.
 fn ping_pong(running: &Running, rounds: usize) -> Result<PingPong> {
     let a = Port::daemon(running, 0)?;
     let b = Port::daemon(running, 1)?;
+    bounce(running, a, b, rounds)
+}
+
+/// Round trips of one frame between two ports of a relay of `design`.
+fn relay_ping_pong(design: Design, cpu: Option<usize>, rounds: usize) -> Result<PingPong> {
+    let mut a = Port::unbound_daemon(0)?;
+    let mut b = Port::unbound_daemon(1)?;
+    let relay = Running::relay(design, &mut a, &mut b, cpu)?;
+    bounce(&relay, a, b, rounds)
+}
+
+/// Round trips of one frame from `a` to `b` and back through `running`.
+fn bounce(running: &Running, a: Port, b: Port, rounds: usize) -> Result<PingPong> {
     let (a_mac, b_mac) = (a.mac, b.mac);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_b = Arc::clone(&stop);
@@ -847,24 +924,26 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         );
     }
     // Ping-pong on one CPU: the harness's threads and the switch share CPU 1.
-    // The three switches take turns, `reps` rounds, so that the machine's
-    // drift during the runs is shared; each figure is the median of its rounds.
+    // (With the switch alone on a CPU of its own, a round trip on these
+    // virtual machines took 104 to 115 us for every switch and relay: idle
+    // CPUs waking, not switching.) The three switches and the designs' floors take turns,
+    // `reps` rounds, so that the machine's drift during the runs is shared;
+    // each figure is the median of its rounds.
     let kinds = [Kind::C, Kind::Vde, Kind::Ours];
     let running = kinds
         .iter()
         .map(|&kind| Running::start(kind, &ours, &dir, switch_cpu))
         .collect::<Result<Vec<_>>>()?;
+    let harness_cpu = pinned.then_some(1);
     let mut rounds: Vec<Vec<PingPong>> = vec![Vec::new(); kinds.len()];
+    let mut floors: Vec<Vec<PingPong>> = vec![Vec::new(); Design::ALL.len()];
     for _ in 0..reps.max(1) {
         for (k, switch) in running.iter().enumerate() {
-            if pinned {
-                pin(Pid::from_raw(0), 1)?;
-            }
-            let measured = ping_pong(switch, 20_000);
-            if pinned {
-                pin(Pid::from_raw(0), 0)?;
-            }
-            rounds[k].push(measured?);
+            rounds[k].push(on_cpu(harness_cpu, || ping_pong(switch, 20_000))?);
+        }
+        for (d, design) in Design::ALL.into_iter().enumerate() {
+            let relay = || relay_ping_pong(design, switch_cpu, 20_000);
+            floors[d].push(on_cpu(harness_cpu, relay)?);
         }
     }
     drop(running);
@@ -874,36 +953,41 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let latencies: Vec<String> = rounds
-        .iter()
-        .map(|r| {
-            format!(
-                "{:.1} / {:.1} us",
-                median(r, &|p| p.p50.as_secs_f64() * 1e6),
-                median(r, &|p| p.p99.as_secs_f64() * 1e6)
-            )
-        })
-        .collect();
+    let latency = |r: &[PingPong]| {
+        format!(
+            "{:.1} / {:.1} us",
+            median(r, &|p| p.p50.as_secs_f64() * 1e6),
+            median(r, &|p| p.p99.as_secs_f64() * 1e6)
+        )
+    };
+    let cost = |r: &[PingPong]| {
+        format!(
+            "{:.2} us ({:.2} + {:.2}); ports {:.2} us",
+            median(r, &|p| p.switch_us),
+            median(r, &|p| p.switches.0),
+            median(r, &|p| p.switches.1),
+            median(r, &|p| p.harness_us)
+        )
+    };
+    let latencies: Vec<String> = rounds.iter().map(|r| latency(r)).collect();
     println!(
         "| ping-pong p50 / p99 (one CPU) | | {} | | | | |",
         latencies.join(" | ")
     );
-    let costs: Vec<String> = rounds
-        .iter()
-        .map(|r| {
-            format!(
-                "{:.2} us ({:.2} + {:.2}); ports {:.2} us",
-                median(r, &|p| p.switch_us),
-                median(r, &|p| p.switches.0),
-                median(r, &|p| p.switches.1),
-                median(r, &|p| p.harness_us)
-            )
-        })
-        .collect();
+    let costs: Vec<String> = rounds.iter().map(|r| cost(r)).collect();
     println!(
         "| ping-pong, CPU per round trip: switch (its context switches, voluntary + not); the two ports' threads | | {} | | | | |",
         costs.join(" | ")
     );
+    // The floors: relays doing no switching at all, one per design.
+    for (design, r) in Design::ALL.into_iter().zip(&floors) {
+        println!(
+            "| ping-pong floor, {}: p50 / p99; CPU per round trip | {}; {} | | | | | | | |",
+            design.label(),
+            latency(r),
+            cost(r)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
