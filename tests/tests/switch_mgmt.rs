@@ -1096,3 +1096,48 @@ fn uml_switch_events_tell_macs_learned_moved_and_aged() {
     );
     assert_eq!(e["v"], 1);
 }
+
+#[test]
+fn uml_switch_a_guest_flooding_source_addresses_fills_neither_its_memory_nor_the_log() {
+    // A guest may send from as many source addresses as it likes (macof):
+    // the learning table stops at its limit and the log does not take a
+    // line per address.
+    let switch = Managed::start(&["--max-macs", "1000"]);
+    let a = Port::connect(&switch);
+    const FLOOD: u32 = 5000;
+    for i in 0..FLOOD {
+        let [_, x, y, z] = i.to_be_bytes();
+        let src = MacAddr([2, 0x66, 0, x, y, z]);
+        let frame = [
+            EthernetHeader::new(MacAddr::BROADCAST, src, 0x88b5).as_bytes(),
+            b"flood",
+        ]
+        .concat();
+        a.send_raw(&frame);
+    }
+    let deadline = Instant::now() + WAIT;
+    while switch.ctl(&["stats"])["rx"]["frames"].as_u64() < Some(u64::from(FLOOD)) {
+        assert!(
+            Instant::now() < deadline,
+            "the switch did not take the flood"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = switch.ctl(&["stats"]);
+    assert_eq!(stats["macs"], 1000, "{stats}");
+    let log = switch.log();
+    let learned = log.matches(" Addr: ").count();
+    assert!(learned <= 200, "{learned} address lines for one flood");
+    switch.wait_for_line("learning table is full (1000 addresses)");
+    // What was not logged is told, at the next tick.
+    switch.wait_for_line("more addresses learned or moved, not logged");
+    // Addresses known before the table filled are still served.
+    let b = Port::connect(&switch);
+    b.send(MacAddr([2, 0x66, 0, 0, 0, 7]), b"to a known address");
+    let got = a.drain();
+    assert_eq!(
+        got.len(),
+        1,
+        "the frame to a known address reached its port"
+    );
+}

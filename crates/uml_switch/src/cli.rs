@@ -43,6 +43,10 @@ pub struct Args {
     /// are not limited.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_ports_per_user: usize,
+    /// Addresses the learning table holds at most; beyond them new
+    /// addresses are not learned, and frames to them flood.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_macs: u32,
     /// Seconds a learned address is kept after its last frame.
     #[arg(long, value_name = "SECS", default_value_t = 100)]
     pub max_age: u64,

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::sockopt::SocketError;
 use nix::sys::socket::{MsgFlags, SockaddrIn, getsockopt, sendmsg};
-use uml_proto::ethernet::EthernetHeader;
+use uml_proto::ethernet::{EthernetHeader, MacAddr};
 use zerocopy::IntoBytes;
 
 use crate::backlog::{STALL_AFTER, peer_gone, send_connected};
@@ -27,6 +27,8 @@ const READS_PER_TURN: usize = 64;
 /// `recvmmsg` calls (of up to [`RX_BATCH`] frames each) on one daemon data
 /// socket before the other sockets get a turn.
 const RECEIVES_PER_TURN: usize = 64;
+/// Lines about learned and moved addresses printed at most each second.
+pub(crate) const LEARN_LINES_PER_SECOND: u32 = 100;
 /// How often the learning table is aged, as the C switch does.
 pub(crate) const AGE_EVERY: Duration = Duration::from_secs(2);
 
@@ -150,8 +152,9 @@ impl Switch {
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(sys("waiting for events")(e)),
             };
-            // One reading of the clock a turn: learning, holding and the
-            // periodic work below all take this one.
+            // One reading of the clock a turn, for learning and the periodic
+            // work below (holding back, emulated links and captures read
+            // their own, later in the turn).
             let now = Instant::now();
             self.now = now;
             self.turn = self.turn.wrapping_add(1);
@@ -196,11 +199,14 @@ impl Switch {
             }
             self.check_stalls(now);
             if self.next_timer().is_some() {
-                self.release_due(now);
+                // Read again: frames the emulation took in this turn were
+                // stamped after `now`, and those due at once leave now.
+                self.release_due(Instant::now());
             }
             if ticked {
                 self.age_table(now);
                 self.expire_pending(now);
+                self.tell_held_back();
             }
             self.resume_listeners(now);
             self.managed_tick(now);
@@ -293,22 +299,53 @@ impl Switch {
     /// Learns a frame's source and lists the ports it must go to in `self.targets`.
     fn route(&mut self, from: PortId, header: &EthernetHeader) {
         self.targets.clear();
-        match learn_source(&mut self.table, from, header, self.now) {
-            Some((mac, Learned::New)) => {
-                log_line(&format!(" Addr: {mac} New port {from}"));
-                self.mac_event(mac, from, None);
+        if let Some((mac, learned)) = learn_source(&mut self.table, from, header, self.now) {
+            match self.log_learned(mac, from, learned) {
+                Learned::New => self.mac_event(mac, from, None),
+                Learned::Moved { from: old } => self.mac_event(mac, from, Some(old)),
+                Learned::Known | Learned::Full => {}
             }
-            Some((mac, Learned::Moved { from: old })) => {
-                log_line(&format!(" Addr: {mac} New port {from} old port {old}"));
-                self.mac_event(mac, from, Some(old));
-            }
-            Some((_, Learned::Known)) | None => {}
         }
         match decide(from, header, &self.table, self.cfg.hub) {
             Destination::Nowhere => {}
             Destination::Port(to) => self.targets.push(to),
             Destination::Flood => self.targets.extend(self.ports.others(from)),
         }
+    }
+
+    /// Logs what learning `mac` on port `from` changed, as the C switch does,
+    /// but at most [`LEARN_LINES_PER_SECOND`] lines a second (the rest are
+    /// counted, and told at the next tick), and a full table once a second.
+    pub(crate) fn log_learned(&mut self, mac: MacAddr, from: PortId, learned: Learned) -> Learned {
+        let line = match learned {
+            Learned::New => format!(" Addr: {mac} New port {from}"),
+            Learned::Moved { from: old } => format!(" Addr: {mac} New port {from} old port {old}"),
+            Learned::Full => {
+                if self.full_lines.allow(self.now) {
+                    log_line(&format!(
+                        "The learning table is full ({} addresses): new addresses are not learned, frames to them flood (--max-macs)",
+                        self.table.capacity()
+                    ));
+                }
+                return learned;
+            }
+            Learned::Known => return learned,
+        };
+        if self.learn_lines.allow(self.now) {
+            log_line(&line);
+        }
+        learned
+    }
+
+    /// At a tick: how many learning lines the limit held back.
+    fn tell_held_back(&mut self) {
+        let held_back = self.learn_lines.take_held_back();
+        if held_back > 0 {
+            log_line(&format!(
+                "{held_back} more addresses learned or moved, not logged (at most {LEARN_LINES_PER_SECOND} lines a second)"
+            ));
+        }
+        self.full_lines.take_held_back();
     }
 
     /// Learns a frame from a BESS, tap or VXLAN port and sends it where it belongs.

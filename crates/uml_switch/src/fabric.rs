@@ -24,7 +24,6 @@ use uml_proto::vxlan::{VxlanError, VxlanHeader};
 use crate::endpoint::{EndpointKind, EndpointSpec, PortTemplate};
 use crate::event_loop::{Token, transmit};
 use crate::forward::{Destination, decide_in, forwardable, learn_source_in};
-use crate::learning::Learned;
 use crate::link_emulation::{Direction, Emulator, LinkEmulation, Rng, Schedule, Stage};
 use crate::log::log_line;
 use crate::ports::{Link, PortId};
@@ -380,12 +379,10 @@ impl Switch {
         let Some(header) = EthernetHeader::parse(&c.frame).copied() else {
             return;
         };
-        match learn_source_in(&mut self.table, c.vid, from, &header, self.now) {
-            Some((mac, Learned::New)) => log_line(&format!(" Addr: {mac} New port {from}")),
-            Some((mac, Learned::Moved { from: old })) => {
-                log_line(&format!(" Addr: {mac} New port {from} old port {old}"));
-            }
-            Some((_, Learned::Known)) | None => {}
+        if let Some((mac, learned)) =
+            learn_source_in(&mut self.table, c.vid, from, &header, self.now)
+        {
+            self.log_learned(mac, from, learned);
         }
         let horizon = self
             .ports
@@ -650,6 +647,7 @@ mod tests {
             pidfile: None,
             max_age: Duration::from_secs(100),
             max_ports_per_user: 64,
+            max_macs: 1000,
             endpoints: Vec::new(),
             vxlan: Vec::new(),
             managed: Default::default(),

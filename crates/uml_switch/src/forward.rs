@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn table() -> MacTable {
-        MacTable::new(Duration::from_secs(100))
+        MacTable::new(Duration::from_secs(100), 100)
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum Learned {
         /// Where it was.
         from: PortId,
     },
+    /// First seen, but not learned: the table holds its limit of addresses.
+    Full,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +32,9 @@ struct Entry {
 
 /// Source addresses and their ports, per VLAN (see [`crate::vlan`]; ports
 /// without a VLAN setting learn in [`TRANSPARENT`]), forgotten after
-/// `max_age` of silence.
+/// `max_age` of silence. It holds at most `capacity` addresses: a guest
+/// sending from address after address (macof) would otherwise grow it, and
+/// the switch's memory, without end.
 #[derive(Debug)]
 pub struct MacTable {
     /// The transparent domain, keyed by the address alone: the plain fast
@@ -39,6 +43,7 @@ pub struct MacTable {
     /// Every VLAN's addresses.
     vlans: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
+    capacity: usize,
 }
 
 /// Learns in one map, whichever key it has.
@@ -47,6 +52,7 @@ fn learn_at<K: std::hash::Hash + Eq>(
     key: K,
     port: PortId,
     now: Instant,
+    full: bool,
 ) -> Learned {
     let fresh = Entry {
         port,
@@ -62,6 +68,7 @@ fn learn_at<K: std::hash::Hash + Eq>(
             *entry = fresh;
             Learned::Moved { from }
         }
+        None if full => Learned::Full,
         None => {
             map.insert(key, fresh);
             Learned::New
@@ -70,13 +77,20 @@ fn learn_at<K: std::hash::Hash + Eq>(
 }
 
 impl MacTable {
-    /// An empty table whose entries expire `max_age` after their last frame.
-    pub fn new(max_age: Duration) -> Self {
+    /// An empty table whose entries expire `max_age` after their last
+    /// frame, and that learns at most `capacity` addresses.
+    pub fn new(max_age: Duration, capacity: usize) -> Self {
         Self {
             entries: HashMap::new(),
             vlans: HashMap::new(),
             max_age,
+            capacity,
         }
+    }
+
+    /// The most addresses it learns.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Records that `mac` sent a frame from `port` at `now`.
@@ -86,10 +100,11 @@ impl MacTable {
 
     /// Records that `mac` sent a frame of VLAN `vid` from `port` at `now`.
     pub fn learn_in(&mut self, vid: u16, mac: MacAddr, port: PortId, now: Instant) -> Learned {
+        let full = self.len() >= self.capacity;
         if vid == TRANSPARENT {
-            learn_at(&mut self.entries, mac, port, now)
+            learn_at(&mut self.entries, mac, port, now, full)
         } else {
-            learn_at(&mut self.vlans, (vid, mac), port, now)
+            learn_at(&mut self.vlans, (vid, mac), port, now, full)
         }
     }
 
@@ -162,6 +177,9 @@ impl MacTable {
         for (mac, _) in &aged {
             self.entries.remove(mac);
         }
+        // VLANs' addresses age as well; their events tell transparent ones only.
+        self.vlans
+            .retain(|_, e| now.saturating_duration_since(e.last_seen) <= max_age);
         aged
     }
 
@@ -182,8 +200,31 @@ mod tests {
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     #[test]
+    fn a_full_table_still_moves_and_refreshes_but_learns_nothing_new() {
+        let mut table = MacTable::new(Duration::from_secs(100), 2);
+        let t0 = Instant::now();
+        assert_eq!(table.learn(A, 1, t0), Learned::New);
+        assert_eq!(table.learn_in(10, B, 1, t0), Learned::New);
+        let c = MacAddr([2, 0, 0, 0, 0, 3]);
+        assert_eq!(table.learn(c, 1, t0), Learned::Full);
+        assert_eq!(
+            table.learn_in(10, c, 1, t0),
+            Learned::Full,
+            "VLANs count too"
+        );
+        assert_eq!(table.lookup(&c), None);
+        assert_eq!(table.learn(A, 1, t0), Learned::Known);
+        assert_eq!(table.learn(A, 2, t0), Learned::Moved { from: 1 });
+        assert_eq!(table.len(), 2);
+        // Room again once an address ages out.
+        table.learn(A, 2, t0 + Duration::from_secs(60));
+        assert_eq!(table.expire(t0 + Duration::from_secs(101)), 1);
+        assert_eq!(table.learn(c, 1, t0), Learned::New);
+    }
+
+    #[test]
     fn learns_moves_and_forgets() {
-        let mut table = MacTable::new(Duration::from_secs(100));
+        let mut table = MacTable::new(Duration::from_secs(100), 100);
         let t0 = Instant::now();
         assert_eq!(table.learn(A, 1, t0), Learned::New);
         assert_eq!(table.learn(A, 1, t0), Learned::Known);
@@ -196,7 +237,7 @@ mod tests {
 
     #[test]
     fn each_vlan_learns_apart() {
-        let mut table = MacTable::new(Duration::from_secs(100));
+        let mut table = MacTable::new(Duration::from_secs(100), 100);
         let t0 = Instant::now();
         assert_eq!(table.learn_in(10, A, 1, t0), Learned::New);
         assert_eq!(table.learn_in(20, A, 2, t0), Learned::New);
@@ -206,8 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn vlans_addresses_age_also_while_events_are_listened_to() {
+        let mut table = MacTable::new(Duration::from_secs(100), 100);
+        let t0 = Instant::now();
+        table.learn_in(10, A, 1, t0);
+        table.learn(B, 1, t0);
+        let aged = table.expire_listed(t0 + Duration::from_secs(101));
+        assert_eq!(aged, vec![(B, 1)]);
+        assert_eq!(table.lookup_in(10, &A), None);
+        assert!(table.is_empty());
+    }
+
+    #[test]
     fn entries_age_out() {
-        let mut table = MacTable::new(Duration::from_secs(100));
+        let mut table = MacTable::new(Duration::from_secs(100), 100);
         let t0 = Instant::now();
         table.learn(A, 1, t0);
         table.learn(B, 1, t0 + Duration::from_secs(50));

@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         pidfile: args.pidfile,
         max_age: Duration::from_secs(args.max_age),
         max_ports_per_user: args.max_ports_per_user,
+        max_macs: usize::try_from(args.max_macs).unwrap_or(usize::MAX),
         endpoints: args.endpoint,
         vxlan: args.vxlan,
         managed: ManagedConfig {

@@ -21,11 +21,11 @@ use crate::backlog::{Budget, SEND_BATCH, TOTAL_BACKLOG_BYTES};
 use crate::batch::{Outgoing, RxBatch};
 use crate::control::{AcceptBackoff, PendingRequests};
 use crate::endpoint::EndpointSpec;
-use crate::event_loop::{AGE_EVERY, Token};
+use crate::event_loop::{AGE_EVERY, LEARN_LINES_PER_SECOND, Token};
 use crate::fabric::Fabric;
 use crate::forward::MAX_FRAME;
 use crate::learning::MacTable;
-use crate::log::log_line;
+use crate::log::{LineLimit, log_line};
 use crate::mgmt::{Managed, ManagedConfig, MgmtListener};
 use crate::port_socket::Namer;
 use crate::ports::{Link, PortId, PortTable};
@@ -56,6 +56,8 @@ pub struct Config {
     pub max_age: Duration,
     /// Ports one user other than root and the switch's own may hold (0: no limit).
     pub max_ports_per_user: usize,
+    /// The most addresses the learning table holds (`--max-macs`).
+    pub max_macs: usize,
     /// More listeners (or taps), each with the VLAN and emulation of its ports.
     pub endpoints: Vec<EndpointSpec>,
     /// VXLAN uplinks.
@@ -157,6 +159,10 @@ pub struct Switch {
     pub(crate) tx: Vec<Outgoing>,
     pub(crate) targets: Vec<PortId>,
     pub(crate) now: Instant,
+    /// Learned and moved addresses' lines (see [`Switch::log_learned`]).
+    pub(crate) learn_lines: LineLimit,
+    /// The full table's line.
+    pub(crate) full_lines: LineLimit,
     /// Loop turns so far: tells a port read turn after turn (it has frames
     /// queued) from one whose frames come one at a time.
     pub(crate) turn: u64,
@@ -265,7 +271,7 @@ impl Switch {
             descriptor_limit(),
         );
         let mut switch = Self {
-            table: MacTable::new(cfg.max_age),
+            table: MacTable::new(cfg.max_age, cfg.max_macs),
             cfg,
             epoll,
             signals,
@@ -291,6 +297,8 @@ impl Switch {
             tx: Vec::new(),
             targets: Vec::new(),
             now: Instant::now(),
+            learn_lines: LineLimit::new(LEARN_LINES_PER_SECOND),
+            full_lines: LineLimit::new(1),
             turn: 0,
             fabric: Fabric::new(),
             stop_before_loop: None,
