@@ -6,8 +6,8 @@
 //! there (0) gets the next sender's name cut to nothing while the reported
 //! length says whole: the buffer still holds an earlier sender's name, and a
 //! frame would be taken for that sender's. nix's `recvmmsg` (0.30, 0.31)
-//! reuses its headers that way, so this one resets every header, and clears
-//! every name, before each call.
+//! reuses its headers that way, so this one resets every header before each
+//! call, and clears every name when the senders' names are asked for.
 #![expect(
     unsafe_code,
     reason = "recvmmsg with headers that point into buffers this type owns; it says why that is sound"
@@ -22,7 +22,8 @@ use libc::{c_uint, iovec, mmsghdr, sockaddr_un, socklen_t};
 /// Bytes before `sun_path` in a `sockaddr_un`.
 const NAME_OFFSET: usize = offset_of!(sockaddr_un, sun_path);
 
-/// Receive buffers, their senders' names and the kernel's headers, allocated once.
+/// Receive buffers, their senders' names and the kernel's headers, allocated
+/// once. Not `Clone`: a copy's iovecs would point at this one's buffers.
 pub struct UnixRecvBatch {
     bufs: Vec<Vec<u8>>,
     names: Vec<sockaddr_un>,
@@ -92,11 +93,12 @@ impl UnixRecvBatch {
             header.msg_hdr.msg_iovlen = 1;
         }
         let count = c_uint::try_from(self.headers.len()).unwrap_or(c_uint::MAX);
-        // SAFETY: every header points at a name and an iovec of this batch,
-        // and each iovec at a buffer of this batch (set up in `new`, and the
-        // buffers' heap blocks never move), all alive for the length of the
-        // call (the vectors are not touched until it returns); `count` is at most the number of headers, and the kernel
-        // writes at most `msg_namelen` name bytes and `iov_len` data bytes.
+        // SAFETY: every header points at an iovec of this batch (and, with
+        // `senders`, at a name of it), and each iovec at a buffer of this
+        // batch: set up in `new`, never resized, so their heap blocks never
+        // move, and not touched until the call returns. `count` is at most
+        // the number of headers; the kernel writes at most `msg_namelen`
+        // name bytes (0 without a name) and `iov_len` data bytes.
         let got = unsafe {
             libc::recvmmsg(
                 socket.as_fd().as_raw_fd(),

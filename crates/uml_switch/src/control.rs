@@ -275,7 +275,7 @@ impl Switch {
             .pending
             .waiting
             .iter()
-            .filter(|(_, p)| now.duration_since(p.accepted) >= REQUEST_TIMEOUT)
+            .filter(|(_, p)| now.saturating_duration_since(p.accepted) >= REQUEST_TIMEOUT)
             .map(|(&id, _)| id)
             .collect();
         if late.is_empty() {
@@ -326,7 +326,7 @@ impl Switch {
         let Some(since) = self.backoff.paused_since else {
             return;
         };
-        if !self.backoff.freed && now.duration_since(since) < ACCEPT_RETRY {
+        if !self.backoff.freed && now.saturating_duration_since(since) < ACCEPT_RETRY {
             return;
         }
         self.backoff.paused_since = None;

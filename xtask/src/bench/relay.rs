@@ -132,21 +132,21 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(|socket| PollFd::new(socket.as_fd(), PollFlags::POLLIN));
     ready()?;
     loop {
-        let ready: [bool; 2] = match &epoll {
+        let readable: [bool; 2] = match &epoll {
             Some(epoll) => {
                 let n = epoll.wait(&mut events, EpollTimeout::NONE)?;
-                let mut ready = [false; 2];
+                let mut found = [false; 2];
                 for event in &events[..n] {
-                    if let Some(r) = ready.get_mut(usize::try_from(event.data())?) {
+                    if let Some(r) = found.get_mut(usize::try_from(event.data())?) {
                         *r = true;
                     }
                 }
-                ready
+                found
             }
             None => wait_poll(&mut polled)?,
         };
         for (from, to) in [(0, 1), (1, 0)] {
-            if ready[from] {
+            if readable[from] {
                 if let Ok(len) = sockets[from].recv(&mut buf) {
                     let _ = sockets[to].send(&buf[..len]);
                 }
@@ -169,9 +169,9 @@ fn wait_poll(polled: &mut [PollFd<'_>]) -> Result<[bool; 2]> {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e).context("bench-relay: poll"),
     }
-    let mut ready = [false; 2];
-    for (r, p) in ready.iter_mut().zip(polled.iter()) {
+    let mut found = [false; 2];
+    for (r, p) in found.iter_mut().zip(polled.iter()) {
         *r = p.revents().is_some_and(|e| !e.is_empty());
     }
-    Ok(ready)
+    Ok(found)
 }

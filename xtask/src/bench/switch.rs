@@ -320,7 +320,8 @@ impl Running {
                 .spawn()?,
             ctl: PathBuf::new(),
             bess: PathBuf::new(),
-            forwarder: Some(addrs[0].clone()),
+            // The ports are pointed at their addresses below.
+            forwarder: None,
         };
         if let Some(cpu) = cpu {
             pin(Pid::from_raw(i32::try_from(relay.child.id())?), cpu)?;
@@ -702,7 +703,9 @@ fn on_cpu(cpu: Option<usize>, measure: impl FnOnce() -> Result<PingPong>) -> Res
     }
     let measured = measure();
     if cpu.is_some() {
-        pin(Pid::from_raw(0), 0)?;
+        // The measurement's own error, if any, is the one to tell.
+        let back = pin(Pid::from_raw(0), 0);
+        return measured.and_then(|m| back.map(|()| m));
     }
     measured
 }
