@@ -1617,6 +1617,50 @@ fn root_uml_switch_leaves_a_reserve_of_descriptors_whatever_many_users_hold() {
 }
 
 #[test]
+fn root_uml_switch_logs_another_user_s_port_churn_at_a_bounded_rate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), &[]);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ctl = switch.ctl.to_str().unwrap();
+    let helper = helper_in(dir.path());
+    let tag = std::process::id();
+    let churn_lines = || {
+        switch
+            .log()
+            .lines()
+            .filter(|l| *l == "New connection" || *l == "Disconnect")
+            .count()
+    };
+    // Root's churn is logged whole, however fast: 60 ports, 120 lines.
+    let root = asked(&helper, 0, &["churn", ctl, &format!("root-{tag}"), "60"]);
+    assert_eq!(root, "ANSWERED 60");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while churn_lines() < 120 {
+        assert!(Instant::now() < deadline, "root's lines:\n{}", switch.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Another user's: 300 ports asked for and given back, 600 lines unlimited.
+    let started = Instant::now();
+    let churn = asked(
+        &helper,
+        NOBODY,
+        &["churn", ctl, &format!("churn-{tag}"), "300"],
+    );
+    assert_eq!(churn, "ANSWERED 300");
+    switch.wait_for_line("more lines about the connections of users other than root");
+    let seconds = started.elapsed().as_secs() + 1;
+    let lines = churn_lines() - 120;
+    let bound = usize::try_from(20 * seconds).unwrap();
+    assert!(
+        lines <= bound,
+        "{lines} lines in {seconds} s:\n{}",
+        switch.log()
+    );
+}
+
+#[test]
 fn root_uml_switch_run_by_a_user_does_not_limit_that_user() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,8 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// While out of descriptors, how often accepting is tried again even if none
 /// of ours was closed (another process may have freed some of the system's).
 pub(crate) const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+/// Lines about other users' connections and ports printed at most each second.
+pub(crate) const CLIENT_LINES_PER_SECOND: u32 = 20;
 
 /// Connections accepted from one listener per wake-up.
 const ACCEPTS_PER_TURN: usize = 64;
@@ -213,7 +215,7 @@ impl Switch {
                     let id = self.add_port(Link::Bess(fd));
                     self.set_owner(id, uid);
                     self.apply_endpoint(id, endpoint);
-                    log_line(&format!("New BESS connection, port {id}"));
+                    self.log_client(Some(uid), &format!("New BESS connection, port {id}"));
                     self.backoff.logged = false;
                 }
                 Err(Errno::EINTR | Errno::ECONNABORTED) => {}
@@ -260,7 +262,8 @@ impl Switch {
                 }
             }
             Err(message) => {
-                log_line(&message);
+                let uid = self.pending.waiting.get(&id).map(|p| p.uid);
+                self.log_client(uid, &message);
                 if let Some(pending) = self.pending.waiting.remove(&id) {
                     let _ = self.epoll.delete(&pending.stream);
                     self.backoff.freed = true;
@@ -354,11 +357,12 @@ impl Switch {
         endpoint: Option<usize>,
     ) {
         let _ = self.epoll.delete(&stream);
+        let peer = peer_uid(&stream);
         if request.version == ProtocolVersion::V0 && self.cfg.compat_v0_data.is_none() {
-            log_line("Bad request: a version 0 client needs -compat-v0");
+            self.log_client(peer, "Bad request: a version 0 client needs -compat-v0");
             return;
         }
-        let Some(uid) = peer_uid(&stream) else {
+        let Some(uid) = peer else {
             log_line("Bad request: the client's credentials are unknown");
             return;
         };
@@ -373,13 +377,16 @@ impl Switch {
         // One port per client data socket: a second would send it every
         // frame twice (and, for v0 clients, divert the first one's frames).
         if self.ports.by_source(&key).is_some() {
-            log_line("Bad request: that data socket address is already a port's");
+            self.log_client(
+                Some(uid),
+                "Bad request: that data socket address is already a port's",
+            );
             return;
         }
         let examined = match self.check_owner(&stream, &request.addr) {
             Ok(examined) => examined,
             Err(why) => {
-                log_line(&format!("Bad request: {why}"));
+                self.log_client(Some(uid), &format!("Bad request: {why}"));
                 return;
             }
         };
@@ -390,14 +397,14 @@ impl Switch {
             None => send_addr(&request.addr),
         };
         let Some(addr) = addr else {
-            log_line("Bad request: unusable data socket address");
+            self.log_client(Some(uid), "Bad request: unusable data socket address");
             return;
         };
         let v0 = request.version == ProtocolVersion::V0;
         let socket = match self.namer.open(&addr, !v0) {
             Ok(socket) => socket,
             Err(e) => {
-                log_line(&format!("Bad request: {e}"));
+                self.log_client(Some(uid), &format!("Bad request: {e}"));
                 return;
             }
         };
@@ -406,7 +413,7 @@ impl Switch {
         if let Some(name) = &socket.name {
             // Exactly the 110 bytes of the port's data address, as the kernel reads them.
             if stream.write_all(name.as_bytes()).is_err() {
-                log_line("Sending data socket name");
+                self.log_client(Some(uid), "Sending data socket name");
                 return;
             }
         }
@@ -418,7 +425,7 @@ impl Switch {
         });
         self.set_owner(id, uid);
         self.apply_endpoint(id, endpoint);
-        log_line("New connection");
+        self.log_client(Some(uid), "New connection");
     }
 
     /// Whether the client at the other end of `stream` may have a port at
@@ -551,6 +558,18 @@ impl Switch {
             self.refresh_active();
         }
         self.port_closed(&port, message); // managed switch: counts kept, announced
-        log_line(message);
+        self.log_client(port.owner, message);
+    }
+
+    /// Logs a line about a client's connection or port. Those of users held
+    /// to the limits are printed at most [`CLIENT_LINES_PER_SECOND`] a
+    /// second, all such users together (the rest are counted, and told at
+    /// the next tick): opening and closing ports in a loop must not fill the
+    /// log. Root's and the switch's own user's lines are always printed.
+    pub(crate) fn log_client(&mut self, uid: Option<u32>, line: &str) {
+        if uid.is_some_and(|uid| self.quota.limited(uid)) && !self.client_lines.allow(self.now) {
+            return;
+        }
+        log_line(line);
     }
 }

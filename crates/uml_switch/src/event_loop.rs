@@ -14,7 +14,7 @@ use zerocopy::IntoBytes;
 
 use crate::backlog::{STALL_AFTER, peer_gone, send_connected};
 use crate::batch::{Outgoing, RX_BATCH};
-use crate::control::ACCEPT_RETRY;
+use crate::control::{ACCEPT_RETRY, CLIENT_LINES_PER_SECOND};
 use crate::forward::{Destination, MAX_FRAME, decide, forwardable, learn_source};
 use crate::learning::Learned;
 use crate::log::log_line;
@@ -337,7 +337,7 @@ impl Switch {
         learned
     }
 
-    /// At a tick: how many learning lines the limit held back.
+    /// At a tick: how many learning and client lines the limits held back.
     fn tell_held_back(&mut self) {
         let held_back = self.learn_lines.take_held_back();
         if held_back > 0 {
@@ -346,6 +346,13 @@ impl Switch {
             ));
         }
         self.full_lines.take_held_back();
+        let held_back = self.client_lines.take_held_back();
+        if held_back > 0 {
+            log_line(&format!(
+                "{held_back} more lines about the connections of users other than root and uid {}, not logged (at most {CLIENT_LINES_PER_SECOND} a second)",
+                self.quota.own_uid()
+            ));
+        }
     }
 
     /// Learns a frame from a BESS, tap or VXLAN port and sends it where it belongs.

@@ -19,7 +19,7 @@ use uml_host::tun::{TunError, open_tap};
 
 use crate::backlog::{Budget, SEND_BATCH, TOTAL_BACKLOG_BYTES};
 use crate::batch::{Outgoing, RxBatch};
-use crate::control::{AcceptBackoff, PendingRequests};
+use crate::control::{AcceptBackoff, CLIENT_LINES_PER_SECOND, PendingRequests};
 use crate::endpoint::EndpointSpec;
 use crate::event_loop::{AGE_EVERY, LEARN_LINES_PER_SECOND, Token};
 use crate::fabric::Fabric;
@@ -163,6 +163,8 @@ pub struct Switch {
     pub(crate) learn_lines: LineLimit,
     /// The full table's line.
     pub(crate) full_lines: LineLimit,
+    /// Lines about limited users' connections (see [`Switch::log_client`]).
+    pub(crate) client_lines: LineLimit,
     /// Loop turns so far: tells a port read turn after turn (it has frames
     /// queued) from one whose frames come one at a time.
     pub(crate) turn: u64,
@@ -299,6 +301,7 @@ impl Switch {
             now: Instant::now(),
             learn_lines: LineLimit::new(LEARN_LINES_PER_SECOND),
             full_lines: LineLimit::new(1),
+            client_lines: LineLimit::new(CLIENT_LINES_PER_SECOND),
             turn: 0,
             fabric: Fabric::new(),
             stop_before_loop: None,

@@ -9,6 +9,7 @@
 //!     switch_port hold-ports CTL LABEL N ask for N ports (LABEL-1…), keep those given
 //!     switch_port hold-idle CTL N        open N connections that send nothing
 //!     switch_port hold-bess PATH N       open N BESS (SOCK_SEQPACKET) ports
+//!     switch_port churn CTL LABEL N      ask for a port and give it back, N times
 //!
 //! `bind` and `bind-path` print `BOUND` and hold the socket until standard
 //! input ends; `request`, `register` and `hold-port` print `ANSWERED` (the
@@ -16,7 +17,8 @@
 //! `hold-port` then keeps its port until standard input ends. `hold-ports`
 //! prints the N answers on one line; `hold-idle` and `hold-bess` print
 //! `OPEN K`, how many of their connections the switch kept open; all three
-//! then hold them until standard input ends.
+//! then hold them until standard input ends. `churn` prints `ANSWERED K`,
+//! how many of its N requests got a port.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -138,6 +140,19 @@ fn run(args: &[String]) -> std::io::Result<()> {
                 .collect::<std::io::Result<Vec<_>>>()?;
             say(&format!("OPEN {}", kept_open(&streams)?))
         }
+        [cmd, ctl, label, n] if cmd == "churn" => {
+            let n: usize = n.parse().map_err(std::io::Error::other)?;
+            let mut answered = 0;
+            for i in 1..=n {
+                let (_data, _, name) = bind_data_socket(&format!("{label}-{i}"))?;
+                // The port is given back as its connection and socket close.
+                if ask(ctl, &kernel_request(&name)?)? == "ANSWERED" {
+                    answered += 1;
+                }
+            }
+            println!("ANSWERED {answered}");
+            Ok(())
+        }
         [cmd, ctl, label] if cmd == "register" => {
             let (_data, _, name) = bind_data_socket(label)?;
             println!("{}", ask(ctl, &kernel_request(&name)?)?);
@@ -145,7 +160,7 @@ fn run(args: &[String]) -> std::io::Result<()> {
         }
         _ => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH | hold-ports CTL LABEL N | hold-idle CTL N | hold-bess PATH N",
+            "usage: switch_port bind LABEL | bind-path PATH | request CTL LABEL|PATH | register CTL LABEL | hold-port CTL PATH | hold-ports CTL LABEL N | hold-idle CTL N | hold-bess PATH N | churn CTL LABEL N",
         )),
     }
 }
