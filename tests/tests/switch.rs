@@ -1441,6 +1441,20 @@ fn asked(helper: &Path, uid: u32, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A switch run by root in a directory every user may make sockets in, its
+/// control socket open to all, and the `switch_port` helper beside it. The
+/// directory comes first, so that bound as `let (dir, switch, helper)` it
+/// is dropped last, after the switch has removed its files.
+fn shared_switch(args: &[&str]) -> (tempfile::TempDir, SwitchProcess, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let switch = SwitchProcess::start(dir.path(), args);
+    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let helper = helper_in(dir.path());
+    (dir, switch, helper)
+}
+
 const NOBODY: u32 = 65534;
 const OTHER_USER: u32 = 65533;
 const THIRD_USER: u32 = 65532;
@@ -1448,14 +1462,9 @@ const FOURTH_USER: u32 = 65531;
 
 #[test]
 fn root_uml_switch_serves_only_data_sockets_of_the_connecting_user() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
     // Other users reach the control socket and make sockets beside it.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let switch = SwitchProcess::start(dir.path(), &[]);
-    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (dir, switch, helper) = shared_switch(&[]);
     let ctl = switch.ctl.to_str().unwrap();
-    let helper = helper_in(dir.path());
     let tag = std::process::id();
 
     // Another user's abstract and filesystem sockets, and root's.
@@ -1618,13 +1627,8 @@ fn root_uml_switch_leaves_a_reserve_of_descriptors_whatever_many_users_hold() {
 
 #[test]
 fn root_uml_switch_logs_another_user_s_port_churn_at_a_bounded_rate() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let switch = SwitchProcess::start(dir.path(), &[]);
-    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (_dir, switch, helper) = shared_switch(&[]);
     let ctl = switch.ctl.to_str().unwrap();
-    let helper = helper_in(dir.path());
     let tag = std::process::id();
     let churn_lines = || {
         switch
@@ -1735,13 +1739,8 @@ fn root_real_kernel_unprivileged_daemon_guests_ping_through_a_root_switch() {
 
 #[test]
 fn root_uml_switch_keeps_sending_to_the_socket_it_checked_not_to_a_swapped_path() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let switch = SwitchProcess::start(dir.path(), &[]);
-    std::fs::set_permissions(&switch.ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (dir, switch, helper) = shared_switch(&[]);
     let ctl = switch.ctl.to_str().unwrap();
-    let helper = helper_in(dir.path());
     // A user's port at a filesystem socket of its own...
     let path = dir.path().join("mine.sock");
     let _port = HeldSocket::start(
