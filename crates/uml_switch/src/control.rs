@@ -262,9 +262,9 @@ impl Switch {
                 }
             }
             Err(message) => {
-                let uid = self.pending.waiting.get(&id).map(|p| p.uid);
-                self.log_client(uid, &message);
-                if let Some(pending) = self.pending.waiting.remove(&id) {
+                let pending = self.pending.waiting.remove(&id);
+                self.log_client(pending.as_ref().map(|p| p.uid), &message);
+                if let Some(pending) = pending {
                     let _ = self.epoll.delete(&pending.stream);
                     self.backoff.freed = true;
                 }

@@ -10,7 +10,9 @@
 //! switch itself: a user who can run processes under many uids (subordinate
 //! uids in a user namespace) still cannot take them all.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::log::LineLimit;
 
 /// Connections one user may have waiting to send their request (a guest
 /// sends its request at once; more than a few waiting is someone holding
@@ -22,9 +24,9 @@ pub const PENDING_PER_USER: usize = 8;
 /// the limit when that is less).
 pub const RESERVED_FDS: usize = 128;
 
-/// Refusals of one kind are logged at most this often, so that refusals
-/// cannot fill the log.
-const LOG_EVERY: Duration = Duration::from_secs(1);
+/// Refusals of one kind are logged at most this many a second, so that
+/// refusals cannot fill the log.
+const LOG_PER_SECOND: u32 = 1;
 
 /// What a refusal was of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +63,8 @@ pub struct Quota {
     own_uid: u32,
     /// Descriptors all limited users' ports and connections may hold.
     budget: usize,
-    /// When a refusal of each kind was last logged.
-    last_logged: [Option<Instant>; 3],
+    /// The refusals of each kind logged this second.
+    logged: [LineLimit; 3],
 }
 
 impl Quota {
@@ -73,7 +75,7 @@ impl Quota {
             max_ports: (max_ports > 0).then_some(max_ports),
             own_uid,
             budget: fd_limit.saturating_sub(RESERVED_FDS.min(fd_limit / 4)),
-            last_logged: [None; 3],
+            logged: std::array::from_fn(|_| LineLimit::new(LOG_PER_SECOND)),
         }
     }
 
@@ -124,17 +126,14 @@ impl Quota {
     /// Whether a refusal of `kind` seen `now` is to be logged (at most one
     /// of each kind a second).
     pub fn log_refusal(&mut self, kind: Refusal, now: Instant) -> bool {
-        let last = &mut self.last_logged[kind as usize];
-        let due = last.is_none_or(|last| now.saturating_duration_since(last) >= LOG_EVERY);
-        if due {
-            *last = Some(now);
-        }
-        due
+        self.logged[kind as usize].allow(now)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
