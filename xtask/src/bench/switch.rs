@@ -232,22 +232,34 @@ impl Running {
         Self::spawn(command, ctl, bess, cpu)
     }
 
+    /// Spawns `command`, owned at once so that it is killed on any error
+    /// after, and pins it to `cpu`.
+    fn launch(
+        command: &mut Command,
+        ctl: PathBuf,
+        bess: PathBuf,
+        forwarder: Option<SocketAddr>,
+        cpu: Option<usize>,
+    ) -> Result<Self> {
+        let running = Self {
+            child: command.spawn()?,
+            ctl,
+            bess,
+            forwarder,
+        };
+        if let Some(cpu) = cpu {
+            pin(Pid::from_raw(i32::try_from(running.child.id())?), cpu)?;
+        }
+        Ok(running)
+    }
+
     fn spawn(
         mut command: Command,
         ctl: PathBuf,
         bess: PathBuf,
         cpu: Option<usize>,
     ) -> Result<Self> {
-        // Owned at once, so that it is killed on any error below.
-        let running = Self {
-            child: command.spawn()?,
-            ctl,
-            bess,
-            forwarder: None,
-        };
-        if let Some(cpu) = cpu {
-            pin(Pid::from_raw(i32::try_from(running.child.id())?), cpu)?;
-        }
+        let running = Self::launch(&mut command, ctl, bess, None, cpu)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&running.ctl).is_err() {
             if Instant::now() > deadline {
@@ -270,16 +282,14 @@ impl Running {
             command.arg(hex_name(peer));
         }
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-        // Owned at once, so that it is killed on any error below.
-        let forwarder = Self {
-            child: command.stdin(Stdio::null()).spawn()?,
-            ctl: PathBuf::new(),
-            bess: PathBuf::new(),
-            forwarder: Some(addr.clone()),
-        };
-        if let Some(cpu) = cpu {
-            pin(Pid::from_raw(i32::try_from(forwarder.child.id())?), cpu)?;
-        }
+        command.stdin(Stdio::null());
+        let forwarder = Self::launch(
+            &mut command,
+            PathBuf::new(),
+            PathBuf::new(),
+            Some(addr.clone()),
+            cpu,
+        )?;
         let probe = UnixDatagram::unbound()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while probe.connect_addr(&addr).is_err() {
@@ -312,20 +322,9 @@ impl Running {
             SocketAddr::from_abstract_name(to_a.as_bytes())?,
             SocketAddr::from_abstract_name(to_b.as_bytes())?,
         ];
-        // Owned at once, so that it is killed on any error below.
-        let mut relay = Self {
-            child: command
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()?,
-            ctl: PathBuf::new(),
-            bess: PathBuf::new(),
-            // The ports are pointed at their addresses below.
-            forwarder: None,
-        };
-        if let Some(cpu) = cpu {
-            pin(Pid::from_raw(i32::try_from(relay.child.id())?), cpu)?;
-        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped());
+        // No forwarder address: the ports are pointed at theirs below.
+        let mut relay = Self::launch(&mut command, PathBuf::new(), PathBuf::new(), None, cpu)?;
         // A socket connected to its port takes no probe's connection: the
         // relay says when its sockets are ready, or ends (end of file).
         let mut line = String::new();
